@@ -1,0 +1,255 @@
+//! The `exec` capability: which programs a stage may start, with which
+//! arguments, environment and working directory.
+//!
+//! The pure part ([`ExecPolicy::allows`]) is table-tested below; the host
+//! side of the `process` interface that enforces it is [`super::process`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wildmatch::WildMatch;
+
+use super::env;
+use crate::pipeline::ExecGrant;
+
+/// A program the pipeline lets a stage start, resolved when it loads.
+#[derive(Debug, Clone)]
+pub struct ExecPolicy {
+    /// The name plugins use (`terraform`).
+    pub program: String,
+    /// Absolute path resolved from `PATH` at load time.
+    pub path: PathBuf,
+    /// sha256 of the program file (hex).
+    pub digest: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub timeout: Option<Duration>,
+}
+
+/// A grant whose program cannot be used.
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    #[error("program `{program}` is granted but not found on PATH ({reason}); install it, or grant it by absolute path")]
+    NotFound { program: String, reason: String },
+    #[error("program `{program}` ({path}) has sha256 {actual}, but the grant pins {pinned}; review the new binary, then update `sha256`")]
+    PinMismatch { program: String, path: String, actual: String, pinned: String },
+    #[error("cannot read program `{program}` ({path}) to check its pin: {source}")]
+    Read { program: String, path: String, source: std::io::Error },
+}
+
+/// Why an exec was refused. Messages name the rule and how to change it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Denial {
+    #[error("program `{program}` is not granted to this stage (granted: {granted}); to allow it add [[stages.<stage>.grants.exec]] program = \"{program}\" to the pipeline file")]
+    Program { program: String, granted: String },
+    #[error("`{program}` argument {position} `{arg}` does not match the granted pattern `{pattern}`")]
+    Argument { program: String, position: usize, arg: String, pattern: String },
+    #[error("`{program}` is missing argument {position} (the grant requires `{pattern}`)")]
+    MissingArgument { program: String, position: usize, pattern: String },
+    #[error("`{program}` got {count} arguments, but the grant allows at most {allowed} (`args` = {patterns})")]
+    TooManyArguments { program: String, count: usize, allowed: usize, patterns: String },
+    #[error("`{program}` may not be given environment variable `{name}`; add it to `env` of the exec grant")]
+    Env { program: String, name: String },
+    #[error("working directory `{cwd}` is outside the stage's granted directories")]
+    Cwd { cwd: String },
+}
+
+impl ExecPolicy {
+    /// Resolve a grant's program to an absolute path and check its pin.
+    pub fn resolve(grant: &ExecGrant) -> Result<ExecPolicy, ResolveError> {
+        let path = which::which(&grant.program).map_err(|e| ResolveError::NotFound { program: grant.program.clone(), reason: e.to_string() })?;
+        let path = path.canonicalize().unwrap_or(path);
+        let bytes = std::fs::read(&path).map_err(|source| ResolveError::Read {
+            program: grant.program.clone(),
+            path: path.display().to_string(),
+            source,
+        })?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if let Some(pinned) = &grant.sha256
+            && !pinned.eq_ignore_ascii_case(&digest)
+        {
+            return Err(ResolveError::PinMismatch {
+                program: grant.program.clone(),
+                path: path.display().to_string(),
+                actual: digest,
+                pinned: pinned.clone(),
+            });
+        }
+        Ok(ExecPolicy {
+            program: grant.program.clone(),
+            path,
+            digest,
+            args: grant.args.clone(),
+            env: grant.env.clone(),
+            timeout: grant.timeout,
+        })
+    }
+
+    /// Whether `args` fit the grant's per-position patterns. Each pattern
+    /// takes one argument (`a|b` alternatives, `*`/`?` wildcards inside),
+    /// except a lone `**`, which takes all remaining arguments.
+    pub fn allows(&self, args: &[String]) -> Result<(), Denial> {
+        for (position, pattern) in self.args.iter().enumerate() {
+            if pattern == "**" {
+                return Ok(());
+            }
+            let Some(arg) = args.get(position) else {
+                return Err(Denial::MissingArgument { program: self.program.clone(), position: position + 1, pattern: pattern.clone() });
+            };
+            if !pattern.split('|').any(|alt| WildMatch::new(alt).matches(arg)) {
+                return Err(Denial::Argument {
+                    program: self.program.clone(),
+                    position: position + 1,
+                    arg: arg.clone(),
+                    pattern: pattern.clone(),
+                });
+            }
+        }
+        if args.len() > self.args.len() {
+            return Err(Denial::TooManyArguments {
+                program: self.program.clone(),
+                count: args.len(),
+                allowed: self.args.len(),
+                patterns: format!("{:?}", self.args),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the plugin may set `name` in the child's environment.
+    pub fn allows_env(&self, name: &str) -> Result<(), Denial> {
+        if self.env.iter().any(|p| env::matches(p, name)) {
+            Ok(())
+        } else {
+            Err(Denial::Env { program: self.program.clone(), name: name.to_string() })
+        }
+    }
+}
+
+/// The policy for the program a plugin names. Only the granted name is
+/// accepted: not a path to it, not a shell line.
+pub fn find<'a>(policies: &'a [ExecPolicy], program: &str) -> Result<&'a ExecPolicy, Denial> {
+    policies.iter().find(|p| p.program == program).ok_or_else(|| Denial::Program {
+        program: program.to_string(),
+        granted: if policies.is_empty() {
+            "nothing".into()
+        } else {
+            policies.iter().map(|p| p.program.as_str()).collect::<Vec<_>>().join(", ")
+        },
+    })
+}
+
+/// The child's environment: a baseline (`PATH` from the host, `HOME` = the
+/// stage work dir), the host variables the grant passes through, then the
+/// plugin's own variables (already checked against the grant).
+pub fn child_env(
+    policy: &ExecPolicy,
+    host: impl IntoIterator<Item = (String, String)>,
+    work_dir: &Path,
+    plugin_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let host: Vec<(String, String)> = host.into_iter().collect();
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_string(), v.to_string()));
+    };
+    if let Some((_, path)) = host.iter().find(|(k, _)| k == "PATH") {
+        set("PATH", path);
+    }
+    set("HOME", &work_dir.to_string_lossy());
+    for (k, v) in env::select(&policy.env, host.iter().cloned()) {
+        set(&k, &v);
+    }
+    for (k, v) in plugin_env {
+        set(k, v);
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(args: &[&str], env: &[&str]) -> ExecPolicy {
+        ExecPolicy {
+            program: "terraform".into(),
+            path: "/usr/bin/terraform".into(),
+            digest: String::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|s| s.to_string()).collect(),
+            timeout: None,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argument_patterns() {
+        let table: &[(&[&str], &[&str], bool)] = &[
+            (&[], &[], true),
+            (&[], &["x"], false),
+            (&["init|plan|show"], &["plan"], true),
+            (&["init|plan|show"], &["apply"], false),
+            (&["init|plan|show"], &[], false),
+            (&["plan", "-out=*"], &["plan", "-out=/w/tfplan"], true),
+            (&["plan", "-out=*"], &["plan", "-destroy"], false),
+            (&["*"], &["anything at all"], true),
+            (&["*"], &["a", "b"], false),
+            (&["show", "**"], &["show"], true),
+            (&["show", "**"], &["show", "-json", "tfplan"], true),
+            (&["**"], &["-c", "rm -rf /"], true),
+            (&["-c"], &["-c", "x"], false),
+            (&["hello|world"], &["--evil-flag"], false),
+            (&["apply", "tfplan"], &["apply"], false),
+        ];
+        for (patterns, args, expected) in table {
+            let got = policy(patterns, &[]).allows(&strings(args));
+            assert_eq!(got.is_ok(), *expected, "patterns {patterns:?} args {args:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn denial_messages_name_the_rule() {
+        let err = policy(&["init|plan"], &[]).allows(&strings(&["apply"])).unwrap_err();
+        assert_eq!(err.to_string(), "`terraform` argument 1 `apply` does not match the granted pattern `init|plan`");
+        let err = find(&[policy(&[], &[])], "sh").unwrap_err();
+        assert!(err.to_string().contains("program `sh` is not granted to this stage (granted: terraform)"), "{err}");
+    }
+
+    #[test]
+    fn only_the_granted_name_finds_a_policy() {
+        let policies = [policy(&[], &[])];
+        for program in ["terraform", "/usr/bin/terraform", "terraform ", "sh", "terraform; sh", "../terraform"] {
+            assert_eq!(find(&policies, program).is_ok(), program == "terraform", "{program}");
+        }
+    }
+
+    #[test]
+    fn env_for_children() {
+        let p = policy(&[], &["TF_VAR_*", "TF_IN_AUTOMATION"]);
+        assert!(p.allows_env("TF_VAR_region").is_ok());
+        assert!(p.allows_env("TF_IN_AUTOMATION").is_ok());
+        assert!(p.allows_env("LD_PRELOAD").is_err());
+        let host = vec![
+            ("PATH".to_string(), "/usr/bin".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), "s3cr3t".to_string()),
+            ("TF_VAR_region".to_string(), "eu".to_string()),
+        ];
+        let vars = child_env(&p, host, Path::new("/run/w"), &[("TF_IN_AUTOMATION".into(), "1".into())]);
+        assert_eq!(
+            vars,
+            vec![
+                ("PATH".to_string(), "/usr/bin".to_string()),
+                ("HOME".to_string(), "/run/w".to_string()),
+                ("TF_VAR_region".to_string(), "eu".to_string()),
+                ("TF_IN_AUTOMATION".to_string(), "1".to_string()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Capabilities: what a plugin asks for, what the pipeline grants, and the
+//! host side of every interface a plugin imports.
+//!
+//! Deny by default. A capability is usable only when the plugin requests it
+//! (in `describe`) **and** the stage's `grants` allow it; [`check`] finds
+//! requests without grants before any stage runs, and [`StagePolicy`] is the
+//! intersection the stage runs with.
+
+pub mod approval;
+pub mod audit;
+pub mod env;
+pub mod exec;
+pub mod fs;
+pub mod log;
+pub mod network;
+pub mod process;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::pipeline::Stage;
+
+/// One capability, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum Capability {
+    Exec(String),
+    Read,
+    Write,
+    Env(String),
+    Secret(String),
+    Connect,
+    Approval,
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::Exec(p) => write!(f, "exec `{p}`"),
+            Capability::Read => f.write_str("read"),
+            Capability::Write => f.write_str("write"),
+            Capability::Env(n) => write!(f, "env `{n}`"),
+            Capability::Secret(n) => write!(f, "secret `{n}`"),
+            Capability::Connect => f.write_str("connect"),
+            Capability::Approval => f.write_str("approval"),
+        }
+    }
+}
+
+/// A capability a plugin requests, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Request {
+    pub capability: Capability,
+    pub reason: String,
+}
+
+/// A request the pipeline does not grant, with the TOML that would grant it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    pub request: Request,
+    pub toml: String,
+}
+
+/// Whether `stage`'s grants cover `capability`.
+pub fn granted(stage: &Stage, capability: &Capability) -> bool {
+    let g = &stage.grants;
+    match capability {
+        Capability::Exec(program) => g.exec.iter().any(|e| &e.program == program),
+        Capability::Read => !g.read.is_empty(),
+        Capability::Write => !g.write.is_empty(),
+        Capability::Env(name) => env::covers(&g.env, name),
+        // Secrets are not grantable in this contract version's host yet.
+        Capability::Secret(_) => false,
+        Capability::Connect => !g.connect.is_empty(),
+        Capability::Approval => g.approval,
+    }
+}
+
+/// Requests of `stage`'s plugin that its grants do not cover.
+pub fn check(stage: &Stage, requests: &[Request]) -> Vec<Missing> {
+    requests
+        .iter()
+        .filter(|r| !granted(stage, &r.capability))
+        .map(|r| Missing { request: r.clone(), toml: grant_toml(&stage.name, &r.capability) })
+        .collect()
+}
+
+/// Grants of `stage` that its plugin does not request; they are ignored.
+pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
+    let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
+    let g = &stage.grants;
+    let mut out = Vec::new();
+    out.extend(g.exec.iter().filter(|e| !asked(&Capability::Exec(e.program.clone()))).map(|e| format!("exec `{}`", e.program)));
+    if !g.read.is_empty() && !asked(&Capability::Read) {
+        out.push("read".into());
+    }
+    if !g.write.is_empty() && !asked(&Capability::Write) {
+        out.push("write".into());
+    }
+    let env_asked: Vec<&str> = requests.iter().filter_map(|r| match &r.capability { Capability::Env(n) => Some(n.as_str()), _ => None }).collect();
+    out.extend(g.env.iter().filter(|p| !env_asked.iter().any(|n| env::matches(p, n))).map(|p| format!("env `{p}`")));
+    if !g.connect.is_empty() && !asked(&Capability::Connect) {
+        out.push("connect".into());
+    }
+    if g.approval && !asked(&Capability::Approval) {
+        out.push("approval".into());
+    }
+    out
+}
+
+/// The pipeline-file lines that grant `capability` to `stage`.
+pub fn grant_toml(stage: &str, capability: &Capability) -> String {
+    match capability {
+        Capability::Exec(program) => format!(
+            "[[stages.{stage}.grants.exec]]\nprogram = \"{program}\"\nargs = [\"**\"]  # narrow to the arguments it needs, e.g. [\"init|plan\", \"**\"]"
+        ),
+        Capability::Read => format!("[stages.{stage}.grants]\nread = [\"<directory>\"]"),
+        Capability::Write => format!("[stages.{stage}.grants]\nwrite = [\"<directory>\"]"),
+        Capability::Env(name) => format!("[stages.{stage}.grants]\nenv = [\"{name}\"]"),
+        Capability::Secret(name) => format!("# secret `{name}`: secrets are not supported by this host version"),
+        Capability::Connect => format!("[stages.{stage}.grants]\nconnect = [\"<host>:<port>\"]"),
+        Capability::Approval => format!("[stages.{stage}.grants]\napproval = true"),
+    }
+}
+
+/// What one stage may actually do: its plugin's requests intersected with
+/// its grants, resolved to absolute paths.
+#[derive(Debug, Clone, Default)]
+pub struct StagePolicy {
+    pub exec: Vec<exec::ExecPolicy>,
+    /// Read-only directories (read grants, upstream work dirs).
+    pub read_dirs: Vec<PathBuf>,
+    /// Read-write directories (write grants, the stage work dir).
+    pub write_dirs: Vec<PathBuf>,
+    /// Host env var patterns the plugin may read.
+    pub env: Vec<String>,
+    pub connect: Vec<String>,
+    pub approval: bool,
+}
+
+impl StagePolicy {
+    /// The policy for `stage` given its plugin's `requests`. Exec grants are
+    /// resolved (and their pins checked) here, so a missing tool is reported
+    /// before any stage runs.
+    pub fn new(stage: &Stage, requests: &[Request]) -> Result<StagePolicy, exec::ResolveError> {
+        let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
+        let exec = stage
+            .grants
+            .exec
+            .iter()
+            .filter(|g| asked(&Capability::Exec(g.program.clone())))
+            .map(exec::ExecPolicy::resolve)
+            .collect::<Result<_, _>>()?;
+        let env = requests
+            .iter()
+            .filter_map(|r| match &r.capability {
+                Capability::Env(n) if env::covers(&stage.grants.env, n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        Ok(StagePolicy {
+            exec,
+            read_dirs: if asked(&Capability::Read) { stage.read_dirs.clone() } else { Vec::new() },
+            write_dirs: if asked(&Capability::Write) { stage.write_dirs.clone() } else { Vec::new() },
+            env,
+            connect: if asked(&Capability::Connect) { stage.grants.connect.clone() } else { Vec::new() },
+            approval: asked(&Capability::Approval) && stage.grants.approval,
+        })
+    }
+}

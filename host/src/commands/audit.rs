@@ -1,0 +1,180 @@
+//! `capstan audit`: what each stage may do, from the pipeline file and the
+//! plugins alone. Nothing the plugins do runs except `describe`, which gets
+//! no capabilities at all.
+
+use std::path::{Path, PathBuf};
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::caps::{self, Missing, Request};
+use crate::exit::{self, Failure};
+use crate::pipeline::Stage;
+use crate::runtime::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+use crate::runtime::plugin::LoadedPlugin;
+
+/// Show, per stage, the plugin (path, sha256, contract), the capabilities it
+/// requests with reasons, what the pipeline grants, and what is requested
+/// but not granted. Exits 4 when a request is not granted or a plugin
+/// cannot be loaded.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  capstan audit examples/hello/pipeline.toml
+  capstan audit examples/hello/pipeline.toml --json | jq '.stages[].missing'
+  capstan audit target/wasm32-wasip2/release/capstan_hello.wasm")]
+pub struct Args {
+    /// A pipeline file, or a plugin `.wasm` to describe on its own.
+    pub target: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PluginReport {
+    path: String,
+    sha256: String,
+    pinned: bool,
+    contract: String,
+    name: String,
+    version: String,
+    description: String,
+    requests: Vec<Request>,
+    config_schema: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct StageReport {
+    stage: String,
+    plugin_key: String,
+    plugin: Option<PluginReport>,
+    load_error: Option<String>,
+    requested: Vec<Value>,
+    granted: Value,
+    missing: Vec<Missing>,
+    unrequested: Vec<String>,
+}
+
+pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
+    if args.target.extension().is_some_and(|e| e == "wasm") {
+        return super::plugin::describe_file(&args.target, args.json, cli).await;
+    }
+    let pipeline = super::load_pipeline(&args.target)?;
+    let runtime = super::new_runtime()?;
+    let cache = cli.cache();
+    let mut loaded = std::collections::HashMap::new();
+    for (name, plugin) in &pipeline.plugins {
+        loaded.insert(name.clone(), LoadedPlugin::load(&runtime, &cache, &plugin.path, Some(&plugin.digest)).await.map_err(|e| e.to_string()));
+    }
+    let stages: Vec<StageReport> = pipeline
+        .stages
+        .values()
+        .map(|stage| {
+            let plugin = &loaded[&stage.plugin];
+            let pinned = pipeline.plugins[&stage.plugin].pinned;
+            report(stage, plugin.as_ref().ok(), plugin.as_ref().err().cloned(), pinned)
+        })
+        .collect();
+    let failing = stages.iter().any(|s| !s.missing.is_empty() || s.load_error.is_some());
+    if args.json {
+        let doc = json!({
+            "pipeline": pipeline.name,
+            "file": pipeline.file,
+            "host_contract": format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION}"),
+            "stages": stages,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("audit serializes"));
+    } else {
+        print_text(&pipeline.file, &stages);
+    }
+    Ok(if failing { exit::PLUGIN_OR_GRANT } else { exit::OK })
+}
+
+fn report(stage: &Stage, plugin: Option<&LoadedPlugin>, load_error: Option<String>, pinned: bool) -> StageReport {
+    let requests = plugin.map(|p| p.info.requests.clone()).unwrap_or_default();
+    let g = &stage.grants;
+    let exec: Vec<Value> = g
+        .exec
+        .iter()
+        .map(|e| match caps::exec::ExecPolicy::resolve(e) {
+            Ok(p) => json!({"program": e.program, "path": p.path, "sha256": p.digest, "pinned": e.sha256.is_some(), "args": e.args, "env": e.env, "timeout": e.timeout.map(|t| humantime::format_duration(t).to_string())}),
+            Err(err) => json!({"program": e.program, "error": err.to_string(), "args": e.args, "env": e.env}),
+        })
+        .collect();
+    StageReport {
+        stage: stage.name.clone(),
+        plugin_key: stage.plugin.clone(),
+        plugin: plugin.map(|p| PluginReport {
+            path: p.path.display().to_string(),
+            sha256: p.digest.clone(),
+            pinned,
+            contract: format!("{CONTRACT_PACKAGE}@{}", p.contract),
+            name: p.info.name.clone(),
+            version: p.info.version.clone(),
+            description: p.info.description.clone(),
+            requests: p.info.requests.clone(),
+            config_schema: p.info.config_schema.clone(),
+        }),
+        load_error,
+        requested: requests.iter().map(|r| json!({"capability": r.capability, "reason": r.reason, "granted": caps::granted(stage, &r.capability)})).collect(),
+        granted: json!({
+            "exec": exec,
+            "read": stage.read_dirs,
+            "write": stage.write_dirs,
+            "env": g.env,
+            "connect": g.connect,
+            "approval": g.approval,
+            "implicit": "read-write: the stage's own work dir; read-only: the work dirs of the stages it needs",
+            "limits": {"timeout": humantime::format_duration(stage.timeout).to_string(), "memory": bytesize::ByteSize(stage.memory).to_string(), "max_output": bytesize::ByteSize(stage.max_output).to_string()},
+        }),
+        missing: caps::check(stage, &requests),
+        unrequested: if plugin.is_some() { caps::unrequested(stage, &requests) } else { Vec::new() },
+    }
+}
+
+fn print_text(file: &Path, stages: &[StageReport]) {
+    println!("audit of {}  (host contract {CONTRACT_PACKAGE}@{CONTRACT_VERSION})", file.display());
+    for s in stages {
+        println!();
+        println!("stage `{}` — plugin `{}`", s.stage, s.plugin_key);
+        if let Some(p) = &s.plugin {
+            println!("  {} {} — {}", p.name, p.version, p.description);
+            println!("  file     {}", p.path);
+            println!("  sha256   {}{}", p.sha256, if p.pinned { " (pinned)" } else { " (not pinned)" });
+            println!("  contract {}", p.contract);
+        }
+        if let Some(e) = &s.load_error {
+            println!("  CANNOT LOAD: {e}");
+        }
+        let mut table = Table::new();
+        table.load_preset(UTF8_BORDERS_ONLY).set_header(["requested", "granted", "reason"]);
+        for r in &s.requested {
+            let cap: caps::Capability = serde_json::from_value(r["capability"].clone()).unwrap_or(caps::Capability::Read);
+            let granted = if r["granted"].as_bool() == Some(true) { "yes" } else { "NO" };
+            table.add_row([cap.to_string(), granted.to_string(), r["reason"].as_str().unwrap_or_default().to_string()]);
+        }
+        println!("{table}");
+        let g = &s.granted;
+        for e in g["exec"].as_array().into_iter().flatten() {
+            let at = e["path"].as_str().map(|p| format!(" = {p}")).unwrap_or_else(|| format!(" (ERROR: {})", e["error"].as_str().unwrap_or("")));
+            println!("  exec     {}{at} args {} env {}", e["program"].as_str().unwrap_or(""), e["args"], e["env"]);
+        }
+        for (k, label) in [("read", "read    "), ("write", "write   "), ("env", "env     "), ("connect", "connect ")] {
+            if g[k].as_array().is_some_and(|a| !a.is_empty()) {
+                println!("  {label} {}", g[k]);
+            }
+        }
+        if g["approval"] == true {
+            println!("  approval granted");
+        }
+        println!("  limits   {}", g["limits"]);
+        for m in &s.missing {
+            println!("  MISSING  {} — add:\n{}", m.request.capability, m.toml.lines().map(|l| format!("             {l}")).collect::<Vec<_>>().join("\n"));
+        }
+        if !s.unrequested.is_empty() {
+            println!("  ignored  granted but not requested: {}", s.unrequested.join(", "));
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `capstan plugin …`: look at one plugin on its own.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::exit::{self, Failure};
+use crate::runtime::bindings::CONTRACT_PACKAGE;
+use crate::runtime::plugin::LoadedPlugin;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Show what a plugin is and which capabilities it requests, with its
+    /// sha256 and contract version. Only `describe` runs, with no
+    /// capabilities.
+    #[command(after_help = "Example:\n  capstan plugin describe target/wasm32-wasip2/release/capstan_hello.wasm --json")]
+    Describe {
+        /// The plugin component (`.wasm`).
+        plugin: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn exec(cmd: &Command, cli: &super::Cli) -> Result<u8, Failure> {
+    match cmd {
+        Command::Describe { plugin, json } => describe_file(plugin, *json, cli).await,
+    }
+}
+
+pub async fn describe_file(path: &Path, as_json: bool, cli: &super::Cli) -> Result<u8, Failure> {
+    let runtime = super::new_runtime()?;
+    let plugin = LoadedPlugin::load(&runtime, &cli.cache(), path, None)
+        .await
+        .map_err(|e| Failure::new(exit::PLUGIN_OR_GRANT, format!("error: {e}")))?;
+    let info = &plugin.info;
+    if as_json {
+        let doc = json!({
+            "path": plugin.path,
+            "sha256": plugin.digest,
+            "contract": format!("{CONTRACT_PACKAGE}@{}", plugin.contract),
+            "name": info.name,
+            "version": info.version,
+            "description": info.description,
+            "requests": info.requests,
+            "config_schema": info.config_schema,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("plugin info serializes"));
+    } else {
+        println!("{} {} — {}", info.name, info.version, info.description);
+        println!("  file     {}", plugin.path.display());
+        println!("  sha256   {}", plugin.digest);
+        println!("  contract {CONTRACT_PACKAGE}@{}", plugin.contract);
+        println!("  requests:");
+        for r in &info.requests {
+            println!("    {:<24} {}", r.capability.to_string(), r.reason);
+        }
+        if info.config_schema.is_some() {
+            println!("  config schema: published (see --json)");
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,54 @@
+//! Exit codes, documented in `--help` and the README.
+
+use std::process::ExitCode;
+
+/// Everything ran and succeeded.
+pub const OK: u8 = 0;
+/// The run finished and at least one stage failed.
+pub const STAGE_FAILED: u8 = 1;
+/// The command line is wrong (clap's own code).
+pub const USAGE: u8 = 2;
+/// The pipeline file is invalid.
+pub const INVALID_PIPELINE: u8 = 3;
+/// A plugin could not be loaded, or a capability it requests is not granted,
+/// or a granted program is missing; nothing ran.
+pub const PLUGIN_OR_GRANT: u8 = 4;
+/// The run is paused, waiting for an approval.
+pub const AWAITING_APPROVAL: u8 = 5;
+/// Capstan itself failed (I/O, a bug).
+pub const INTERNAL: u8 = 10;
+
+/// The table printed at the end of `--help`.
+pub const HELP: &str = "\
+Exit codes:
+  0   success
+  1   the run finished and a stage failed
+  2   command-line usage error
+  3   the pipeline file is invalid
+  4   a plugin cannot be loaded, a requested capability is not granted, or a
+      granted program is missing (nothing ran)
+  5   the run is waiting for an approval
+  10  internal error";
+
+/// An error that knows its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::new(INTERNAL, format!("error: {e:#}"))
+    }
+}
+
+pub fn code(c: u8) -> ExitCode {
+    ExitCode::from(c)
+}

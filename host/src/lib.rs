@@ -1,0 +1,15 @@
+//! Capstan: infrastructure delivery pipelines whose stages are WebAssembly
+//! components, each confined to the capabilities its pipeline grants.
+//!
+//! The binary is thin (`main.rs`); everything lives here, one module per
+//! concern: [`pipeline`] (file model and validation), [`runtime`] (engine,
+//! cache, linker, limits), [`caps`] (capabilities and the host side of every
+//! interface), [`run`] (scheduler and run directory), [`commands`] (one file
+//! per subcommand).
+
+pub mod caps;
+pub mod commands;
+pub mod exit;
+pub mod pipeline;
+pub mod run;
+pub mod runtime;

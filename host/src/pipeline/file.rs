@@ -1,0 +1,155 @@
+//! The pipeline file as written (TOML), with source spans kept for error
+//! messages. `super::Pipeline` is the validated form the rest of the host uses.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub pipeline: Header,
+    #[serde(default)]
+    pub defaults: Limits,
+    #[serde(default)]
+    pub plugins: IndexMap<Spanned<String>, PluginEntry>,
+    #[serde(default)]
+    pub stages: IndexMap<Spanned<String>, StageEntry>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Allowed `--env` values; the first is the default.
+    #[serde(default)]
+    pub environments: Option<Spanned<Vec<String>>>,
+    /// How many independent stages may run at once.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+/// `[plugins.<name>]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// Path of the `.wasm` component, relative to the pipeline file.
+    pub path: Spanned<String>,
+    /// Optional pin of the component's sha256 (hex).
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+}
+
+/// Per-stage limits; `[defaults]` sets them for every stage.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock limit of the whole stage, e.g. `"10m"`.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub timeout: Option<Duration>,
+    /// Linear memory limit of the plugin, e.g. `"256MiB"`.
+    #[serde(default)]
+    pub memory: Option<bytesize::ByteSize>,
+    /// Everything the stage may print (plugin and children), e.g. `"16MiB"`.
+    #[serde(default)]
+    pub max_output: Option<bytesize::ByteSize>,
+}
+
+/// `[stages.<name>]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageEntry {
+    pub plugin: Spanned<String>,
+    #[serde(default)]
+    pub needs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub with: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub grants: Grants,
+    /// Wall-clock limit of the stage, e.g. `"10m"`.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub timeout: Option<Duration>,
+    /// Linear memory limit of the plugin, e.g. `"256MiB"`.
+    #[serde(default)]
+    pub memory: Option<bytesize::ByteSize>,
+    /// Everything the stage may print, e.g. `"16MiB"`.
+    #[serde(default)]
+    pub max_output: Option<bytesize::ByteSize>,
+    /// Run this stage only in these environments (default: all).
+    #[serde(default)]
+    pub environments: Option<Spanned<Vec<String>>>,
+}
+
+/// `[stages.<name>.grants]`: what the pipeline lets this stage do.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub exec: Vec<ExecGrant>,
+    /// Directories readable by the plugin (relative to the pipeline file).
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Directories readable and writable by the plugin.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Host environment variables the plugin may read (`NAME` or `PREFIX_*`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `host:port` patterns the plugin may probe (`*` wildcards).
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Whether the plugin may ask humans for approval.
+    #[serde(default)]
+    pub approval: bool,
+}
+
+/// `[[stages.<name>.grants.exec]]`: one program the plugin may start.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecGrant {
+    /// Program name (looked up on `PATH` when the pipeline loads) or
+    /// absolute path.
+    pub program: String,
+    /// One pattern per argument position: `a|b` alternatives, `*` inside a
+    /// pattern matches any text, `**` alone matches all remaining arguments.
+    /// Omitted: the program may only be run without arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables the child may receive (`NAME` or `PREFIX_*`):
+    /// passed through from the host, or set by the plugin.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Pin of the resolved program's sha256 (hex).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Upper bound for one run of this program, e.g. `"5m"`.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// `Option<Duration>` as a humantime string (`"90s"`, `"10m"`).
+pub mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}` ({e}); write e.g. \"90s\" or \"10m\"")))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}

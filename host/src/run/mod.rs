@@ -1,0 +1,238 @@
+//! Running a prepared pipeline: the run directory, the scheduler, and the
+//! record of what happened.
+
+pub mod prepare;
+pub mod rundir;
+pub mod stage;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::caps::audit::AuditLog;
+use crate::pipeline::interpolate::Scope;
+use crate::runtime::Runtime;
+use crate::runtime::bindings::capstan::plugin::types as wit;
+pub use prepare::{Prepared, prepare};
+pub use rundir::RunDir;
+use stage::{StageRun, StageStatus, path_text};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub environment: String,
+    /// Run only these stages (and what they need); empty: all.
+    pub only: Vec<String>,
+    /// Echo stage logs to stderr as they come.
+    pub echo: bool,
+}
+
+/// One stage's record in `run.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub plugin: String,
+    #[serde(flatten)]
+    pub status: StageStatus,
+    pub started: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub log: String,
+}
+
+/// What a run did, as written to `run.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub pipeline_file: String,
+    pub environment: String,
+    pub status: RunStatus,
+    pub started: String,
+    pub duration_ms: u64,
+    pub stages: Vec<StageRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+}
+
+/// The stages to run: `only` and everything they need, in this environment.
+pub fn selected(prepared: &Prepared, opts: &RunOptions) -> BTreeSet<String> {
+    let stages = &prepared.pipeline.stages;
+    let mut chosen: BTreeSet<String> = if opts.only.is_empty() {
+        stages.keys().cloned().collect()
+    } else {
+        opts.only.iter().flat_map(|s| stages[s].upstream.iter().cloned().chain([s.clone()])).collect()
+    };
+    chosen.retain(|s| stages[s].runs_in(&opts.environment));
+    chosen
+}
+
+/// Run the prepared pipeline in `dir`; every stage's outcome is recorded
+/// there as soon as it is known.
+pub async fn execute(prepared: Arc<Prepared>, runtime: &Runtime, dir: &RunDir, opts: &RunOptions) -> std::io::Result<RunRecord> {
+    let started_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    let audit = AuditLog::open(&dir.audit())?;
+    let pipeline = &prepared.pipeline;
+    let chosen = selected(&prepared, opts);
+    let mut records: HashMap<String, StageRecord> = HashMap::new();
+    let mut outputs: HashMap<String, Map<String, Value>> = HashMap::new();
+    let semaphore = Arc::new(Semaphore::new(pipeline.concurrency));
+    let mut running = JoinSet::new();
+    let mut pending: Vec<String> = pipeline.stages.keys().cloned().collect();
+
+    let record = |name: &str, status: StageStatus, started: Option<String>, duration_ms: Option<u64>| StageRecord {
+        name: name.to_string(),
+        plugin: pipeline.stages[name].plugin.clone(),
+        status,
+        started,
+        duration_ms,
+        log: path_text(&dir.log(name)),
+    };
+
+    loop {
+        // Decide every pending stage that can be decided now.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let mut still = Vec::new();
+            for name in pending.drain(..) {
+                let stage = &pipeline.stages[&name];
+                let skip = if !chosen.contains(&name) {
+                    Some(if stage.runs_in(&opts.environment) { "not selected by --only".to_string() } else { format!("does not run in environment `{}`", opts.environment) })
+                } else {
+                    stage.needs.iter().find_map(|n| match records.get(n).map(|r| &r.status) {
+                        Some(StageStatus::Succeeded { .. }) => None,
+                        Some(StageStatus::Failed { .. }) => Some(format!("needs `{n}`, which failed")),
+                        Some(StageStatus::Skipped { .. }) => Some(format!("needs `{n}`, which was skipped")),
+                        None => Some(String::new()), // not finished yet
+                    })
+                };
+                match skip {
+                    Some(reason) if reason.is_empty() => still.push(name),
+                    Some(reason) => {
+                        records.insert(name.clone(), record(&name, StageStatus::Skipped { reason }, None, None));
+                        progressed = true;
+                    }
+                    None => {
+                        let run = match stage_run(&prepared, runtime, dir, &audit, opts, &outputs, &name) {
+                            Ok(run) => run,
+                            Err(reason) => {
+                                records.insert(name.clone(), record(&name, StageStatus::Failed { reason }, None, None));
+                                progressed = true;
+                                continue;
+                            }
+                        };
+                        let semaphore = semaphore.clone();
+                        running.spawn(async move {
+                            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+                            let at = jiff::Timestamp::now().to_string();
+                            let t = Instant::now();
+                            let status = run.run().await;
+                            (name, status, at, t.elapsed().as_millis() as u64)
+                        });
+                    }
+                }
+            }
+            pending = still;
+        }
+        let Some(done) = running.join_next().await else { break };
+        let (name, status, at, ms) = done.expect("stage task panicked");
+        if let StageStatus::Succeeded { outputs: o, .. } = &status {
+            outputs.insert(name.clone(), o.clone());
+        }
+        eprintln!("{}", line_for(&name, &status, ms));
+        records.insert(name.clone(), record(&name, status, Some(at), Some(ms)));
+        dir.write_outputs(&outputs)?;
+    }
+
+    let stages: Vec<StageRecord> = pipeline.stages.keys().filter_map(|n| records.remove(n)).collect();
+    let failed = stages.iter().any(|s| matches!(s.status, StageStatus::Failed { .. }));
+    let run = RunRecord {
+        run_id: dir.id.clone(),
+        pipeline: pipeline.name.clone(),
+        pipeline_file: path_text(&pipeline.file),
+        environment: opts.environment.clone(),
+        status: if failed { RunStatus::Failed } else { RunStatus::Succeeded },
+        started: started_at.to_string(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        stages,
+    };
+    dir.write_outputs(&outputs)?;
+    dir.write_record(&run)?;
+    Ok(run)
+}
+
+/// One line per finished stage, as it finishes.
+fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
+    let secs = ms as f64 / 1000.0;
+    match status {
+        StageStatus::Succeeded { summary, .. } => format!("✓ {name} ({secs:.1}s): {summary}"),
+        StageStatus::Failed { reason } => format!("✗ {name} ({secs:.1}s): {reason}"),
+        StageStatus::Skipped { reason } => format!("- {name}: skipped, {reason}"),
+    }
+}
+
+/// Build the stage's run: its work dir, and its `with` with every reference
+/// resolved.
+fn stage_run(
+    prepared: &Arc<Prepared>,
+    runtime: &Runtime,
+    dir: &RunDir,
+    audit: &AuditLog,
+    opts: &RunOptions,
+    outputs: &HashMap<String, Map<String, Value>>,
+    name: &str,
+) -> Result<StageRun, String> {
+    let pipeline = &prepared.pipeline;
+    let stage = &pipeline.stages[name];
+    let work_dir = dir.work_dir(name).map_err(|e| format!("cannot create the stage work dir: {e}"))?;
+    let env = |n: &str| std::env::var(n).ok();
+    let scope = Scope {
+        outputs,
+        env: &env,
+        run_id: &dir.id,
+        environment: &opts.environment,
+        pipeline_dir: &path_text(&pipeline.dir),
+        work_dir: &path_text(&work_dir),
+    };
+    let config = scope.resolve(&stage.with).map_err(|e| format!("cannot resolve `with`: {e}"))?;
+    let upstream: Vec<wit::Upstream> = stage
+        .needs
+        .iter()
+        .map(|n| wit::Upstream {
+            stage: n.clone(),
+            outputs: Value::Object(outputs.get(n).cloned().unwrap_or_default()).to_string(),
+            work_dir: path_text(&dir.stage_dir(n)),
+        })
+        .collect();
+    let upstream_dirs = stage.upstream.iter().map(|n| dir.stage_dir(n)).filter(|d| d.is_dir()).collect();
+    Ok(StageRun {
+        runtime: runtime.clone(),
+        prepared: prepared.clone(),
+        name: name.to_string(),
+        context: wit::StageContext {
+            run_id: dir.id.clone(),
+            pipeline: pipeline.name.clone(),
+            stage: name.to_string(),
+            environment: opts.environment.clone(),
+            config: config.to_string(),
+            upstream,
+            work_dir: path_text(&work_dir),
+        },
+        work_dir,
+        upstream_dirs,
+        log_path: dir.log(name),
+        audit: audit.clone(),
+        echo: opts.echo,
+    })
+}

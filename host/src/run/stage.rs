@@ -1,0 +1,202 @@
+//! One stage's life: its store with exactly its capabilities, the call into
+//! the plugin, and a clear reason when it fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::caps::approval::ApprovalHost;
+use crate::caps::audit::{AuditLog, StageAudit};
+use crate::caps::log::{LogHost, LogSink};
+use crate::caps::network::NetworkHost;
+use crate::caps::process::ProcessHost;
+use crate::caps::{StagePolicy, env};
+use crate::pipeline::Stage;
+use crate::runtime::bindings::capstan::plugin::types as wit;
+use crate::runtime::plugin::LoadedPlugin;
+use super::Prepared;
+use crate::runtime::{Limiter, Runtime, StageState, memory_flag};
+
+/// Cap on captured output returned to a plugin, per stream and exec.
+pub const CAPTURE_CAP: usize = 4 << 20;
+
+/// How a stage ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum StageStatus {
+    Succeeded { summary: String, outputs: Map<String, Value>, artifacts: Vec<String>, report: Option<Value> },
+    Failed { reason: String },
+    Skipped { reason: String },
+}
+
+/// Everything a stage run needs from the executor (owned, so it can run on
+/// its own task).
+pub struct StageRun {
+    pub runtime: Runtime,
+    pub prepared: Arc<Prepared>,
+    pub name: String,
+    pub context: wit::StageContext,
+    pub work_dir: PathBuf,
+    pub upstream_dirs: Vec<PathBuf>,
+    pub log_path: PathBuf,
+    pub audit: AuditLog,
+    pub echo: bool,
+}
+
+impl StageRun {
+    fn stage(&self) -> &Stage {
+        &self.prepared.pipeline.stages[&self.name]
+    }
+
+    fn policy(&self) -> &StagePolicy {
+        &self.prepared.policies[&self.name]
+    }
+
+    fn plugin(&self) -> &LoadedPlugin {
+        &self.prepared.plugins[&self.stage().plugin]
+    }
+
+    pub async fn run(self) -> StageStatus {
+        let stage = self.stage();
+        let audit = StageAudit { log: self.audit.clone(), stage: stage.name.clone(), plugin: stage.plugin.clone() };
+        let echo = self.echo.then(|| stage.name.clone());
+        let sink = match LogSink::create(&self.log_path, stage.max_output, echo) {
+            Ok(sink) => sink,
+            Err(e) => return StageStatus::Failed { reason: format!("cannot create the stage log {}: {e}", self.log_path.display()) },
+        };
+        let timeout = stage.timeout;
+        let deadline = Instant::now() + timeout;
+        let memory = memory_flag();
+        let state = match self.state(&sink, &audit, deadline, memory.clone()) {
+            Ok(state) => state,
+            Err(reason) => return StageStatus::Failed { reason },
+        };
+        audit.allowed(
+            "stage",
+            json!({
+                "event": "start",
+                "plugin_digest": self.plugin().digest,
+                "exec": self.policy().exec.iter().map(|p| json!({"program": p.program, "path": p.path, "sha256": p.digest})).collect::<Vec<_>>(),
+                "read": self.policy().read_dirs.iter().chain(&self.upstream_dirs).collect::<Vec<_>>(),
+                "write": self.policy().write_dirs.iter().chain([&self.work_dir]).collect::<Vec<_>>(),
+                "env": env::select(&self.policy().env, std::env::vars()).into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "connect": self.policy().connect,
+                "approval": self.policy().approval,
+            }),
+        );
+        let mut store = self.runtime.store(state, deadline);
+        let call = async {
+            let instance = self.plugin().pre.instantiate_async(&mut store).await?;
+            instance.capstan_plugin_plugin().call_run(&mut store, &self.context).await
+        };
+        // Belt and braces: the epoch deadline stops plugin code and exec
+        // timeouts stop children; this stops everything else.
+        let result = tokio::time::timeout(timeout + Duration::from_secs(2), call).await;
+        let status = match result {
+            Ok(Ok(Ok(outcome))) => success(outcome),
+            Ok(Ok(Err(e))) => StageStatus::Failed { reason: plugin_error(e) },
+            Ok(Err(trap)) => StageStatus::Failed { reason: self.trap_reason(&trap, &sink, memory.load(Ordering::SeqCst), deadline) },
+            Err(_) => StageStatus::Failed { reason: format!("stage timed out after {} (limit `timeout`)", humantime::format_duration(timeout)) },
+        };
+        if let StageStatus::Failed { reason } = &status {
+            let limit = reason.contains("limit");
+            audit.log.record(&audit.stage, &audit.plugin, if limit { "limit" } else { "stage" }, !limit, json!({"event": "failed"}), Some(reason.clone()));
+            sink.line(&format!("[capstan] stage failed: {reason}"));
+        } else {
+            audit.allowed("stage", json!({"event": "succeeded"}));
+        }
+        status
+    }
+
+    fn state(&self, sink: &LogSink, audit: &StageAudit, deadline: Instant, memory: Arc<std::sync::atomic::AtomicBool>) -> Result<StageState, String> {
+        let p = self.policy();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(sink.clone()).stderr(sink.clone());
+        wasi.envs(&env::select(&p.env, std::env::vars()));
+        let writable: Vec<&PathBuf> = p.write_dirs.iter().chain([&self.work_dir]).collect();
+        let readable: Vec<&PathBuf> = p.read_dirs.iter().chain(&self.upstream_dirs).filter(|d| !writable.contains(d)).collect();
+        for (dirs, perms) in [(&writable, FsPerms::ReadWrite), (&readable, FsPerms::ReadOnly)] {
+            for dir in dirs {
+                let guest = dir.to_str().ok_or_else(|| format!("granted directory {} is not valid UTF-8", dir.display()))?;
+                wasi.preopened_dir(dir, guest, perms).map_err(|e| format!("cannot open granted directory {}: {e}", dir.display()))?;
+            }
+        }
+        let all_dirs: Vec<PathBuf> = writable.into_iter().chain(readable).cloned().collect();
+        Ok(StageState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            limiter: Limiter { memory: self.stage().memory as usize, hit: memory },
+            log: LogHost { sink: sink.clone() },
+            process: ProcessHost {
+                policies: p.exec.clone(),
+                dirs: all_dirs,
+                work_dir: self.work_dir.clone(),
+                log: sink.clone(),
+                audit: audit.clone(),
+                deadline,
+                capture_cap: CAPTURE_CAP,
+            },
+            network: NetworkHost { patterns: p.connect.clone(), audit: audit.clone() },
+            approval: ApprovalHost { granted: p.approval, audit: audit.clone() },
+        })
+    }
+
+    fn trap_reason(&self, trap: &wasmtime::Error, sink: &LogSink, memory_hit: bool, deadline: Instant) -> String {
+        let s = self.stage();
+        if memory_hit {
+            return format!("memory limit of {} exceeded (limit `memory`)", bytesize::ByteSize(s.memory));
+        }
+        if sink.exceeded() {
+            return format!("output limit of {} exceeded (limit `max_output`)", bytesize::ByteSize(s.max_output));
+        }
+        if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) || Instant::now() >= deadline {
+            return format!("stage timed out after {} (limit `timeout`)", humantime::format_duration(s.timeout));
+        }
+        let panic = sink.tail().lines().filter(|l| l.contains("panicked at") || l.starts_with("  ") || l.contains("note:")).take(3).collect::<Vec<_>>().join(" ");
+        let mut reason = format!("plugin crashed: {}", first_line(trap));
+        if !panic.is_empty() {
+            reason.push_str(&format!(" — {}", panic.trim()));
+        }
+        reason
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+fn plugin_error(e: wit::StageError) -> String {
+    match e {
+        wit::StageError::InvalidConfig(m) => format!("invalid `with` config: {m}"),
+        wit::StageError::NotPermitted(m) => format!("not permitted: {m}"),
+        wit::StageError::Failed(m) => m,
+    }
+}
+
+fn success(outcome: wit::StageOutcome) -> StageStatus {
+    let mut outputs = Map::new();
+    for (key, text) in outcome.outputs {
+        match serde_json::from_str(&text) {
+            Ok(value) => {
+                outputs.insert(key, value);
+            }
+            Err(e) => return StageStatus::Failed { reason: format!("the plugin returned output `{key}` that is not JSON ({e})") },
+        }
+    }
+    let report = match outcome.report.map(|r| serde_json::from_str(&r)).transpose() {
+        Ok(report) => report,
+        Err(e) => return StageStatus::Failed { reason: format!("the plugin returned a report that is not JSON ({e})") },
+    };
+    StageStatus::Succeeded { summary: outcome.summary, outputs, artifacts: outcome.artifacts, report }
+}
+
+/// The text of a directory path, for the stage context.
+pub fn path_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,93 @@
+//! The WebAssembly runtime: one engine, the linker with every interface a
+//! plugin may import, per-stage stores with limits, and the compiled
+//! component cache.
+
+pub mod bindings;
+pub mod cache;
+mod limits;
+pub mod plugin;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::caps::approval::ApprovalHost;
+use crate::caps::log::LogHost;
+use crate::caps::network::NetworkHost;
+use crate::caps::process::ProcessHost;
+pub use limits::Limiter;
+
+/// How often the engine's epoch advances; the granularity of wall-clock
+/// limits on plugin code.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Everything one plugin instance may reach, as the store's data.
+pub struct StageState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub log: LogHost,
+    pub process: ProcessHost,
+    pub network: NetworkHost,
+    pub approval: ApprovalHost,
+}
+
+impl WasiView for StageState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The engine and linker shared by every stage of a run.
+#[derive(Clone)]
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Arc<Linker<StageState>>,
+}
+
+impl Runtime {
+    pub fn new() -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        // The ticker outlives every store; a weak handle lets it stop with
+        // the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new().name("capstan-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::caps::log::add_to_linker(&mut linker)?;
+        crate::caps::process::add_to_linker(&mut linker)?;
+        crate::caps::network::add_to_linker(&mut linker)?;
+        crate::caps::approval::add_to_linker(&mut linker)?;
+        Ok(Runtime { engine, linker: Arc::new(linker) })
+    }
+
+    /// A store whose plugin code stops at `deadline` and whose memory is
+    /// capped by `state.limiter`.
+    pub fn store(&self, state: StageState, deadline: Instant) -> Store<StageState> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        store
+    }
+}
+
+/// A flag set by the limiter when the memory cap was hit.
+pub fn memory_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
