@@ -16,15 +16,26 @@ pub struct ApprovalHost {
 }
 
 impl wit::Host for ApprovalHost {
-    async fn ask(&mut self, request: wit::Request) -> wasmtime::Result<Result<wit::Decision, wit::Error>> {
+    async fn ask(
+        &mut self,
+        request: wit::Request,
+    ) -> wasmtime::Result<Result<wit::Decision, wit::Error>> {
         let detail = json!({ "subject": request.subject, "digest": request.digest });
         if !self.granted {
-            let reason = "approval is not granted; add `approval = true` to the stage's grants".to_string();
+            let reason =
+                "approval is not granted; add `approval = true` to the stage's grants".to_string();
             self.audit.denied("approval", detail, &reason);
             return Ok(Err(wit::Error::NotPermitted(reason)));
         }
         let reason = "this host cannot collect approvals yet".to_string();
-        self.audit.log.record(&self.audit.stage, &self.audit.plugin, "approval", true, detail, Some(reason.clone()));
+        self.audit.log.record(
+            &self.audit.stage,
+            &self.audit.plugin,
+            "approval",
+            true,
+            detail,
+            Some(reason.clone()),
+        );
         Ok(Err(wit::Error::Unavailable(reason)))
     }
 }

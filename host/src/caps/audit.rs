@@ -36,16 +36,36 @@ pub struct AuditLog {
 impl AuditLog {
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(AuditLog { file: Arc::new(Mutex::new(Some(file))) })
+        Ok(AuditLog {
+            file: Arc::new(Mutex::new(Some(file))),
+        })
     }
 
     pub fn discard() -> AuditLog {
-        AuditLog { file: Arc::new(Mutex::new(None)) }
+        AuditLog {
+            file: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Append one event as a line.
-    pub fn record(&self, stage: &str, plugin: &str, capability: &str, allowed: bool, detail: Value, reason: Option<String>) {
-        let event = Event { time: jiff::Timestamp::now().to_string(), stage, plugin, capability, detail, allowed, reason };
+    pub fn record(
+        &self,
+        stage: &str,
+        plugin: &str,
+        capability: &str,
+        allowed: bool,
+        detail: Value,
+        reason: Option<String>,
+    ) {
+        let event = Event {
+            time: jiff::Timestamp::now().to_string(),
+            stage,
+            plugin,
+            capability,
+            detail,
+            allowed,
+            reason,
+        };
         let mut line = serde_json::to_vec(&event).expect("audit events serialize");
         line.push(b'\n');
         let mut file = self.file.lock().expect("audit lock");
@@ -67,10 +87,18 @@ pub struct StageAudit {
 
 impl StageAudit {
     pub fn allowed(&self, capability: &str, detail: Value) {
-        self.log.record(&self.stage, &self.plugin, capability, true, detail, None);
+        self.log
+            .record(&self.stage, &self.plugin, capability, true, detail, None);
     }
 
     pub fn denied(&self, capability: &str, detail: Value, reason: impl Into<String>) {
-        self.log.record(&self.stage, &self.plugin, capability, false, detail, Some(reason.into()));
+        self.log.record(
+            &self.stage,
+            &self.plugin,
+            capability,
+            false,
+            detail,
+            Some(reason.into()),
+        );
     }
 }

@@ -12,17 +12,25 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 /// Whether grant patterns cover a requested name (itself a name or prefix
 /// pattern): a request `TF_VAR_*` is covered by `TF_VAR_*` or `TF_*`.
 pub fn covers(grants: &[String], requested: &str) -> bool {
-    grants.iter().any(|g| match (g.strip_suffix('*'), requested.strip_suffix('*')) {
-        (Some(gp), Some(rp)) => rp.starts_with(gp),
-        (Some(gp), None) => requested.starts_with(gp),
-        (None, Some(_)) => false,
-        (None, None) => g == requested,
-    })
+    grants.iter().any(
+        |g| match (g.strip_suffix('*'), requested.strip_suffix('*')) {
+            (Some(gp), Some(rp)) => rp.starts_with(gp),
+            (Some(gp), None) => requested.starts_with(gp),
+            (None, Some(_)) => false,
+            (None, None) => g == requested,
+        },
+    )
 }
 
 /// Host variables whose names match one of `patterns`.
-pub fn select(patterns: &[String], host: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut vars: Vec<_> = host.into_iter().filter(|(k, _)| patterns.iter().any(|p| matches(p, k))).collect();
+pub fn select(
+    patterns: &[String],
+    host: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut vars: Vec<_> = host
+        .into_iter()
+        .filter(|(k, _)| patterns.iter().any(|p| matches(p, k)))
+        .collect();
     vars.sort();
     vars
 }
@@ -49,7 +57,14 @@ mod tests {
     #[test]
     fn coverage_of_requests() {
         let grants = vec!["TF_*".to_string(), "HOME".to_string()];
-        let table = [("HOME", true), ("TF_VAR_*", true), ("TF_LOG", true), ("USER", false), ("HOME*", false), ("*", false)];
+        let table = [
+            ("HOME", true),
+            ("TF_VAR_*", true),
+            ("TF_LOG", true),
+            ("USER", false),
+            ("HOME*", false),
+            ("*", false),
+        ];
         for (requested, expected) in table {
             assert_eq!(covers(&grants, requested), expected, "{requested}");
         }
@@ -57,8 +72,18 @@ mod tests {
 
     #[test]
     fn selects_only_matching_host_vars() {
-        let host = vec![("HOME".into(), "/root".into()), ("SECRET".into(), "x".into()), ("TF_VAR_a".into(), "1".into())];
+        let host = vec![
+            ("HOME".into(), "/root".into()),
+            ("SECRET".into(), "x".into()),
+            ("TF_VAR_a".into(), "1".into()),
+        ];
         let got = select(&["HOME".into(), "TF_VAR_*".into()], host);
-        assert_eq!(got, vec![("HOME".to_string(), "/root".to_string()), ("TF_VAR_a".to_string(), "1".to_string())]);
+        assert_eq!(
+            got,
+            vec![
+                ("HOME".to_string(), "/root".to_string()),
+                ("TF_VAR_a".to_string(), "1".to_string())
+            ]
+        );
     }
 }

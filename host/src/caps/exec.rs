@@ -31,26 +31,61 @@ pub struct ExecPolicy {
 /// A grant whose program cannot be used.
 #[derive(Debug, Error)]
 pub enum ResolveError {
-    #[error("program `{program}` is granted but not found on PATH ({reason}); install it, or grant it by absolute path")]
+    #[error(
+        "program `{program}` is granted but not found on PATH ({reason}); install it, or grant it by absolute path"
+    )]
     NotFound { program: String, reason: String },
-    #[error("program `{program}` ({path}) has sha256 {actual}, but the grant pins {pinned}; review the new binary, then update `sha256`")]
-    PinMismatch { program: String, path: String, actual: String, pinned: String },
+    #[error(
+        "program `{program}` ({path}) has sha256 {actual}, but the grant pins {pinned}; review the new binary, then update `sha256`"
+    )]
+    PinMismatch {
+        program: String,
+        path: String,
+        actual: String,
+        pinned: String,
+    },
     #[error("cannot read program `{program}` ({path}) to check its pin: {source}")]
-    Read { program: String, path: String, source: std::io::Error },
+    Read {
+        program: String,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Why an exec was refused. Messages name the rule and how to change it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Denial {
-    #[error("program `{program}` is not granted to this stage (granted: {granted}); to allow it add [[stages.<stage>.grants.exec]] program = \"{program}\" to the pipeline file")]
+    #[error(
+        "program `{program}` is not granted to this stage (granted: {granted}); to allow it add [[stages.<stage>.grants.exec]] program = \"{program}\" to the pipeline file"
+    )]
     Program { program: String, granted: String },
-    #[error("`{program}` argument {position} `{arg}` does not match the granted pattern `{pattern}`")]
-    Argument { program: String, position: usize, arg: String, pattern: String },
+    #[error(
+        "`{program}` argument {position} `{arg}` does not match the granted pattern `{pattern}`"
+    )]
+    Argument {
+        program: String,
+        position: usize,
+        arg: String,
+        pattern: String,
+    },
     #[error("`{program}` is missing argument {position} (the grant requires `{pattern}`)")]
-    MissingArgument { program: String, position: usize, pattern: String },
-    #[error("`{program}` got {count} arguments, but the grant allows at most {allowed} (`args` = {patterns})")]
-    TooManyArguments { program: String, count: usize, allowed: usize, patterns: String },
-    #[error("`{program}` may not be given environment variable `{name}`; add it to `env` of the exec grant")]
+    MissingArgument {
+        program: String,
+        position: usize,
+        pattern: String,
+    },
+    #[error(
+        "`{program}` got {count} arguments, but the grant allows at most {allowed} (`args` = {patterns})"
+    )]
+    TooManyArguments {
+        program: String,
+        count: usize,
+        allowed: usize,
+        patterns: String,
+    },
+    #[error(
+        "`{program}` may not be given environment variable `{name}`; add it to `env` of the exec grant"
+    )]
     Env { program: String, name: String },
     #[error("working directory `{cwd}` is outside the stage's granted directories")]
     Cwd { cwd: String },
@@ -59,7 +94,10 @@ pub enum Denial {
 impl ExecPolicy {
     /// Resolve a grant's program to an absolute path and check its pin.
     pub fn resolve(grant: &ExecGrant) -> Result<ExecPolicy, ResolveError> {
-        let path = which::which(&grant.program).map_err(|e| ResolveError::NotFound { program: grant.program.clone(), reason: e.to_string() })?;
+        let path = which::which(&grant.program).map_err(|e| ResolveError::NotFound {
+            program: grant.program.clone(),
+            reason: e.to_string(),
+        })?;
         let path = path.canonicalize().unwrap_or(path);
         let bytes = std::fs::read(&path).map_err(|source| ResolveError::Read {
             program: grant.program.clone(),
@@ -96,9 +134,16 @@ impl ExecPolicy {
                 return Ok(());
             }
             let Some(arg) = args.get(position) else {
-                return Err(Denial::MissingArgument { program: self.program.clone(), position: position + 1, pattern: pattern.clone() });
+                return Err(Denial::MissingArgument {
+                    program: self.program.clone(),
+                    position: position + 1,
+                    pattern: pattern.clone(),
+                });
             };
-            if !pattern.split('|').any(|alt| WildMatch::new(alt).matches(arg)) {
+            if !pattern
+                .split('|')
+                .any(|alt| WildMatch::new(alt).matches(arg))
+            {
                 return Err(Denial::Argument {
                     program: self.program.clone(),
                     position: position + 1,
@@ -123,7 +168,10 @@ impl ExecPolicy {
         if self.env.iter().any(|p| env::matches(p, name)) {
             Ok(())
         } else {
-            Err(Denial::Env { program: self.program.clone(), name: name.to_string() })
+            Err(Denial::Env {
+                program: self.program.clone(),
+                name: name.to_string(),
+            })
         }
     }
 }
@@ -131,14 +179,21 @@ impl ExecPolicy {
 /// The policy for the program a plugin names. Only the granted name is
 /// accepted: not a path to it, not a shell line.
 pub fn find<'a>(policies: &'a [ExecPolicy], program: &str) -> Result<&'a ExecPolicy, Denial> {
-    policies.iter().find(|p| p.program == program).ok_or_else(|| Denial::Program {
-        program: program.to_string(),
-        granted: if policies.is_empty() {
-            "nothing".into()
-        } else {
-            policies.iter().map(|p| p.program.as_str()).collect::<Vec<_>>().join(", ")
-        },
-    })
+    policies
+        .iter()
+        .find(|p| p.program == program)
+        .ok_or_else(|| Denial::Program {
+            program: program.to_string(),
+            granted: if policies.is_empty() {
+                "nothing".into()
+            } else {
+                policies
+                    .iter()
+                    .map(|p| p.program.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        })
 }
 
 /// The child's environment: a baseline (`PATH` from the host, `HOME` = the
@@ -209,23 +264,47 @@ mod tests {
         ];
         for (patterns, args, expected) in table {
             let got = policy(patterns, &[]).allows(&strings(args));
-            assert_eq!(got.is_ok(), *expected, "patterns {patterns:?} args {args:?}: {got:?}");
+            assert_eq!(
+                got.is_ok(),
+                *expected,
+                "patterns {patterns:?} args {args:?}: {got:?}"
+            );
         }
     }
 
     #[test]
     fn denial_messages_name_the_rule() {
-        let err = policy(&["init|plan"], &[]).allows(&strings(&["apply"])).unwrap_err();
-        assert_eq!(err.to_string(), "`terraform` argument 1 `apply` does not match the granted pattern `init|plan`");
+        let err = policy(&["init|plan"], &[])
+            .allows(&strings(&["apply"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`terraform` argument 1 `apply` does not match the granted pattern `init|plan`"
+        );
         let err = find(&[policy(&[], &[])], "sh").unwrap_err();
-        assert!(err.to_string().contains("program `sh` is not granted to this stage (granted: terraform)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("program `sh` is not granted to this stage (granted: terraform)"),
+            "{err}"
+        );
     }
 
     #[test]
     fn only_the_granted_name_finds_a_policy() {
         let policies = [policy(&[], &[])];
-        for program in ["terraform", "/usr/bin/terraform", "terraform ", "sh", "terraform; sh", "../terraform"] {
-            assert_eq!(find(&policies, program).is_ok(), program == "terraform", "{program}");
+        for program in [
+            "terraform",
+            "/usr/bin/terraform",
+            "terraform ",
+            "sh",
+            "terraform; sh",
+            "../terraform",
+        ] {
+            assert_eq!(
+                find(&policies, program).is_ok(),
+                program == "terraform",
+                "{program}"
+            );
         }
     }
 
@@ -241,7 +320,12 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY".to_string(), "s3cr3t".to_string()),
             ("TF_VAR_region".to_string(), "eu".to_string()),
         ];
-        let vars = child_env(&p, host, Path::new("/run/w"), &[("TF_IN_AUTOMATION".into(), "1".into())]);
+        let vars = child_env(
+            &p,
+            host,
+            Path::new("/run/w"),
+            &[("TF_IN_AUTOMATION".into(), "1".into())],
+        );
         assert_eq!(
             vars,
             vec![

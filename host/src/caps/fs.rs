@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 /// `/srv/app` does not contain `/srv/app-evil`.
 pub fn inside(dirs: &[PathBuf], path: &Path) -> Option<PathBuf> {
     let path = path.canonicalize().ok()?;
-    dirs.iter().any(|d| d.canonicalize().is_ok_and(|d| path.starts_with(d))).then_some(path)
+    dirs.iter()
+        .any(|d| d.canonicalize().is_ok_and(|d| path.starts_with(d)))
+        .then_some(path)
 }
 
 #[cfg(test)]
@@ -37,7 +39,12 @@ mod tests {
             (PathBuf::from("/"), false),
         ];
         for (path, expected) in table {
-            assert_eq!(inside(&grants, &path).is_some(), expected, "{}", path.display());
+            assert_eq!(
+                inside(&grants, &path).is_some(),
+                expected,
+                "{}",
+                path.display()
+            );
         }
     }
 }

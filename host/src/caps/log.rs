@@ -55,7 +55,17 @@ impl LogSink {
     }
 
     fn with_file(file: Option<File>, cap: u64, echo: Option<String>) -> LogSink {
-        LogSink { inner: Arc::new(Mutex::new(Inner { file, written: 0, cap, exceeded: false, echo, pending: Vec::new(), tail: Vec::new() })) }
+        LogSink {
+            inner: Arc::new(Mutex::new(Inner {
+                file,
+                written: 0,
+                cap,
+                exceeded: false,
+                echo,
+                pending: Vec::new(),
+                tail: Vec::new(),
+            })),
+        }
     }
 
     /// Append bytes; past the cap, write a marker once and refuse.
@@ -78,7 +88,10 @@ impl LogSink {
             inner.exceeded = true;
             let cap = inner.cap;
             if let Some(file) = &mut inner.file {
-                let _ = writeln!(file, "\n[capstan] output limit of {cap} bytes exceeded; the stage is stopped");
+                let _ = writeln!(
+                    file,
+                    "\n[capstan] output limit of {cap} bytes exceeded; the stage is stopped"
+                );
             }
             return Err(OutputLimit(cap));
         }
@@ -108,7 +121,9 @@ impl LogSink {
 
 impl Inner {
     fn echo_lines(&mut self, bytes: &[u8]) {
-        let Some(prefix) = self.echo.clone() else { return };
+        let Some(prefix) = self.echo.clone() else {
+            return;
+        };
         self.pending.extend_from_slice(bytes);
         while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();
@@ -131,8 +146,16 @@ impl wasmtime_wasi::cli::StdoutStream for LogSink {
 }
 
 impl tokio::io::AsyncWrite for LogSink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(std::io::Error::other))
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(
+            self.write(buf)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+        )
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -162,9 +185,15 @@ impl wit::Host for LogHost {
         Ok(())
     }
 
-    async fn progress(&mut self, done: u64, total: Option<u64>, message: String) -> wasmtime::Result<()> {
+    async fn progress(
+        &mut self,
+        done: u64,
+        total: Option<u64>,
+        message: String,
+    ) -> wasmtime::Result<()> {
         let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-        self.sink.write(format!("[progress {done}{of}] {message}\n").as_bytes())?;
+        self.sink
+            .write(format!("[progress {done}{of}] {message}\n").as_bytes())?;
         Ok(())
     }
 }

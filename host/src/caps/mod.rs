@@ -83,7 +83,10 @@ pub fn check(stage: &Stage, requests: &[Request]) -> Vec<Missing> {
     requests
         .iter()
         .filter(|r| !granted(stage, &r.capability))
-        .map(|r| Missing { request: r.clone(), toml: grant_toml(&stage.name, &r.capability) })
+        .map(|r| Missing {
+            request: r.clone(),
+            toml: grant_toml(&stage.name, &r.capability),
+        })
         .collect()
 }
 
@@ -92,15 +95,31 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
     let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
     let g = &stage.grants;
     let mut out = Vec::new();
-    out.extend(g.exec.iter().filter(|e| !asked(&Capability::Exec(e.program.clone()))).map(|e| format!("exec `{}`", e.program)));
+    out.extend(
+        g.exec
+            .iter()
+            .filter(|e| !asked(&Capability::Exec(e.program.clone())))
+            .map(|e| format!("exec `{}`", e.program)),
+    );
     if !g.read.is_empty() && !asked(&Capability::Read) {
         out.push("read".into());
     }
     if !g.write.is_empty() && !asked(&Capability::Write) {
         out.push("write".into());
     }
-    let env_asked: Vec<&str> = requests.iter().filter_map(|r| match &r.capability { Capability::Env(n) => Some(n.as_str()), _ => None }).collect();
-    out.extend(g.env.iter().filter(|p| !env_asked.iter().any(|n| env::matches(p, n))).map(|p| format!("env `{p}`")));
+    let env_asked: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| match &r.capability {
+            Capability::Env(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    out.extend(
+        g.env
+            .iter()
+            .filter(|p| !env_asked.iter().any(|n| env::matches(p, n)))
+            .map(|p| format!("env `{p}`")),
+    );
     if !g.connect.is_empty() && !asked(&Capability::Connect) {
         out.push("connect".into());
     }
@@ -119,7 +138,9 @@ pub fn grant_toml(stage: &str, capability: &Capability) -> String {
         Capability::Read => format!("[stages.{stage}.grants]\nread = [\"<directory>\"]"),
         Capability::Write => format!("[stages.{stage}.grants]\nwrite = [\"<directory>\"]"),
         Capability::Env(name) => format!("[stages.{stage}.grants]\nenv = [\"{name}\"]"),
-        Capability::Secret(name) => format!("# secret `{name}`: secrets are not supported by this host version"),
+        Capability::Secret(name) => {
+            format!("# secret `{name}`: secrets are not supported by this host version")
+        }
         Capability::Connect => format!("[stages.{stage}.grants]\nconnect = [\"<host>:<port>\"]"),
         Capability::Approval => format!("[stages.{stage}.grants]\napproval = true"),
     }
@@ -146,13 +167,15 @@ impl StagePolicy {
     /// before any stage runs.
     pub fn new(stage: &Stage, requests: &[Request]) -> Result<StagePolicy, exec::ResolveError> {
         let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
-        let exec = stage
-            .grants
-            .exec
-            .iter()
-            .filter(|g| asked(&Capability::Exec(g.program.clone())))
-            .map(exec::ExecPolicy::resolve)
-            .collect::<Result<_, _>>()?;
+        // Every grant is resolved, requested or not: a granted program that
+        // is missing is a broken pipeline either way.
+        let mut exec = Vec::new();
+        for grant in &stage.grants.exec {
+            let policy = exec::ExecPolicy::resolve(grant)?;
+            if asked(&Capability::Exec(grant.program.clone())) {
+                exec.push(policy);
+            }
+        }
         let env = requests
             .iter()
             .filter_map(|r| match &r.capability {
@@ -162,10 +185,22 @@ impl StagePolicy {
             .collect();
         Ok(StagePolicy {
             exec,
-            read_dirs: if asked(&Capability::Read) { stage.read_dirs.clone() } else { Vec::new() },
-            write_dirs: if asked(&Capability::Write) { stage.write_dirs.clone() } else { Vec::new() },
+            read_dirs: if asked(&Capability::Read) {
+                stage.read_dirs.clone()
+            } else {
+                Vec::new()
+            },
+            write_dirs: if asked(&Capability::Write) {
+                stage.write_dirs.clone()
+            } else {
+                Vec::new()
+            },
             env,
-            connect: if asked(&Capability::Connect) { stage.grants.connect.clone() } else { Vec::new() },
+            connect: if asked(&Capability::Connect) {
+                stage.grants.connect.clone()
+            } else {
+                Vec::new()
+            },
             approval: asked(&Capability::Approval) && stage.grants.approval,
         })
     }

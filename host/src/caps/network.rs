@@ -25,21 +25,37 @@ pub struct NetworkHost {
 }
 
 impl wit::Host for NetworkHost {
-    async fn tcp_probe(&mut self, host: String, port: u16, timeout_ms: u32) -> wasmtime::Result<Result<Result<u32, String>, wit::Error>> {
+    async fn tcp_probe(
+        &mut self,
+        host: String,
+        port: u16,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Result<u32, String>, wit::Error>> {
         let detail = json!({ "host": host, "port": port });
         if !allows(&self.patterns, &host, port) {
-            let reason = format!("connect to `{host}:{port}` is not granted (granted: {:?}); add it to `connect` in the stage's grants", self.patterns);
+            let reason = format!(
+                "connect to `{host}:{port}` is not granted (granted: {:?}); add it to `connect` in the stage's grants",
+                self.patterns
+            );
             self.audit.denied("connect", detail, &reason);
             return Ok(Err(wit::Error::NotPermitted(reason)));
         }
         let started = Instant::now();
         let limit = Duration::from_millis(timeout_ms.clamp(1, 60_000) as u64);
-        let result = match tokio::time::timeout(limit, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        let result = match tokio::time::timeout(
+            limit,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
             Ok(Ok(_stream)) => Ok(started.elapsed().as_millis() as u32),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
         };
-        self.audit.allowed("connect", json!({ "host": host, "port": port, "result": format!("{result:?}") }));
+        self.audit.allowed(
+            "connect",
+            json!({ "host": host, "port": port, "result": format!("{result:?}") }),
+        );
         Ok(Ok(result))
     }
 }

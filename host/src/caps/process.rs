@@ -54,50 +54,84 @@ impl Drop for GroupGuard {
 
 impl ProcessHost {
     fn deny(&self, cmd: &wit::Command, reason: String) -> wit::Error {
-        self.audit.denied("exec", json!({ "program": cmd.program, "args": cmd.args, "cwd": cmd.cwd }), &reason);
+        self.audit.denied(
+            "exec",
+            json!({ "program": cmd.program, "args": cmd.args, "cwd": cmd.cwd }),
+            &reason,
+        );
         self.log.line(&format!("[capstan] denied: {reason}"));
         wit::Error::NotPermitted(reason)
     }
 
     /// Everything checked before a child starts.
     fn check(&self, cmd: &wit::Command) -> Result<(&ExecPolicy, PathBuf), wit::Error> {
-        let policy = exec::find(&self.policies, &cmd.program).map_err(|d| self.deny(cmd, d.to_string()))?;
-        policy.allows(&cmd.args).map_err(|d| self.deny(cmd, d.to_string()))?;
+        let policy =
+            exec::find(&self.policies, &cmd.program).map_err(|d| self.deny(cmd, d.to_string()))?;
+        policy
+            .allows(&cmd.args)
+            .map_err(|d| self.deny(cmd, d.to_string()))?;
         for (name, _) in &cmd.env {
-            policy.allows_env(name).map_err(|d| self.deny(cmd, d.to_string()))?;
+            policy
+                .allows_env(name)
+                .map_err(|d| self.deny(cmd, d.to_string()))?;
         }
-        let cwd = cmd.cwd.as_deref().map_or_else(|| self.work_dir.clone(), PathBuf::from);
+        let cwd = cmd
+            .cwd
+            .as_deref()
+            .map_or_else(|| self.work_dir.clone(), PathBuf::from);
         if !cwd.exists() {
-            return Err(wit::Error::NotFound(format!("working directory `{}` does not exist", cwd.display())));
+            return Err(wit::Error::NotFound(format!(
+                "working directory `{}` does not exist",
+                cwd.display()
+            )));
         }
-        let cwd = fs::inside(&self.dirs, &cwd)
-            .ok_or_else(|| self.deny(cmd, Denial::Cwd { cwd: cwd.display().to_string() }.to_string()))?;
+        let cwd = fs::inside(&self.dirs, &cwd).ok_or_else(|| {
+            self.deny(
+                cmd,
+                Denial::Cwd {
+                    cwd: cwd.display().to_string(),
+                }
+                .to_string(),
+            )
+        })?;
         Ok((policy, cwd))
     }
 
-    async fn run_checked(&mut self, cmd: wit::Command) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
+    async fn run_checked(
+        &mut self,
+        cmd: wit::Command,
+    ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
         let (policy, cwd) = match self.check(&cmd) {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
         let env = exec::child_env(policy, std::env::vars(), &self.work_dir, &cmd.env);
         let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let timeout = [cmd.timeout_ms.map(Duration::from_millis), policy.timeout, Some(remaining)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(remaining);
+        let timeout = [
+            cmd.timeout_ms.map(Duration::from_millis),
+            policy.timeout,
+            Some(remaining),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(remaining);
         let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names });
         self.audit.allowed("exec", detail.clone());
-        self.log.line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
+        self.log
+            .line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
 
         let mut child = match tokio::process::Command::new(&policy.path)
             .args(&cmd.args)
             .current_dir(&cwd)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -106,8 +140,19 @@ impl ProcessHost {
         {
             Ok(child) => child,
             Err(e) => {
-                let reason = format!("cannot start `{}` ({}): {e}", cmd.program, policy.path.display());
-                self.audit.log.record(&self.audit.stage, &self.audit.plugin, "exec", true, detail, Some(reason.clone()));
+                let reason = format!(
+                    "cannot start `{}` ({}): {e}",
+                    cmd.program,
+                    policy.path.display()
+                );
+                self.audit.log.record(
+                    &self.audit.stage,
+                    &self.audit.plugin,
+                    "exec",
+                    true,
+                    detail,
+                    Some(reason.clone()),
+                );
                 return Ok(Err(wit::Error::Failed(reason)));
             }
         };
@@ -123,7 +168,10 @@ impl ProcessHost {
         let cap = if cmd.capture { self.capture_cap } else { 0 };
         let pgid = guard.0;
         let pump = async {
-            let (out, err) = tokio::join!(pump(stdout, &self.log, cap, pgid), pump(stderr, &self.log, cap, pgid));
+            let (out, err) = tokio::join!(
+                pump(stdout, &self.log, cap, pgid),
+                pump(stderr, &self.log, cap, pgid)
+            );
             let status = child.wait().await;
             (out, err, status)
         };
@@ -132,9 +180,21 @@ impl ProcessHost {
         let duration_ms = elapsed.as_millis() as u64;
         let Ok((out, err, status)) = outcome else {
             guard.kill();
-            let reason = format!("`{}` timed out after {}", cmd.program, humantime::format_duration(round(timeout)));
-            self.audit.log.record(&self.audit.stage, &self.audit.plugin, "exec", true, json!({ "program": cmd.program, "timed_out_ms": duration_ms }), Some(reason.clone()));
-            self.log.line(&format!("[capstan] {reason}; its process group was killed"));
+            let reason = format!(
+                "`{}` timed out after {}",
+                cmd.program,
+                humantime::format_duration(round(timeout))
+            );
+            self.audit.log.record(
+                &self.audit.stage,
+                &self.audit.plugin,
+                "exec",
+                true,
+                json!({ "program": cmd.program, "timed_out_ms": duration_ms }),
+                Some(reason.clone()),
+            );
+            self.log
+                .line(&format!("[capstan] {reason}; its process group was killed"));
             return Ok(Err(wit::Error::TimedOut(duration_ms)));
         };
         // The leader exited; make sure no straggler of its group lives on.
@@ -142,12 +202,27 @@ impl ProcessHost {
         let (stdout, out_truncated) = out;
         let (stderr, err_truncated) = err;
         if self.log.exceeded() {
-            self.audit.log.record(&self.audit.stage, &self.audit.plugin, "limit", false, json!({ "program": cmd.program, "limit": "max_output" }), Some("output limit exceeded".into()));
-            return Err(wasmtime::Error::msg(format!("output limit exceeded: `{}` printed more than the stage's max_output", cmd.program)));
+            self.audit.log.record(
+                &self.audit.stage,
+                &self.audit.plugin,
+                "limit",
+                false,
+                json!({ "program": cmd.program, "limit": "max_output" }),
+                Some("output limit exceeded".into()),
+            );
+            return Err(wasmtime::Error::msg(format!(
+                "output limit exceeded: `{}` printed more than the stage's max_output",
+                cmd.program
+            )));
         }
         let status = match status {
             Ok(s) => s,
-            Err(e) => return Ok(Err(wit::Error::Failed(format!("waiting for `{}`: {e}", cmd.program)))),
+            Err(e) => {
+                return Ok(Err(wit::Error::Failed(format!(
+                    "waiting for `{}`: {e}",
+                    cmd.program
+                ))));
+            }
         };
         use std::os::unix::process::ExitStatusExt;
         let exit = match (status.code(), status.signal()) {
@@ -159,16 +234,35 @@ impl ProcessHost {
             wit::ExitStatus::Code(c) => json!({ "code": c }),
             wit::ExitStatus::Signal(s) => json!({ "signal": s }),
         };
-        self.audit.allowed("exec-exit", json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms }));
-        self.log.line(&format!("[capstan] `{}` exited with {} in {}", cmd.program, status, humantime::format_duration(round(elapsed))));
-        Ok(Ok(wit::Output { status: exit, stdout, stderr, truncated: out_truncated || err_truncated, duration_ms }))
+        self.audit.allowed(
+            "exec-exit",
+            json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms }),
+        );
+        self.log.line(&format!(
+            "[capstan] `{}` exited with {} in {}",
+            cmd.program,
+            status,
+            humantime::format_duration(round(elapsed))
+        ));
+        Ok(Ok(wit::Output {
+            status: exit,
+            stdout,
+            stderr,
+            truncated: out_truncated || err_truncated,
+            duration_ms,
+        }))
     }
 }
 
 /// Copy a child stream to the stage log, keeping up to `cap` bytes. Past the
 /// stage's output cap the child's group is killed, so the other stream and
 /// the wait end too.
-async fn pump(mut stream: impl AsyncRead + Unpin, log: &LogSink, cap: usize, pgid: Option<i32>) -> (Vec<u8>, bool) {
+async fn pump(
+    mut stream: impl AsyncRead + Unpin,
+    log: &LogSink,
+    cap: usize,
+    pgid: Option<i32>,
+) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut buf = vec![0u8; 16 * 1024];
@@ -197,13 +291,22 @@ fn round(d: Duration) -> Duration {
 /// Arguments quoted for display in the log.
 fn shell_words(args: &[String]) -> String {
     args.iter()
-        .map(|a| if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\;|&".contains(c)) { format!("'{}'", a.replace('\'', "'\\''")) } else { a.clone() })
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\;|&".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 impl wit::Host for ProcessHost {
-    async fn run(&mut self, command: wit::Command) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
+    async fn run(
+        &mut self,
+        command: wit::Command,
+    ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
         self.run_checked(command).await
     }
 }

@@ -66,7 +66,12 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let cache = cli.cache();
     let mut loaded = std::collections::HashMap::new();
     for (name, plugin) in &pipeline.plugins {
-        loaded.insert(name.clone(), LoadedPlugin::load(&runtime, &cache, &plugin.path, Some(&plugin.digest)).await.map_err(|e| e.to_string()));
+        loaded.insert(
+            name.clone(),
+            LoadedPlugin::load(&runtime, &cache, &plugin.path, Some(&plugin.digest))
+                .await
+                .map_err(|e| e.to_string()),
+        );
     }
     let stages: Vec<StageReport> = pipeline
         .stages
@@ -74,10 +79,17 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         .map(|stage| {
             let plugin = &loaded[&stage.plugin];
             let pinned = pipeline.plugins[&stage.plugin].pinned;
-            report(stage, plugin.as_ref().ok(), plugin.as_ref().err().cloned(), pinned)
+            report(
+                stage,
+                plugin.as_ref().ok(),
+                plugin.as_ref().err().cloned(),
+                pinned,
+            )
         })
         .collect();
-    let failing = stages.iter().any(|s| !s.missing.is_empty() || s.load_error.is_some());
+    let failing = stages
+        .iter()
+        .any(|s| !s.missing.is_empty() || s.load_error.is_some());
     if args.json {
         let doc = json!({
             "pipeline": pipeline.name,
@@ -85,14 +97,26 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             "host_contract": format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION}"),
             "stages": stages,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("audit serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("audit serializes")
+        );
     } else {
         print_text(&pipeline.file, &stages);
     }
-    Ok(if failing { exit::PLUGIN_OR_GRANT } else { exit::OK })
+    Ok(if failing {
+        exit::PLUGIN_OR_GRANT
+    } else {
+        exit::OK
+    })
 }
 
-fn report(stage: &Stage, plugin: Option<&LoadedPlugin>, load_error: Option<String>, pinned: bool) -> StageReport {
+fn report(
+    stage: &Stage,
+    plugin: Option<&LoadedPlugin>,
+    load_error: Option<String>,
+    pinned: bool,
+) -> StageReport {
     let requests = plugin.map(|p| p.info.requests.clone()).unwrap_or_default();
     let g = &stage.grants;
     let exec: Vec<Value> = g
@@ -135,33 +159,68 @@ fn report(stage: &Stage, plugin: Option<&LoadedPlugin>, load_error: Option<Strin
 }
 
 fn print_text(file: &Path, stages: &[StageReport]) {
-    println!("audit of {}  (host contract {CONTRACT_PACKAGE}@{CONTRACT_VERSION})", file.display());
+    println!(
+        "audit of {}  (host contract {CONTRACT_PACKAGE}@{CONTRACT_VERSION})",
+        file.display()
+    );
     for s in stages {
         println!();
         println!("stage `{}` — plugin `{}`", s.stage, s.plugin_key);
         if let Some(p) = &s.plugin {
             println!("  {} {} — {}", p.name, p.version, p.description);
             println!("  file     {}", p.path);
-            println!("  sha256   {}{}", p.sha256, if p.pinned { " (pinned)" } else { " (not pinned)" });
+            println!(
+                "  sha256   {}{}",
+                p.sha256,
+                if p.pinned {
+                    " (pinned)"
+                } else {
+                    " (not pinned)"
+                }
+            );
             println!("  contract {}", p.contract);
         }
         if let Some(e) = &s.load_error {
             println!("  CANNOT LOAD: {e}");
         }
         let mut table = Table::new();
-        table.load_preset(UTF8_BORDERS_ONLY).set_header(["requested", "granted", "reason"]);
+        table
+            .load_preset(UTF8_BORDERS_ONLY)
+            .set_header(["requested", "granted", "reason"]);
         for r in &s.requested {
-            let cap: caps::Capability = serde_json::from_value(r["capability"].clone()).unwrap_or(caps::Capability::Read);
-            let granted = if r["granted"].as_bool() == Some(true) { "yes" } else { "NO" };
-            table.add_row([cap.to_string(), granted.to_string(), r["reason"].as_str().unwrap_or_default().to_string()]);
+            let cap: caps::Capability =
+                serde_json::from_value(r["capability"].clone()).unwrap_or(caps::Capability::Read);
+            let granted = if r["granted"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            };
+            table.add_row([
+                cap.to_string(),
+                granted.to_string(),
+                r["reason"].as_str().unwrap_or_default().to_string(),
+            ]);
         }
         println!("{table}");
         let g = &s.granted;
         for e in g["exec"].as_array().into_iter().flatten() {
-            let at = e["path"].as_str().map(|p| format!(" = {p}")).unwrap_or_else(|| format!(" (ERROR: {})", e["error"].as_str().unwrap_or("")));
-            println!("  exec     {}{at} args {} env {}", e["program"].as_str().unwrap_or(""), e["args"], e["env"]);
+            let at = e["path"]
+                .as_str()
+                .map(|p| format!(" = {p}"))
+                .unwrap_or_else(|| format!(" (ERROR: {})", e["error"].as_str().unwrap_or("")));
+            println!(
+                "  exec     {}{at} args {} env {}",
+                e["program"].as_str().unwrap_or(""),
+                e["args"],
+                e["env"]
+            );
         }
-        for (k, label) in [("read", "read    "), ("write", "write   "), ("env", "env     "), ("connect", "connect ")] {
+        for (k, label) in [
+            ("read", "read    "),
+            ("write", "write   "),
+            ("env", "env     "),
+            ("connect", "connect "),
+        ] {
             if g[k].as_array().is_some_and(|a| !a.is_empty()) {
                 println!("  {label} {}", g[k]);
             }
@@ -171,10 +230,21 @@ fn print_text(file: &Path, stages: &[StageReport]) {
         }
         println!("  limits   {}", g["limits"]);
         for m in &s.missing {
-            println!("  MISSING  {} — add:\n{}", m.request.capability, m.toml.lines().map(|l| format!("             {l}")).collect::<Vec<_>>().join("\n"));
+            println!(
+                "  MISSING  {} — add:\n{}",
+                m.request.capability,
+                m.toml
+                    .lines()
+                    .map(|l| format!("             {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         if !s.unrequested.is_empty() {
-            println!("  ignored  granted but not requested: {}", s.unrequested.join(", "));
+            println!(
+                "  ignored  granted but not requested: {}",
+                s.unrequested.join(", ")
+            );
         }
     }
 }

@@ -23,7 +23,12 @@ use crate::runtime::cache::Cache;
 #[command(name = "capstan", version, after_long_help = exit::HELP, after_help = "Run `capstan help <command>` for examples; `capstan --help` lists exit codes.")]
 pub struct Cli {
     /// Where runs and the compiled-plugin cache are kept.
-    #[arg(long, global = true, env = "CAPSTAN_STATE_DIR", default_value = ".capstan")]
+    #[arg(
+        long,
+        global = true,
+        env = "CAPSTAN_STATE_DIR",
+        default_value = ".capstan"
+    )]
     pub state_dir: PathBuf,
     /// Compile plugins every time instead of using the compiled cache.
     #[arg(long, global = true)]
@@ -44,7 +49,10 @@ pub enum Command {
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -70,7 +78,11 @@ pub fn main() -> ExitCode {
 
 impl Cli {
     pub fn cache(&self) -> Cache {
-        if self.no_cache { Cache::disabled() } else { Cache::new(self.state_dir.join("cache").join("components")) }
+        if self.no_cache {
+            Cache::disabled()
+        } else {
+            Cache::new(self.state_dir.join("cache").join("components"))
+        }
     }
 }
 
@@ -80,13 +92,28 @@ pub fn load_pipeline(path: &Path) -> Result<Pipeline, Failure> {
 }
 
 pub fn new_runtime() -> Result<Runtime, Failure> {
-    Runtime::new().map_err(|e| Failure::new(exit::INTERNAL, format!("error: cannot create the WebAssembly engine: {e:#}")))
+    Runtime::new().map_err(|e| {
+        Failure::new(
+            exit::INTERNAL,
+            format!("error: cannot create the WebAssembly engine: {e:#}"),
+        )
+    })
 }
 
 /// Load plugins and check grants (exit code 4 on problems).
-pub async fn prepare_pipeline(pipeline: Pipeline, runtime: &Runtime, cli: &Cli) -> Result<Prepared, Failure> {
+pub async fn prepare_pipeline(
+    pipeline: Pipeline,
+    runtime: &Runtime,
+    cli: &Cli,
+) -> Result<Prepared, Failure> {
     let file = pipeline.file.clone();
     prepare(pipeline, runtime, &cli.cache()).await.map_err(|e| {
-        Failure::new(exit::PLUGIN_OR_GRANT, format!("{e}\n{} cannot run until these are fixed; no stage ran.", file.display()))
+        Failure::new(
+            exit::PLUGIN_OR_GRANT,
+            format!(
+                "{e}\n{} cannot run until these are fixed; no stage ran.",
+                file.display()
+            ),
+        )
     })
 }

@@ -13,7 +13,9 @@ pub enum Command {
     /// Show what a plugin is and which capabilities it requests, with its
     /// sha256 and contract version. Only `describe` runs, with no
     /// capabilities.
-    #[command(after_help = "Example:\n  capstan plugin describe target/wasm32-wasip2/release/capstan_hello.wasm --json")]
+    #[command(
+        after_help = "Example:\n  capstan plugin describe target/wasm32-wasip2/release/capstan_hello.wasm --json"
+    )]
     Describe {
         /// The plugin component (`.wasm`).
         plugin: PathBuf,
@@ -46,7 +48,10 @@ pub async fn describe_file(path: &Path, as_json: bool, cli: &super::Cli) -> Resu
             "requests": info.requests,
             "config_schema": info.config_schema,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("plugin info serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("plugin info serializes")
+        );
     } else {
         println!("{} {} — {}", info.name, info.version, info.description);
         println!("  file     {}", plugin.path.display());

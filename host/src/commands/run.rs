@@ -42,58 +42,134 @@ pub struct Args {
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pipeline = super::load_pipeline(&args.pipeline)?;
-    let environment = args.environment.clone().unwrap_or_else(|| pipeline.default_environment().to_string());
+    let environment = args
+        .environment
+        .clone()
+        .unwrap_or_else(|| pipeline.default_environment().to_string());
     if !pipeline.environments.contains(&environment) {
         return Err(Failure::new(
             exit::USAGE,
-            format!("error: environment `{environment}` is not one of {} (from [pipeline] environments in {})", pipeline.environments.join(", "), args.pipeline.display()),
+            format!(
+                "error: environment `{environment}` is not one of {} (from [pipeline] environments in {})",
+                pipeline.environments.join(", "),
+                args.pipeline.display()
+            ),
         ));
     }
     for only in &args.only {
         if !pipeline.stages.contains_key(only) {
-            let stages = pipeline.stages.keys().cloned().collect::<Vec<_>>().join(", ");
-            return Err(Failure::new(exit::USAGE, format!("error: --only `{only}` is not a stage of {}; stages are: {stages}", args.pipeline.display())));
+            let stages = pipeline
+                .stages
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "error: --only `{only}` is not a stage of {}; stages are: {stages}",
+                    args.pipeline.display()
+                ),
+            ));
         }
     }
     let runtime = super::new_runtime()?;
     let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
     for (stage, extra) in &prepared.unrequested {
-        eprintln!("warning: stage `{stage}` grants {} that its plugin does not request; they are ignored", extra.join(", "));
+        eprintln!(
+            "warning: stage `{stage}` grants {} that its plugin does not request; they are ignored",
+            extra.join(", ")
+        );
     }
-    let opts = RunOptions { environment, only: args.only.clone(), echo: !args.quiet };
+    let opts = RunOptions {
+        environment,
+        only: args.only.clone(),
+        echo: !args.quiet,
+    };
     if args.dry_run {
         let chosen = selected(&prepared, &opts);
-        println!("pipeline `{}`, environment `{}` (dry run: nothing is started)", prepared.pipeline.name, opts.environment);
+        println!(
+            "pipeline `{}`, environment `{}` (dry run: nothing is started)",
+            prepared.pipeline.name, opts.environment
+        );
         for (name, stage) in &prepared.pipeline.stages {
             let plugin = &prepared.plugins[&stage.plugin];
-            let mark = if chosen.contains(name) { "run " } else { "skip" };
-            let needs = if stage.needs.is_empty() { String::new() } else { format!(" after {}", stage.needs.join(", ")) };
-            println!("  {mark} {name}: {} {}{needs}", plugin.info.name, plugin.info.version);
+            let mark = if chosen.contains(name) {
+                "run "
+            } else {
+                "skip"
+            };
+            let needs = if stage.needs.is_empty() {
+                String::new()
+            } else {
+                format!(" after {}", stage.needs.join(", "))
+            };
+            println!(
+                "  {mark} {name}: {} {}{needs}",
+                plugin.info.name, plugin.info.version
+            );
         }
         return Ok(exit::OK);
     }
-    let dir = RunDir::create(&cli.state_dir).map_err(|e| Failure::new(exit::INTERNAL, format!("error: cannot create a run directory in {}: {e}", cli.state_dir.display())))?;
-    eprintln!("run {} of `{}` in environment `{}` ({})", dir.id, prepared.pipeline.name, opts.environment, dir.path.display());
+    let dir = RunDir::create(&cli.state_dir).map_err(|e| {
+        Failure::new(
+            exit::INTERNAL,
+            format!(
+                "error: cannot create a run directory in {}: {e}",
+                cli.state_dir.display()
+            ),
+        )
+    })?;
+    eprintln!(
+        "run {} of `{}` in environment `{}` ({})",
+        dir.id,
+        prepared.pipeline.name,
+        opts.environment,
+        dir.path.display()
+    );
     let record = execute(prepared, &runtime, &dir, &opts)
         .await
-        .map_err(|e| Failure::new(exit::INTERNAL, format!("error: run {}: cannot write the run directory {}: {e}", dir.id, dir.path.display())))?;
+        .map_err(|e| {
+            Failure::new(
+                exit::INTERNAL,
+                format!(
+                    "error: run {}: cannot write the run directory {}: {e}",
+                    dir.id,
+                    dir.path.display()
+                ),
+            )
+        })?;
 
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["stage", "status", "time", "summary"]);
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["stage", "status", "time", "summary"]);
     for s in &record.stages {
         let (status, text) = match &s.status {
             StageStatus::Succeeded { summary, .. } => ("succeeded", summary.as_str()),
             StageStatus::Failed { reason } => ("FAILED", reason.as_str()),
             StageStatus::Skipped { reason } => ("skipped", reason.as_str()),
         };
-        let time = s.duration_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_default();
+        let time = s
+            .duration_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
         table.add_row([s.name.as_str(), status, &time, text]);
     }
     eprintln!("{table}");
     let ok = record.status == RunStatus::Succeeded;
-    eprintln!("run {} {} in {:.1}s; logs, outputs and audit log in {}", record.run_id, if ok { "succeeded" } else { "FAILED" }, record.duration_ms as f64 / 1000.0, dir.path.display());
+    eprintln!(
+        "run {} {} in {:.1}s; logs, outputs and audit log in {}",
+        record.run_id,
+        if ok { "succeeded" } else { "FAILED" },
+        record.duration_ms as f64 / 1000.0,
+        dir.path.display()
+    );
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&record).expect("run records serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).expect("run records serialize")
+        );
     }
     Ok(if ok { exit::OK } else { exit::STAGE_FAILED })
 }

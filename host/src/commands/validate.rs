@@ -21,7 +21,10 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let prepared = super::prepare_pipeline(pipeline, &runtime, cli).await?;
     let p = &prepared.pipeline;
     for (stage, extra) in &prepared.unrequested {
-        eprintln!("warning: stage `{stage}` grants {} that its plugin does not request; they are ignored", extra.join(", "));
+        eprintln!(
+            "warning: stage `{stage}` grants {} that its plugin does not request; they are ignored",
+            extra.join(", ")
+        );
     }
     println!(
         "{}: pipeline `{}` is valid: {} stages ({}), {} plugins, environments {}",

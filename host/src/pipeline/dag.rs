@@ -54,7 +54,10 @@ pub fn order(stages: &IndexMap<String, Stage>) -> Result<Vec<String>, Vec<String
 /// Every stage `name` depends on, directly or not.
 pub fn upstream(stages: &IndexMap<String, Stage>, name: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    let mut todo: Vec<&str> = stages.get(name).map(|s| s.needs.iter().map(String::as_str).collect()).unwrap_or_default();
+    let mut todo: Vec<&str> = stages
+        .get(name)
+        .map(|s| s.needs.iter().map(String::as_str).collect())
+        .unwrap_or_default();
     while let Some(next) = todo.pop() {
         if seen.insert(next.to_string())
             && let Some(stage) = stages.get(next)

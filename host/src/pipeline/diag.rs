@@ -21,7 +21,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A problem at `span` (byte offsets) of `source`.
-    pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let (location, source_line, width) = match span {
             Some(span) => {
                 let (line, col) = line_col(source, span.start);
@@ -34,7 +39,14 @@ impl Diagnostic {
             }
             None => (None, None, 0),
         };
-        Diagnostic { file: file.to_path_buf(), location, source_line, width, message: message.into(), help: None }
+        Diagnostic {
+            file: file.to_path_buf(),
+            location,
+            source_line,
+            width,
+            message: message.into(),
+            help: None,
+        }
     }
 
     /// A problem of the file as a whole.
@@ -67,7 +79,12 @@ impl fmt::Display for Diagnostic {
                     let gutter = " ".repeat(line.to_string().len());
                     writeln!(f, "{gutter} |")?;
                     writeln!(f, "{line} | {text}")?;
-                    writeln!(f, "{gutter} | {}{}", " ".repeat(col - 1), "^".repeat(self.width))?;
+                    writeln!(
+                        f,
+                        "{gutter} | {}{}",
+                        " ".repeat(col - 1),
+                        "^".repeat(self.width)
+                    )?;
                 }
             }
             None => writeln!(f, "  --> {}", self.file.display())?,
@@ -95,7 +112,11 @@ impl fmt::Display for Diagnostics {
             write!(f, "{d}")?;
         }
         let n = self.0.len();
-        write!(f, "\n{n} error{} in the pipeline file", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "\n{n} error{} in the pipeline file",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 

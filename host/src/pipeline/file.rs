@@ -140,10 +140,14 @@ pub mod humantime_serde_opt {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
-        humantime::parse_duration(&text)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}` ({e}); write e.g. \"90s\" or \"10m\"")))
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{text}` ({e}); write e.g. \"90s\" or \"10m\""
+            ))
+        })
     }
 
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -46,7 +46,10 @@ pub fn references(text: &str) -> Result<Vec<(Range<usize>, Reference)>, String> 
 fn parse(inner: &str) -> Result<Reference, String> {
     let parts: Vec<&str> = inner.trim().split('.').collect();
     Ok(match parts.as_slice() {
-        ["stages", stage, "outputs", key] => Reference::StageOutput { stage: stage.to_string(), key: key.to_string() },
+        ["stages", stage, "outputs", key] => Reference::StageOutput {
+            stage: stage.to_string(),
+            key: key.to_string(),
+        },
         ["env", name] => Reference::Env(name.to_string()),
         ["run", "id"] => Reference::RunId,
         ["run", "environment"] => Reference::RunEnvironment,
@@ -97,7 +100,8 @@ impl Scope<'_> {
                 .cloned()
                 .ok_or_else(|| format!("stage `{stage}` has no output `{key}`"))?,
             Reference::Env(name) => Value::String(
-                (self.env)(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?,
+                (self.env)(name)
+                    .ok_or_else(|| format!("environment variable `{name}` is not set"))?,
             ),
             Reference::RunId => self.run_id.into(),
             Reference::RunEnvironment => self.environment.into(),
@@ -110,9 +114,16 @@ impl Scope<'_> {
     pub fn resolve(&self, value: &Value) -> Result<Value, String> {
         Ok(match value {
             Value::String(s) => self.resolve_str(s)?,
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.resolve(v)).collect::<Result<_, _>>()?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(map) => Value::Object(
-                map.iter().map(|(k, v)| Ok((k.clone(), self.resolve(v)?))).collect::<Result<_, String>>()?,
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+                    .collect::<Result<_, String>>()?,
             ),
             other => other.clone(),
         })
@@ -148,7 +159,14 @@ mod tests {
 
     fn scope_with(outputs: &HashMap<String, serde_json::Map<String, Value>>, f: impl Fn(&Scope)) {
         let env = |name: &str| (name == "HOME").then(|| "/home/op".to_string());
-        let scope = Scope { outputs, env: &env, run_id: "r1", environment: "dev", pipeline_dir: "/p", work_dir: "/w" };
+        let scope = Scope {
+            outputs,
+            env: &env,
+            run_id: "r1",
+            environment: "dev",
+            pipeline_dir: "/p",
+            work_dir: "/w",
+        };
         f(&scope)
     }
 
@@ -156,20 +174,46 @@ mod tests {
     fn parses_every_form_and_rejects_others() {
         let refs = references("a ${stages.b.outputs.c} ${env.X} ${run.id} $${literal}").unwrap();
         assert_eq!(refs.len(), 3);
-        assert_eq!(refs[0].1, Reference::StageOutput { stage: "b".into(), key: "c".into() });
-        assert!(references("${stages.b.output.c}").unwrap_err().contains("unknown reference"));
+        assert_eq!(
+            refs[0].1,
+            Reference::StageOutput {
+                stage: "b".into(),
+                key: "c".into()
+            }
+        );
+        assert!(
+            references("${stages.b.output.c}")
+                .unwrap_err()
+                .contains("unknown reference")
+        );
         assert!(references("${run.id").unwrap_err().contains("unclosed"));
     }
 
     #[test]
     fn whole_reference_keeps_type_embedded_becomes_text() {
         let mut outputs = HashMap::new();
-        outputs.insert("b".to_string(), json!({"n": 3, "s": "x"}).as_object().unwrap().clone());
+        outputs.insert(
+            "b".to_string(),
+            json!({"n": 3, "s": "x"}).as_object().unwrap().clone(),
+        );
         scope_with(&outputs, |scope| {
             let value = json!({"n": "${stages.b.outputs.n}", "t": "n=${stages.b.outputs.n} ${env.HOME} $${x}", "l": ["${run.id}"]});
-            assert_eq!(scope.resolve(&value).unwrap(), json!({"n": 3, "t": "n=3 /home/op ${x}", "l": ["r1"]}));
-            assert!(scope.resolve(&json!("${env.NOPE}")).unwrap_err().contains("`NOPE` is not set"));
-            assert!(scope.resolve(&json!("${stages.b.outputs.z}")).unwrap_err().contains("no output `z`"));
+            assert_eq!(
+                scope.resolve(&value).unwrap(),
+                json!({"n": 3, "t": "n=3 /home/op ${x}", "l": ["r1"]})
+            );
+            assert!(
+                scope
+                    .resolve(&json!("${env.NOPE}"))
+                    .unwrap_err()
+                    .contains("`NOPE` is not set")
+            );
+            assert!(
+                scope
+                    .resolve(&json!("${stages.b.outputs.z}"))
+                    .unwrap_err()
+                    .contains("no output `z`")
+            );
         });
     }
 }

@@ -80,7 +80,9 @@ pub struct Stage {
 impl Stage {
     /// Whether the stage runs when the pipeline targets `environment`.
     pub fn runs_in(&self, environment: &str) -> bool {
-        self.environments.as_ref().is_none_or(|envs| envs.iter().any(|e| e == environment))
+        self.environments
+            .as_ref()
+            .is_none_or(|envs| envs.iter().any(|e| e == environment))
     }
 }
 
@@ -99,15 +101,29 @@ impl Pipeline {
     /// Validate `source`, the text of the pipeline file at `path`.
     pub fn parse(path: &Path, source: &str) -> Result<Pipeline, Diagnostics> {
         let raw: file::PipelineFile = toml::from_str(source).map_err(|e| {
-            let mut d = Diagnostic::at(path, source, e.span(), e.message().trim_end());
-            if e.message().contains("unknown field") {
-                d = d.help("check the spelling; the pipeline file format is described in the README (\"Pipeline file\")");
+            let message = e.message().trim_end();
+            let mut d = Diagnostic::at(path, source, e.span(), message);
+            if let Some(rest) = message.strip_prefix("unknown field `") {
+                let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+                let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+                d = d.help(match diag::closest(field, known.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? (the pipeline file format is in the README, \"Pipeline file\")"),
+                    None => "check the spelling; the pipeline file format is in the README (\"Pipeline file\")".into(),
+                });
+            } else if message.contains("duplicate key") {
+                d = d.help("each key and table may appear once: rename one of them, or merge them");
             }
             Diagnostics(vec![d])
         })?;
         let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Validator { path, source, dir: &dir, errors: Vec::new() }.validate(raw, file.clone())
+        Validator {
+            path,
+            source,
+            dir: &dir,
+            errors: Vec::new(),
+        }
+        .validate(raw, file.clone())
     }
 
     /// The environment a run targets when `--env` is not given.
@@ -124,7 +140,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn error(&mut self, span: Option<std::ops::Range<usize>>, message: String, help: Option<String>) {
+    fn error(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        message: String,
+        help: Option<String>,
+    ) {
         let mut d = Diagnostic::at(self.path, self.source, span, message);
         d.help = help;
         self.errors.push(d);
@@ -133,14 +154,22 @@ impl Validator<'_> {
     fn validate(mut self, raw: file::PipelineFile, file: PathBuf) -> Result<Pipeline, Diagnostics> {
         let environments = match &raw.pipeline.environments {
             Some(envs) if envs.get_ref().is_empty() => {
-                self.error(Some(envs.span()), "`environments` is empty".into(), Some("list at least one, e.g. environments = [\"dev\", \"production\"]".into()));
+                self.error(
+                    Some(envs.span()),
+                    "`environments` is empty".into(),
+                    Some("list at least one, e.g. environments = [\"dev\", \"production\"]".into()),
+                );
                 vec!["default".to_string()]
             }
             Some(envs) => envs.get_ref().clone(),
             None => vec!["default".to_string()],
         };
         if raw.stages.is_empty() {
-            self.error(None, "the pipeline has no stages".into(), Some("add at least one `[stages.<name>]` table with a `plugin`".into()));
+            self.error(
+                None,
+                "the pipeline has no stages".into(),
+                Some("add at least one `[stages.<name>]` table with a `plugin`".into()),
+            );
         }
         let plugins = self.plugins(&raw);
         let mut stages = IndexMap::new();
@@ -152,8 +181,16 @@ impl Validator<'_> {
         let order = match dag::order(&stages) {
             Ok(order) => order,
             Err(cycle) => {
-                let first = raw.stages.keys().find(|k| k.get_ref() == &cycle[0]).map(|k| k.span());
-                self.error(first, format!("stages form a cycle: {}", cycle.join(" → ")), Some("remove one of these `needs` so the stages can run in order".into()));
+                let first = raw
+                    .stages
+                    .keys()
+                    .find(|k| k.get_ref() == &cycle[0])
+                    .map(|k| k.span());
+                self.error(
+                    first,
+                    format!("stages form a cycle: {}", cycle.join(" → ")),
+                    Some("remove one of these `needs` so the stages can run in order".into()),
+                );
                 Vec::new()
             }
         };
@@ -169,7 +206,13 @@ impl Validator<'_> {
         if !self.errors.is_empty() {
             return Err(Diagnostics(self.errors));
         }
-        let stages = order.into_iter().map(|name| { let s = stages.swap_remove(&name).expect("ordered stage exists"); (name, s) }).collect();
+        let stages = order
+            .into_iter()
+            .map(|name| {
+                let s = stages.swap_remove(&name).expect("ordered stage exists");
+                (name, s)
+            })
+            .collect();
         Ok(Pipeline {
             dir: self.dir.to_path_buf(),
             file,
@@ -207,7 +250,15 @@ impl Validator<'_> {
                     Some("the plugin file changed since it was pinned: review the new plugin (`capstan audit`), then update `sha256`".into()),
                 );
             }
-            plugins.insert(name.get_ref().clone(), PluginRef { name: name.get_ref().clone(), path, digest, pinned: entry.sha256.is_some() });
+            plugins.insert(
+                name.get_ref().clone(),
+                PluginRef {
+                    name: name.get_ref().clone(),
+                    path,
+                    digest,
+                    pinned: entry.sha256.is_some(),
+                },
+            );
         }
         plugins
     }
@@ -222,14 +273,27 @@ impl Validator<'_> {
     ) -> Option<Stage> {
         let stage_name = name.get_ref();
         let mut ok = true;
-        if !raw.plugins.keys().any(|k| k.get_ref() == entry.plugin.get_ref()) {
+        if !raw
+            .plugins
+            .keys()
+            .any(|k| k.get_ref() == entry.plugin.get_ref())
+        {
             let known: Vec<&str> = raw.plugins.keys().map(|k| k.get_ref().as_str()).collect();
             let help = match diag::closest(entry.plugin.get_ref(), known.iter().copied()) {
                 Some(c) => format!("did you mean `{c}`?"),
-                None if known.is_empty() => "declare it: [plugins.<name>] path = \"path/to/plugin.wasm\"".into(),
+                None if known.is_empty() => {
+                    "declare it: [plugins.<name>] path = \"path/to/plugin.wasm\"".into()
+                }
                 None => format!("declared plugins: {}", known.join(", ")),
             };
-            self.error(Some(entry.plugin.span()), format!("stage `{stage_name}` uses plugin `{}`, which is not declared under [plugins]", entry.plugin.get_ref()), Some(help));
+            self.error(
+                Some(entry.plugin.span()),
+                format!(
+                    "stage `{stage_name}` uses plugin `{}`, which is not declared under [plugins]",
+                    entry.plugin.get_ref()
+                ),
+                Some(help),
+            );
             ok = false;
         } else if !plugins.contains_key(entry.plugin.get_ref()) {
             ok = false; // its file problem is already reported
@@ -238,13 +302,26 @@ impl Validator<'_> {
         for need in &entry.needs {
             let need_name = need.get_ref();
             if need_name == stage_name {
-                self.error(Some(need.span()), format!("stage `{stage_name}` needs itself"), Some("remove it from `needs`".into()));
+                self.error(
+                    Some(need.span()),
+                    format!("stage `{stage_name}` needs itself"),
+                    Some("remove it from `needs`".into()),
+                );
                 ok = false;
             } else if !raw.stages.keys().any(|k| k.get_ref() == need_name) {
-                let help = match diag::closest(need_name, raw.stages.keys().map(|k| k.get_ref().as_str())) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("stages are: {}", raw.stages.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ")),
-                };
+                let help =
+                    match diag::closest(need_name, raw.stages.keys().map(|k| k.get_ref().as_str()))
+                    {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!(
+                            "stages are: {}",
+                            raw.stages
+                                .keys()
+                                .map(|k| k.get_ref().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
                 self.error(Some(need.span()), format!("stage `{stage_name}` needs `{need_name}`, which is not a stage in this pipeline"), Some(help));
                 ok = false;
             } else {
@@ -275,27 +352,63 @@ impl Validator<'_> {
             read_dirs: read_dirs.unwrap_or_default(),
             write_dirs: write_dirs.unwrap_or_default(),
             timeout: entry.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT),
-            memory: entry.memory.or(d.memory).map_or(DEFAULT_MEMORY, |b| b.as_u64()),
-            max_output: entry.max_output.or(d.max_output).map_or(DEFAULT_MAX_OUTPUT, |b| b.as_u64()),
+            memory: entry
+                .memory
+                .or(d.memory)
+                .map_or(DEFAULT_MEMORY, |b| b.as_u64()),
+            max_output: entry
+                .max_output
+                .or(d.max_output)
+                .map_or(DEFAULT_MAX_OUTPUT, |b| b.as_u64()),
             environments: stage_envs,
         })
     }
 
     /// Canonical paths of granted directories; each must exist.
-    fn dirs(&mut self, stage: &toml::Spanned<String>, kind: &str, dirs: &[String]) -> Option<Vec<PathBuf>> {
+    fn dirs(
+        &mut self,
+        stage: &toml::Spanned<String>,
+        kind: &str,
+        dirs: &[String],
+    ) -> Option<Vec<PathBuf>> {
         let mut out = Vec::new();
         for dir in dirs {
             let path = self.dir.join(dir);
             match path.canonicalize() {
                 Ok(p) if p.is_dir() => out.push(p),
-                Ok(p) => self.error(Some(stage.span()), format!("stage `{}`: `{kind}` grant `{dir}` ({}) is not a directory", stage.get_ref(), p.display()), Some("grants are directories; grant the directory that holds the file".into())),
-                Err(e) => self.error(Some(stage.span()), format!("stage `{}`: `{kind}` grant `{dir}` ({}): {e}", stage.get_ref(), path.display()), Some(format!("create the directory, or fix the path (relative to {})", self.dir.display()))),
+                Ok(p) => self.error(
+                    Some(stage.span()),
+                    format!(
+                        "stage `{}`: `{kind}` grant `{dir}` ({}) is not a directory",
+                        stage.get_ref(),
+                        p.display()
+                    ),
+                    Some("grants are directories; grant the directory that holds the file".into()),
+                ),
+                Err(e) => self.error(
+                    Some(stage.span()),
+                    format!(
+                        "stage `{}`: `{kind}` grant `{dir}` ({}): {e}",
+                        stage.get_ref(),
+                        path.display()
+                    ),
+                    Some(format!(
+                        "create the directory, or fix the path (relative to {})",
+                        self.dir.display()
+                    )),
+                ),
             }
         }
         (out.len() == dirs.len()).then_some(out)
     }
 
-    fn check_references(&mut self, name: &str, entry: &file::StageEntry, stage: &Stage, stages: &IndexMap<String, Stage>) {
+    fn check_references(
+        &mut self,
+        name: &str,
+        entry: &file::StageEntry,
+        stage: &Stage,
+        stages: &IndexMap<String, Stage>,
+    ) {
         let Some(with) = &entry.with else { return };
         let with_span = with.span();
         for text in interpolate::strings(&stage.with) {
@@ -308,11 +421,21 @@ impl Validator<'_> {
                 }
             };
             for (range, reference) in refs {
-                let Reference::StageOutput { stage: from, .. } = &reference else { continue };
+                let Reference::StageOutput { stage: from, .. } = &reference else {
+                    continue;
+                };
                 let span = self.find(with_span.clone(), &text[range.clone()]);
                 if !stages.contains_key(from) {
-                    let help = diag::closest(from, stages.keys().map(String::as_str)).map(|c| format!("did you mean `{c}`?"));
-                    self.error(span, format!("stage `{name}` references `{}`, but there is no stage `{from}`", &text[range]), help);
+                    let help = diag::closest(from, stages.keys().map(String::as_str))
+                        .map(|c| format!("did you mean `{c}`?"));
+                    self.error(
+                        span,
+                        format!(
+                            "stage `{name}` references `{}`, but there is no stage `{from}`",
+                            &text[range]
+                        ),
+                        help,
+                    );
                 } else if !stage.upstream.contains(from) {
                     self.error(span, format!("stage `{name}` references `{}`, but `{from}` is not upstream of `{name}`", &text[range]), Some(format!("add \"{from}\" to `needs` of stage `{name}`")));
                 }

@@ -70,7 +70,10 @@ pub fn selected(prepared: &Prepared, opts: &RunOptions) -> BTreeSet<String> {
     let mut chosen: BTreeSet<String> = if opts.only.is_empty() {
         stages.keys().cloned().collect()
     } else {
-        opts.only.iter().flat_map(|s| stages[s].upstream.iter().cloned().chain([s.clone()])).collect()
+        opts.only
+            .iter()
+            .flat_map(|s| stages[s].upstream.iter().cloned().chain([s.clone()]))
+            .collect()
     };
     chosen.retain(|s| stages[s].runs_in(&opts.environment));
     chosen
@@ -78,7 +81,12 @@ pub fn selected(prepared: &Prepared, opts: &RunOptions) -> BTreeSet<String> {
 
 /// Run the prepared pipeline in `dir`; every stage's outcome is recorded
 /// there as soon as it is known.
-pub async fn execute(prepared: Arc<Prepared>, runtime: &Runtime, dir: &RunDir, opts: &RunOptions) -> std::io::Result<RunRecord> {
+pub async fn execute(
+    prepared: Arc<Prepared>,
+    runtime: &Runtime,
+    dir: &RunDir,
+    opts: &RunOptions,
+) -> std::io::Result<RunRecord> {
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
     let audit = AuditLog::open(&dir.audit())?;
@@ -90,7 +98,10 @@ pub async fn execute(prepared: Arc<Prepared>, runtime: &Runtime, dir: &RunDir, o
     let mut running = JoinSet::new();
     let mut pending: Vec<String> = pipeline.stages.keys().cloned().collect();
 
-    let record = |name: &str, status: StageStatus, started: Option<String>, duration_ms: Option<u64>| StageRecord {
+    let record = |name: &str,
+                  status: StageStatus,
+                  started: Option<String>,
+                  duration_ms: Option<u64>| StageRecord {
         name: name.to_string(),
         plugin: pipeline.stages[name].plugin.clone(),
         status,
@@ -108,30 +119,49 @@ pub async fn execute(prepared: Arc<Prepared>, runtime: &Runtime, dir: &RunDir, o
             for name in pending.drain(..) {
                 let stage = &pipeline.stages[&name];
                 let skip = if !chosen.contains(&name) {
-                    Some(if stage.runs_in(&opts.environment) { "not selected by --only".to_string() } else { format!("does not run in environment `{}`", opts.environment) })
-                } else {
-                    stage.needs.iter().find_map(|n| match records.get(n).map(|r| &r.status) {
-                        Some(StageStatus::Succeeded { .. }) => None,
-                        Some(StageStatus::Failed { .. }) => Some(format!("needs `{n}`, which failed")),
-                        Some(StageStatus::Skipped { .. }) => Some(format!("needs `{n}`, which was skipped")),
-                        None => Some(String::new()), // not finished yet
+                    Some(if stage.runs_in(&opts.environment) {
+                        "not selected by --only".to_string()
+                    } else {
+                        format!("does not run in environment `{}`", opts.environment)
                     })
+                } else {
+                    stage
+                        .needs
+                        .iter()
+                        .find_map(|n| match records.get(n).map(|r| &r.status) {
+                            Some(StageStatus::Succeeded { .. }) => None,
+                            Some(StageStatus::Failed { .. }) => {
+                                Some(format!("needs `{n}`, which failed"))
+                            }
+                            Some(StageStatus::Skipped { .. }) => {
+                                Some(format!("needs `{n}`, which was skipped"))
+                            }
+                            None => Some(String::new()), // not finished yet
+                        })
                 };
                 match skip {
                     Some(reason) if reason.is_empty() => still.push(name),
                     Some(reason) => {
-                        records.insert(name.clone(), record(&name, StageStatus::Skipped { reason }, None, None));
+                        records.insert(
+                            name.clone(),
+                            record(&name, StageStatus::Skipped { reason }, None, None),
+                        );
                         progressed = true;
                     }
                     None => {
-                        let run = match stage_run(&prepared, runtime, dir, &audit, opts, &outputs, &name) {
-                            Ok(run) => run,
-                            Err(reason) => {
-                                records.insert(name.clone(), record(&name, StageStatus::Failed { reason }, None, None));
-                                progressed = true;
-                                continue;
-                            }
-                        };
+                        let run =
+                            match stage_run(&prepared, runtime, dir, &audit, opts, &outputs, &name)
+                            {
+                                Ok(run) => run,
+                                Err(reason) => {
+                                    records.insert(
+                                        name.clone(),
+                                        record(&name, StageStatus::Failed { reason }, None, None),
+                                    );
+                                    progressed = true;
+                                    continue;
+                                }
+                            };
                         let semaphore = semaphore.clone();
                         running.spawn(async move {
                             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
@@ -145,7 +175,9 @@ pub async fn execute(prepared: Arc<Prepared>, runtime: &Runtime, dir: &RunDir, o
             }
             pending = still;
         }
-        let Some(done) = running.join_next().await else { break };
+        let Some(done) = running.join_next().await else {
+            break;
+        };
         let (name, status, at, ms) = done.expect("stage task panicked");
         if let StageStatus::Succeeded { outputs: o, .. } = &status {
             outputs.insert(name.clone(), o.clone());
@@ -155,14 +187,24 @@ pub async fn execute(prepared: Arc<Prepared>, runtime: &Runtime, dir: &RunDir, o
         dir.write_outputs(&outputs)?;
     }
 
-    let stages: Vec<StageRecord> = pipeline.stages.keys().filter_map(|n| records.remove(n)).collect();
-    let failed = stages.iter().any(|s| matches!(s.status, StageStatus::Failed { .. }));
+    let stages: Vec<StageRecord> = pipeline
+        .stages
+        .keys()
+        .filter_map(|n| records.remove(n))
+        .collect();
+    let failed = stages
+        .iter()
+        .any(|s| matches!(s.status, StageStatus::Failed { .. }));
     let run = RunRecord {
         run_id: dir.id.clone(),
         pipeline: pipeline.name.clone(),
         pipeline_file: path_text(&pipeline.file),
         environment: opts.environment.clone(),
-        status: if failed { RunStatus::Failed } else { RunStatus::Succeeded },
+        status: if failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        },
         started: started_at.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
         stages,
@@ -195,7 +237,9 @@ fn stage_run(
 ) -> Result<StageRun, String> {
     let pipeline = &prepared.pipeline;
     let stage = &pipeline.stages[name];
-    let work_dir = dir.work_dir(name).map_err(|e| format!("cannot create the stage work dir: {e}"))?;
+    let work_dir = dir
+        .work_dir(name)
+        .map_err(|e| format!("cannot create the stage work dir: {e}"))?;
     let env = |n: &str| std::env::var(n).ok();
     let scope = Scope {
         outputs,
@@ -205,7 +249,9 @@ fn stage_run(
         pipeline_dir: &path_text(&pipeline.dir),
         work_dir: &path_text(&work_dir),
     };
-    let config = scope.resolve(&stage.with).map_err(|e| format!("cannot resolve `with`: {e}"))?;
+    let config = scope
+        .resolve(&stage.with)
+        .map_err(|e| format!("cannot resolve `with`: {e}"))?;
     let upstream: Vec<wit::Upstream> = stage
         .needs
         .iter()
@@ -215,7 +261,12 @@ fn stage_run(
             work_dir: path_text(&dir.stage_dir(n)),
         })
         .collect();
-    let upstream_dirs = stage.upstream.iter().map(|n| dir.stage_dir(n)).filter(|d| d.is_dir()).collect();
+    let upstream_dirs = stage
+        .upstream
+        .iter()
+        .map(|n| dir.stage_dir(n))
+        .filter(|d| d.is_dir())
+        .collect();
     Ok(StageRun {
         runtime: runtime.clone(),
         prepared: prepared.clone(),

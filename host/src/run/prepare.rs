@@ -61,11 +61,18 @@ impl fmt::Display for PrepareErrors {
 impl std::error::Error for PrepareErrors {}
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Load every plugin the pipeline declares and check every stage's grants.
-pub async fn prepare(pipeline: Pipeline, runtime: &Runtime, cache: &Cache) -> Result<Prepared, PrepareErrors> {
+pub async fn prepare(
+    pipeline: Pipeline,
+    runtime: &Runtime,
+    cache: &Cache,
+) -> Result<Prepared, PrepareErrors> {
     let mut errors = PrepareErrors::default();
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
@@ -79,10 +86,14 @@ pub async fn prepare(pipeline: Pipeline, runtime: &Runtime, cache: &Cache) -> Re
     let mut policies = HashMap::new();
     let mut unrequested = IndexMap::new();
     for stage in pipeline.stages.values() {
-        let Some(plugin) = plugins.get(&stage.plugin) else { continue };
+        let Some(plugin) = plugins.get(&stage.plugin) else {
+            continue;
+        };
         let requests = &plugin.info.requests;
         for m in caps::check(stage, requests) {
-            errors.missing.push((stage.name.clone(), stage.plugin.clone(), m));
+            errors
+                .missing
+                .push((stage.name.clone(), stage.plugin.clone(), m));
         }
         let extra = caps::unrequested(stage, requests);
         if !extra.is_empty() {
@@ -98,6 +109,10 @@ pub async fn prepare(pipeline: Pipeline, runtime: &Runtime, cache: &Cache) -> Re
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Prepared { pipeline, plugins, policies, unrequested })
+    Ok(Prepared {
+        pipeline,
+        plugins,
+        policies,
+        unrequested,
+    })
 }
-

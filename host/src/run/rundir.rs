@@ -27,9 +27,15 @@ impl RunDir {
     pub fn create(state: &Path) -> std::io::Result<RunDir> {
         let now = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC);
         loop {
-            let id = format!("{}-{:04x}", now.strftime("%Y%m%d-%H%M%S"), fastrand::u16(..));
+            let id = format!(
+                "{}-{:04x}",
+                now.strftime("%Y%m%d-%H%M%S"),
+                fastrand::u16(..)
+            );
             let path = state.join("runs").join(&id);
-            match std::fs::create_dir_all(path.parent().expect("runs dir")).and_then(|()| std::fs::create_dir(&path)) {
+            match std::fs::create_dir_all(path.parent().expect("runs dir"))
+                .and_then(|()| std::fs::create_dir(&path))
+            {
                 Ok(()) => {
                     std::fs::create_dir(path.join("logs"))?;
                     std::fs::create_dir(path.join("stages"))?;
@@ -61,7 +67,10 @@ impl RunDir {
         dir.canonicalize()
     }
 
-    pub fn write_outputs(&self, outputs: &HashMap<String, Map<String, Value>>) -> std::io::Result<()> {
+    pub fn write_outputs(
+        &self,
+        outputs: &HashMap<String, Map<String, Value>>,
+    ) -> std::io::Result<()> {
         let sorted: std::collections::BTreeMap<_, _> = outputs.iter().collect();
         write_json(&self.path.join("outputs.json"), &sorted)
     }

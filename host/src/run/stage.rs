@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::Prepared;
 use crate::caps::approval::ApprovalHost;
 use crate::caps::audit::{AuditLog, StageAudit};
 use crate::caps::log::{LogHost, LogSink};
@@ -19,7 +20,6 @@ use crate::caps::{StagePolicy, env};
 use crate::pipeline::Stage;
 use crate::runtime::bindings::capstan::plugin::types as wit;
 use crate::runtime::plugin::LoadedPlugin;
-use super::Prepared;
 use crate::runtime::{Limiter, Runtime, StageState, memory_flag};
 
 /// Cap on captured output returned to a plugin, per stream and exec.
@@ -29,9 +29,18 @@ pub const CAPTURE_CAP: usize = 4 << 20;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum StageStatus {
-    Succeeded { summary: String, outputs: Map<String, Value>, artifacts: Vec<String>, report: Option<Value> },
-    Failed { reason: String },
-    Skipped { reason: String },
+    Succeeded {
+        summary: String,
+        outputs: Map<String, Value>,
+        artifacts: Vec<String>,
+        report: Option<Value>,
+    },
+    Failed {
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
 }
 
 /// Everything a stage run needs from the executor (owned, so it can run on
@@ -63,11 +72,22 @@ impl StageRun {
 
     pub async fn run(self) -> StageStatus {
         let stage = self.stage();
-        let audit = StageAudit { log: self.audit.clone(), stage: stage.name.clone(), plugin: stage.plugin.clone() };
+        let audit = StageAudit {
+            log: self.audit.clone(),
+            stage: stage.name.clone(),
+            plugin: stage.plugin.clone(),
+        };
         let echo = self.echo.then(|| stage.name.clone());
         let sink = match LogSink::create(&self.log_path, stage.max_output, echo) {
             Ok(sink) => sink,
-            Err(e) => return StageStatus::Failed { reason: format!("cannot create the stage log {}: {e}", self.log_path.display()) },
+            Err(e) => {
+                return StageStatus::Failed {
+                    reason: format!(
+                        "cannot create the stage log {}: {e}",
+                        self.log_path.display()
+                    ),
+                };
+            }
         };
         let timeout = stage.timeout;
         let deadline = Instant::now() + timeout;
@@ -92,20 +112,40 @@ impl StageRun {
         let mut store = self.runtime.store(state, deadline);
         let call = async {
             let instance = self.plugin().pre.instantiate_async(&mut store).await?;
-            instance.capstan_plugin_plugin().call_run(&mut store, &self.context).await
+            instance
+                .capstan_plugin_plugin()
+                .call_run(&mut store, &self.context)
+                .await
         };
         // Belt and braces: the epoch deadline stops plugin code and exec
         // timeouts stop children; this stops everything else.
         let result = tokio::time::timeout(timeout + Duration::from_secs(2), call).await;
-        let status = match result {
-            Ok(Ok(Ok(outcome))) => success(outcome),
-            Ok(Ok(Err(e))) => StageStatus::Failed { reason: plugin_error(e) },
-            Ok(Err(trap)) => StageStatus::Failed { reason: self.trap_reason(&trap, &sink, memory.load(Ordering::SeqCst), deadline) },
-            Err(_) => StageStatus::Failed { reason: format!("stage timed out after {} (limit `timeout`)", humantime::format_duration(timeout)) },
+        // A limit that was hit explains the failure, whatever the plugin
+        // made of it (it may have caught the error and returned its own).
+        let limit = self.limit_hit(&sink, memory.load(Ordering::SeqCst));
+        let status = match (result, limit) {
+            (Ok(Ok(Ok(outcome))), None) => success(outcome),
+            (Ok(Ok(Err(e))), None) => StageStatus::Failed {
+                reason: plugin_error(e),
+            },
+            (Ok(Err(trap)), None) => StageStatus::Failed {
+                reason: self.trap_reason(&trap, &sink, deadline),
+            },
+            (Err(_), None) => StageStatus::Failed {
+                reason: self.timed_out(),
+            },
+            (_, Some(reason)) => StageStatus::Failed { reason },
         };
         if let StageStatus::Failed { reason } = &status {
             let limit = reason.contains("limit");
-            audit.log.record(&audit.stage, &audit.plugin, if limit { "limit" } else { "stage" }, !limit, json!({"event": "failed"}), Some(reason.clone()));
+            audit.log.record(
+                &audit.stage,
+                &audit.plugin,
+                if limit { "limit" } else { "stage" },
+                !limit,
+                json!({"event": "failed"}),
+                Some(reason.clone()),
+            );
             sink.line(&format!("[capstan] stage failed: {reason}"));
         } else {
             audit.allowed("stage", json!({"event": "succeeded"}));
@@ -113,24 +153,44 @@ impl StageRun {
         status
     }
 
-    fn state(&self, sink: &LogSink, audit: &StageAudit, deadline: Instant, memory: Arc<std::sync::atomic::AtomicBool>) -> Result<StageState, String> {
+    fn state(
+        &self,
+        sink: &LogSink,
+        audit: &StageAudit,
+        deadline: Instant,
+        memory: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<StageState, String> {
         let p = self.policy();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(sink.clone()).stderr(sink.clone());
         wasi.envs(&env::select(&p.env, std::env::vars()));
         let writable: Vec<&PathBuf> = p.write_dirs.iter().chain([&self.work_dir]).collect();
-        let readable: Vec<&PathBuf> = p.read_dirs.iter().chain(&self.upstream_dirs).filter(|d| !writable.contains(d)).collect();
-        for (dirs, perms) in [(&writable, FsPerms::ReadWrite), (&readable, FsPerms::ReadOnly)] {
+        let readable: Vec<&PathBuf> = p
+            .read_dirs
+            .iter()
+            .chain(&self.upstream_dirs)
+            .filter(|d| !writable.contains(d))
+            .collect();
+        for (dirs, perms) in [
+            (&writable, FsPerms::ReadWrite),
+            (&readable, FsPerms::ReadOnly),
+        ] {
             for dir in dirs {
-                let guest = dir.to_str().ok_or_else(|| format!("granted directory {} is not valid UTF-8", dir.display()))?;
-                wasi.preopened_dir(dir, guest, perms).map_err(|e| format!("cannot open granted directory {}: {e}", dir.display()))?;
+                let guest = dir.to_str().ok_or_else(|| {
+                    format!("granted directory {} is not valid UTF-8", dir.display())
+                })?;
+                wasi.preopened_dir(dir, guest, perms)
+                    .map_err(|e| format!("cannot open granted directory {}: {e}", dir.display()))?;
             }
         }
         let all_dirs: Vec<PathBuf> = writable.into_iter().chain(readable).cloned().collect();
         Ok(StageState {
             wasi: wasi.build(),
             table: Default::default(),
-            limiter: Limiter { memory: self.stage().memory as usize, hit: memory },
+            limiter: Limiter {
+                memory: self.stage().memory as usize,
+                hit: memory,
+            },
             log: LogHost { sink: sink.clone() },
             process: ProcessHost {
                 policies: p.exec.clone(),
@@ -141,34 +201,70 @@ impl StageRun {
                 deadline,
                 capture_cap: CAPTURE_CAP,
             },
-            network: NetworkHost { patterns: p.connect.clone(), audit: audit.clone() },
-            approval: ApprovalHost { granted: p.approval, audit: audit.clone() },
+            network: NetworkHost {
+                patterns: p.connect.clone(),
+                audit: audit.clone(),
+            },
+            approval: ApprovalHost {
+                granted: p.approval,
+                audit: audit.clone(),
+            },
         })
     }
 
-    fn trap_reason(&self, trap: &wasmtime::Error, sink: &LogSink, memory_hit: bool, deadline: Instant) -> String {
+    fn timed_out(&self) -> String {
+        format!(
+            "stage timed out after {} (limit `timeout`)",
+            humantime::format_duration(self.stage().timeout)
+        )
+    }
+
+    fn limit_hit(&self, sink: &LogSink, memory_hit: bool) -> Option<String> {
         let s = self.stage();
         if memory_hit {
-            return format!("memory limit of {} exceeded (limit `memory`)", bytesize::ByteSize(s.memory));
+            return Some(format!(
+                "memory limit of {} exceeded (limit `memory`)",
+                bytesize::ByteSize(s.memory)
+            ));
         }
         if sink.exceeded() {
-            return format!("output limit of {} exceeded (limit `max_output`)", bytesize::ByteSize(s.max_output));
+            return Some(format!(
+                "output limit of {} exceeded (limit `max_output`)",
+                bytesize::ByteSize(s.max_output)
+            ));
         }
-        if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) || Instant::now() >= deadline {
-            return format!("stage timed out after {} (limit `timeout`)", humantime::format_duration(s.timeout));
-        }
-        let panic = sink.tail().lines().filter(|l| l.contains("panicked at") || l.starts_with("  ") || l.contains("note:")).take(3).collect::<Vec<_>>().join(" ");
-        let mut reason = format!("plugin crashed: {}", first_line(trap));
-        if !panic.is_empty() {
-            reason.push_str(&format!(" — {}", panic.trim()));
-        }
-        reason
+        None
     }
-}
 
-fn first_line(e: &wasmtime::Error) -> String {
-    let text = format!("{e:#}");
-    text.lines().next().unwrap_or_default().to_string()
+    fn trap_reason(&self, trap: &wasmtime::Error, sink: &LogSink, deadline: Instant) -> String {
+        if matches!(
+            trap.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) || Instant::now() >= deadline
+        {
+            return self.timed_out();
+        }
+        let cause = match trap.downcast_ref::<wasmtime::Trap>() {
+            Some(t) => t.to_string(),
+            None => format!("{:#}", trap.root_cause()),
+        };
+        // A Rust plugin's panic prints "thread … panicked at FILE:LINE:COL:"
+        // and the message on the next line, to stderr (the stage log).
+        let tail = sink.tail();
+        let lines: Vec<&str> = tail.lines().collect();
+        match lines.iter().rposition(|l| l.contains("panicked at")) {
+            Some(i) => {
+                let at = lines[i]
+                    .rsplit("panicked at ")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(':');
+                let message = lines.get(i + 1).copied().unwrap_or_default();
+                format!("plugin crashed: panicked: {message} (at {at})")
+            }
+            None => format!("plugin crashed: {cause}"),
+        }
+    }
 }
 
 fn plugin_error(e: wit::StageError) -> String {
@@ -186,14 +282,27 @@ fn success(outcome: wit::StageOutcome) -> StageStatus {
             Ok(value) => {
                 outputs.insert(key, value);
             }
-            Err(e) => return StageStatus::Failed { reason: format!("the plugin returned output `{key}` that is not JSON ({e})") },
+            Err(e) => {
+                return StageStatus::Failed {
+                    reason: format!("the plugin returned output `{key}` that is not JSON ({e})"),
+                };
+            }
         }
     }
     let report = match outcome.report.map(|r| serde_json::from_str(&r)).transpose() {
         Ok(report) => report,
-        Err(e) => return StageStatus::Failed { reason: format!("the plugin returned a report that is not JSON ({e})") },
+        Err(e) => {
+            return StageStatus::Failed {
+                reason: format!("the plugin returned a report that is not JSON ({e})"),
+            };
+        }
     };
-    StageStatus::Succeeded { summary: outcome.summary, outputs, artifacts: outcome.artifacts, report }
+    StageStatus::Succeeded {
+        summary: outcome.summary,
+        outputs,
+        artifacts: outcome.artifacts,
+        report,
+    }
 }
 
 /// The text of a directory path, for the stage context.

@@ -34,11 +34,20 @@ impl Cache {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
-        Some(self.dir.as_ref()?.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+        Some(
+            self.dir
+                .as_ref()?
+                .join(format!("{digest}-{:016x}.cwasm", h.finish())),
+        )
     }
 
     /// The compiled form of `bytes` (whose sha256 is `digest`).
-    pub fn component(&self, engine: &Engine, digest: &str, bytes: &[u8]) -> wasmtime::Result<(Component, CacheUse)> {
+    pub fn component(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CacheUse)> {
         let Some(entry) = self.entry(engine, digest) else {
             return Ok((Component::from_binary(engine, bytes)?, CacheUse::Disabled));
         };

@@ -11,15 +11,29 @@ pub struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory {
             self.hit.store(true, Ordering::SeqCst);
-            wasmtime::bail!("memory limit of {} MiB exceeded (the plugin asked for {} MiB)", self.memory >> 20, desired >> 20);
+            wasmtime::bail!(
+                "memory limit of {} MiB exceeded (the plugin asked for {} MiB)",
+                self.memory >> 20,
+                desired >> 20
+            );
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }

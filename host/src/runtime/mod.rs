@@ -38,7 +38,10 @@ pub struct StageState {
 
 impl WasiView for StageState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -58,20 +61,25 @@ impl Runtime {
         // The ticker outlives every store; a weak handle lets it stop with
         // the engine.
         let weak = engine.weak();
-        std::thread::Builder::new().name("capstan-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("capstan-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::caps::log::add_to_linker(&mut linker)?;
         crate::caps::process::add_to_linker(&mut linker)?;
         crate::caps::network::add_to_linker(&mut linker)?;
         crate::caps::approval::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker: Arc::new(linker) })
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+        })
     }
 
     /// A store whose plugin code stops at `deadline` and whose memory is
@@ -81,7 +89,11 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
         store
     }

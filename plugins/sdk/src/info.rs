@@ -1,0 +1,159 @@
+//! [`Info`]: what a plugin says about itself in `describe`.
+
+use crate::bindings::capstan::plugin::types::{CapabilityRequest, PluginInfo};
+
+/// One thing a plugin may do outside its sandbox (the WIT `capability`).
+pub use crate::bindings::capstan::plugin::types::Capability;
+
+/// A plugin's name, version, description and requested capabilities.
+///
+/// Every request carries a reason, shown to operators and security teams by
+/// `capstan audit`. A capability is usable only when it is requested here
+/// *and* granted by the pipeline.
+///
+/// ```
+/// use capstan_plugin::{Capability, Info};
+///
+/// let info = Info::new("terraform", "0.1.0")
+///     .description("Plans and applies Terraform configurations.")
+///     .exec("terraform", "to run `terraform plan` and `terraform apply`")
+///     .read("to read the Terraform configuration")
+///     .write("to write the plan file into the work dir")
+///     .env("TF_LOG", "to pass Terraform's log level through")
+///     .request(Capability::Secret("TF_TOKEN".into()), "to authenticate");
+/// assert_eq!(info.requests().len(), 5);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Info {
+    name: String,
+    version: String,
+    description: String,
+    requests: Vec<(Capability, String)>,
+}
+
+impl Info {
+    /// A plugin called `name` (short and stable, e.g. `terraform`) at
+    /// `version` (semver; usually `env!("CARGO_PKG_VERSION")`).
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Info {
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            requests: Vec::new(),
+        }
+    }
+
+    /// One sentence for humans.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Request `capability`, saying why.
+    pub fn request(mut self, capability: Capability, reason: impl Into<String>) -> Self {
+        self.requests.push((capability, reason.into()));
+        self
+    }
+
+    /// Request to start `program` (a bare name such as `terraform`).
+    pub fn exec(self, program: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.request(Capability::Exec(program.into()), reason)
+    }
+
+    /// Request to read the directories the pipeline grants.
+    pub fn read(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Read, reason)
+    }
+
+    /// Request to write the directories the pipeline grants.
+    pub fn write(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Write, reason)
+    }
+
+    /// Request to read the host environment variable `name`.
+    pub fn env(self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.request(Capability::Env(name.into()), reason)
+    }
+
+    /// Request the secret `name` (redacted from every log and output).
+    pub fn secret(self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.request(Capability::Secret(name.into()), reason)
+    }
+
+    /// Request TCP reachability probes (see [`crate::network`]).
+    pub fn connect(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Connect, reason)
+    }
+
+    /// Request to ask humans for approval (see [`crate::approval`]).
+    pub fn approval(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Approval, reason)
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The requested capabilities with their reasons, in request order.
+    pub fn requests(&self) -> &[(Capability, String)] {
+        &self.requests
+    }
+
+    pub(crate) fn into_wit(self, config_schema: Option<String>) -> PluginInfo {
+        PluginInfo {
+            name: self.name,
+            version: self.version,
+            description: self.description,
+            requests: self
+                .requests
+                .into_iter()
+                .map(|(capability, reason)| CapabilityRequest { capability, reason })
+                .collect(),
+            config_schema,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_keeps_requests_in_order() {
+        let info = Info::new("hello", "1.2.3")
+            .description("says hello")
+            .exec("echo", "to greet")
+            .read("r")
+            .write("w")
+            .env("HOME", "e")
+            .secret("TOKEN", "s")
+            .connect("c")
+            .approval("a");
+        let wit = info.into_wit(Some("{}".into()));
+        assert_eq!(wit.name, "hello");
+        assert_eq!(wit.version, "1.2.3");
+        assert_eq!(wit.description, "says hello");
+        assert_eq!(wit.config_schema.as_deref(), Some("{}"));
+        let caps: Vec<_> = wit.requests.iter().map(|r| r.capability.clone()).collect();
+        assert_eq!(
+            caps,
+            [
+                Capability::Exec("echo".into()),
+                Capability::Read,
+                Capability::Write,
+                Capability::Env("HOME".into()),
+                Capability::Secret("TOKEN".into()),
+                Capability::Connect,
+                Capability::Approval,
+            ]
+        );
+        assert_eq!(wit.requests[0].reason, "to greet");
+    }
+}

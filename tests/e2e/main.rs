@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `capstan` binary, real wasm plugins built by
+//! `capstan-test-artifacts`, real programs.
+
+mod adversarial;
+mod audit;
+mod harness;
+mod pipeline_errors;
+mod runs;

@@ -1,0 +1,237 @@
+//! Whole runs: outputs flowing downstream, concurrency, failures and skips,
+//! the run directory, the compiled cache.
+
+use crate::harness::{Sandbox, adversary_stage};
+
+const HELLO: &str = r#"
+[pipeline]
+name = "hello"
+environments = ["dev", "production"]
+
+[plugins.hello]
+path = "{hello}"
+
+[stages.greet]
+plugin = "hello"
+with = { message = "hi from ${run.environment}" }
+[[stages.greet.grants.exec]]
+program = "echo"
+args = ["*"]
+
+[stages.answer]
+plugin = "hello"
+needs = ["greet"]
+with = { message = "greet said: ${stages.greet.outputs.message}" }
+[[stages.answer.grants.exec]]
+program = "echo"
+args = ["*"]
+"#;
+
+#[test]
+fn outputs_flow_downstream_and_everything_is_recorded() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let ran = sb.capstan(&["run", pipeline.to_str().unwrap(), "--env", "production"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run = sb.last_run();
+    assert_eq!(run.record["status"], "succeeded");
+    assert_eq!(run.record["environment"], "production");
+    assert_eq!(run.output("greet", "message"), "hi from production");
+    assert_eq!(
+        run.output("answer", "message"),
+        "greet said: hi from production"
+    );
+    // The plugin wrote into its own work dir, which stays in the run dir.
+    let written = std::fs::read_to_string(run.dir.join("stages/answer/message.txt")).unwrap();
+    assert_eq!(written.trim(), "greet said: hi from production");
+    // outputs.json has both stages; the logs show the real exec.
+    let outputs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.join("outputs.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        outputs["answer"]["message"],
+        "greet said: hi from production"
+    );
+    assert!(
+        run.log("greet").contains("$ echo 'hi from production'"),
+        "{}",
+        run.log("greet")
+    );
+    // Every exec is audited with argv, cwd and exit status.
+    let execs: Vec<_> = run
+        .audit_of("greet")
+        .into_iter()
+        .filter(|e| e["capability"] == "exec")
+        .collect();
+    assert_eq!(execs.len(), 1, "{:#?}", run.audit);
+    assert_eq!(
+        execs[0]["detail"]["args"],
+        serde_json::json!(["hi from production"])
+    );
+    assert_eq!(
+        execs[0]["detail"]["cwd"],
+        run.dir.join("stages/greet").to_str().unwrap()
+    );
+    assert!(
+        execs[0]["detail"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with('/')
+    );
+    let exit = run
+        .audit_of("greet")
+        .into_iter()
+        .find(|e| e["capability"] == "exec-exit")
+        .expect("exit recorded");
+    assert_eq!(exit["detail"]["status"]["code"], 0);
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let sb = Sandbox::new();
+    let stage = |name: &str| {
+        adversary_stage(
+            name,
+            r#"{ action = "exec", program = "sleep", args = ["1"] }"#,
+            "",
+        )
+    };
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"parallel\"\n[plugins.adversary]\npath = \"{{adversary}}\"\n{}{}",
+        stage("left"),
+        stage("right")
+    ));
+    let ran = sb.capstan(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run = sb.last_run();
+    let ms = |stage: &str, key: &str| run.output(stage, key).as_u64().unwrap();
+    // Each slept a full second; the two intervals overlap.
+    assert!(ms("left", "ended_ms") - ms("left", "started_ms") >= 1000);
+    assert!(
+        ms("left", "started_ms") < ms("right", "ended_ms")
+            && ms("right", "started_ms") < ms("left", "ended_ms"),
+        "{:#}",
+        run.record
+    );
+}
+
+#[test]
+fn a_failed_stage_skips_its_dependents_and_the_run_fails() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"fails\"\n[plugins.adversary]\npath = \"{{adversary}}\"\n{}{}{}",
+        adversary_stage("boom", r#"{ action = "panic" }"#, ""),
+        adversary_stage("after", r#"{ action = "context" }"#, "needs = [\"boom\"]"),
+        adversary_stage("independent", r#"{ action = "context" }"#, ""),
+    ));
+    let ran = sb.capstan(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    let run = sb.last_run();
+    assert_eq!(run.record["status"], "failed");
+    assert_eq!(run.status("boom"), "failed");
+    assert!(
+        run.reason("boom").contains("adversary panicked on purpose"),
+        "{}",
+        run.reason("boom")
+    );
+    assert_eq!(run.status("after"), "skipped");
+    assert_eq!(run.reason("after"), "needs `boom`, which failed");
+    assert_eq!(run.status("independent"), "succeeded");
+    assert!(ran.stderr.contains("✗ boom"), "{ran:?}");
+}
+
+#[test]
+fn the_stage_context_carries_run_environment_and_upstream() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"ctx\"\nenvironments = [\"staging\"]\n[plugins.adversary]\npath = \"{{adversary}}\"\n{}{}",
+        adversary_stage("first", r#"{ action = "context", n = 3 }"#, ""),
+        adversary_stage(
+            "second",
+            r#"{ action = "context", from_first = "${stages.first.outputs.stage}", id = "${run.id}", home = "${env.GRANTED_VAR}" }"#,
+            "needs = [\"first\"]"
+        ),
+    ));
+    let ran = sb.capstan(&["run", pipeline.to_str().unwrap(), "--json", "-q"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let record: serde_json::Value =
+        serde_json::from_str(&ran.stdout).expect("--json prints the run record");
+    let run = sb.last_run();
+    assert_eq!(record["run_id"], run.record["run_id"]);
+    let config = run.output("second", "config");
+    assert_eq!(config["from_first"], "first");
+    assert_eq!(config["id"], run.record["run_id"]);
+    assert_eq!(config["home"], "granted-value");
+    assert_eq!(run.output("second", "environment"), "staging");
+    assert_eq!(
+        run.output("second", "upstream")["first"]["outputs"]["stage"],
+        "first"
+    );
+    assert_eq!(run.output("first", "config")["n"], 3);
+}
+
+#[test]
+fn only_runs_a_stage_and_what_it_needs_and_dry_run_runs_nothing() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let path = pipeline.to_str().unwrap();
+    let ran = sb.capstan(&["run", path, "--dry-run"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.stdout.contains("run  greet") && ran.stdout.contains("run  answer"),
+        "{ran:?}"
+    );
+    assert!(
+        !sb.path().join(".capstan/runs").exists(),
+        "a dry run creates no run"
+    );
+
+    let ran = sb.capstan(&["run", path, "--only", "greet"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run = sb.last_run();
+    assert_eq!(run.status("greet"), "succeeded");
+    assert_eq!(run.status("answer"), "skipped");
+
+    let ran = sb.capstan(&["run", path, "--only", "nope"]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.contains("--only `nope` is not a stage"),
+        "{ran:?}"
+    );
+    let ran = sb.capstan(&["run", path, "--env", "qa"]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("environment `qa` is not one of dev, production"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn the_compiled_cache_is_used_on_the_second_run() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let path = pipeline.to_str().unwrap();
+    assert_eq!(sb.capstan(&["run", path, "-q"]).code, 0);
+    let cache = sb.path().join(".capstan/cache/components");
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "one compiled entry for the one plugin: {entries:?}"
+    );
+    let before = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+    assert_eq!(sb.capstan(&["run", path, "-q"]).code, 0);
+    assert_eq!(
+        std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+        before,
+        "the second run reused the compiled entry"
+    );
+    // A corrupt cache entry is recompiled, not trusted.
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    assert_eq!(sb.capstan(&["run", path, "-q"]).code, 0);
+    assert_ne!(std::fs::read(&entries[0]).unwrap(), b"garbage");
+}
