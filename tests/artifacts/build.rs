@@ -17,6 +17,12 @@ use std::process::{Command, Stdio};
 /// value is the path of `<package with _ for ->.wasm`.
 const PLUGINS: &[(&str, &str)] = &[
     ("capstan-hello", "examples/hello/plugin"),
+    ("capstan-packer", "plugins/packer"),
+    ("capstan-terraform", "plugins/terraform"),
+    ("capstan-approval", "plugins/approval"),
+    ("capstan-ansible", "plugins/ansible"),
+    ("capstan-smoke-test", "plugins/smoke-test"),
+    ("capstan-custom-stage", "examples/custom-stage/plugin"),
     ("capstan-adversary", "tests/plugins/adversary"),
     ("capstan-old-contract", "tests/plugins/old-contract"),
 ];

@@ -24,6 +24,26 @@ pub struct NetworkHost {
     pub audit: StageAudit,
 }
 
+impl NetworkHost {
+    /// `Some(error)` when `host:port` is not granted (the denial recorded).
+    fn check(&self, host: &str, port: u16, detail: serde_json::Value) -> Option<wit::Error> {
+        if allows(&self.patterns, host, port) {
+            return None;
+        }
+        let reason = format!(
+            "connect to `{host}:{port}` is not granted (granted: {:?}); add it to `connect` in the stage's grants",
+            self.patterns
+        );
+        self.audit.denied("connect", detail, &reason);
+        Some(wit::Error::NotPermitted(reason))
+    }
+}
+
+/// The limit a plugin asked for, kept within one minute.
+fn limit(timeout_ms: u32) -> Duration {
+    Duration::from_millis(timeout_ms.clamp(1, 60_000) as u64)
+}
+
 impl wit::Host for NetworkHost {
     async fn tcp_probe(
         &mut self,
@@ -31,23 +51,13 @@ impl wit::Host for NetworkHost {
         port: u16,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Result<u32, String>, wit::Error>> {
-        let detail = json!({ "host": host, "port": port });
-        if !allows(&self.patterns, &host, port) {
-            let reason = format!(
-                "connect to `{host}:{port}` is not granted (granted: {:?}); add it to `connect` in the stage's grants",
-                self.patterns
-            );
-            self.audit.denied("connect", detail, &reason);
-            return Ok(Err(wit::Error::NotPermitted(reason)));
+        if let Some(denied) = self.check(&host, port, json!({ "host": host, "port": port })) {
+            return Ok(Err(denied));
         }
         let started = Instant::now();
-        let limit = Duration::from_millis(timeout_ms.clamp(1, 60_000) as u64);
-        let result = match tokio::time::timeout(
-            limit,
-            tokio::net::TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        {
+        let limit = limit(timeout_ms);
+        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+        let result = match tokio::time::timeout(limit, connect).await {
             Ok(Ok(_stream)) => Ok(started.elapsed().as_millis() as u32),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
@@ -58,6 +68,53 @@ impl wit::Host for NetworkHost {
         );
         Ok(Ok(result))
     }
+
+    async fn http_get(
+        &mut self,
+        url: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Result<wit::HttpResponse, String>, wit::Error>> {
+        let uri: ureq::http::Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(e) => return Ok(Err(wit::Error::Invalid(format!("`{url}` is not a URL: {e}")))),
+        };
+        if uri.scheme_str() != Some("http") {
+            let message = format!("`{url}`: only plain http:// URLs can be probed");
+            return Ok(Err(wit::Error::Invalid(message)));
+        }
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        if let Some(denied) = self.check(&host, port, json!({ "url": url })) {
+            return Ok(Err(denied));
+        }
+        let (target, limit) = (url.clone(), limit(timeout_ms));
+        let result = tokio::task::spawn_blocking(move || http_get(&target, limit)).await?;
+        let summary = match &result {
+            Ok(r) => json!({ "status": r.status }),
+            Err(e) => json!({ "error": e }),
+        };
+        self.audit.allowed("connect", json!({ "url": url, "result": summary }));
+        Ok(Ok(result))
+    }
+}
+
+/// A plain, capped GET; no redirects, no proxy from the environment.
+fn http_get(url: &str, limit: Duration) -> Result<wit::HttpResponse, String> {
+    use std::io::Read;
+    let started = Instant::now();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(limit))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let reader = response.body_mut().as_reader();
+    reader.take(64 * 1024).read_to_end(&mut body).map_err(|e| e.to_string())?;
+    Ok(wit::HttpResponse { status, body, duration_ms: started.elapsed().as_millis() as u32 })
 }
 
 pub fn add_to_linker(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
