@@ -76,13 +76,21 @@ impl wit::Host for NetworkHost {
     ) -> wasmtime::Result<Result<Result<wit::HttpResponse, String>, wit::Error>> {
         let uri: ureq::http::Uri = match url.parse() {
             Ok(uri) => uri,
-            Err(e) => return Ok(Err(wit::Error::Invalid(format!("`{url}` is not a URL: {e}")))),
+            Err(e) => {
+                return Ok(Err(wit::Error::Invalid(format!(
+                    "`{url}` is not a URL: {e}"
+                ))));
+            }
         };
         if uri.scheme_str() != Some("http") {
             let message = format!("`{url}`: only plain http:// URLs can be probed");
             return Ok(Err(wit::Error::Invalid(message)));
         }
-        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
         let port = uri.port_u16().unwrap_or(80);
         if let Some(denied) = self.check(&host, port, json!({ "url": url })) {
             return Ok(Err(denied));
@@ -93,7 +101,8 @@ impl wit::Host for NetworkHost {
             Ok(r) => json!({ "status": r.status }),
             Err(e) => json!({ "error": e }),
         };
-        self.audit.allowed("connect", json!({ "url": url, "result": summary }));
+        self.audit
+            .allowed("connect", json!({ "url": url, "result": summary }));
         Ok(Ok(result))
     }
 }
@@ -113,8 +122,15 @@ fn http_get(url: &str, limit: Duration) -> Result<wit::HttpResponse, String> {
     let status = response.status().as_u16();
     let mut body = Vec::new();
     let reader = response.body_mut().as_reader();
-    reader.take(64 * 1024).read_to_end(&mut body).map_err(|e| e.to_string())?;
-    Ok(wit::HttpResponse { status, body, duration_ms: started.elapsed().as_millis() as u32 })
+    reader
+        .take(64 * 1024)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok(wit::HttpResponse {
+        status,
+        body,
+        duration_ms: started.elapsed().as_millis() as u32,
+    })
 }
 
 pub fn add_to_linker(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {

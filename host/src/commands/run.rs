@@ -38,6 +38,28 @@ pub struct Args {
     /// Print the run record as JSON on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Who starts the run (recorded; may not approve it). Default: $CAPSTAN_ACTOR, the CI
+    /// actor ($GITHUB_ACTOR, $GITLAB_USER_LOGIN), or $USER.
+    #[arg(long = "as", value_name = "NAME")]
+    pub author: Option<String>,
+}
+
+/// The run's author: `--as`, or the first identity the environment gives.
+fn author(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
+        .or_else(|| {
+            [
+                "CAPSTAN_ACTOR",
+                "GITHUB_ACTOR",
+                "GITLAB_USER_LOGIN",
+                "USER",
+                "LOGNAME",
+            ]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
@@ -85,6 +107,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         environment,
         only: args.only.clone(),
         echo: !args.quiet,
+        author: author(args.author.as_deref()),
     };
     if args.dry_run {
         let chosen = selected(&prepared, &opts);
@@ -149,6 +172,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             StageStatus::Succeeded { summary, .. } => ("succeeded", summary.as_str()),
             StageStatus::Failed { reason } => ("FAILED", reason.as_str()),
             StageStatus::Skipped { reason } => ("skipped", reason.as_str()),
+            StageStatus::AwaitingApproval { reason } => ("WAITING", reason.as_str()),
         };
         let time = s
             .duration_ms
@@ -157,11 +181,15 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         table.add_row([s.name.as_str(), status, &time, text]);
     }
     eprintln!("{table}");
-    let ok = record.status == RunStatus::Succeeded;
+    let (word, code) = match record.status {
+        RunStatus::Succeeded => ("succeeded", exit::OK),
+        RunStatus::Failed => ("FAILED", exit::STAGE_FAILED),
+        RunStatus::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
+    };
     eprintln!(
         "run {} {} in {:.1}s; logs, outputs and audit log in {}",
         record.run_id,
-        if ok { "succeeded" } else { "FAILED" },
+        word,
         record.duration_ms as f64 / 1000.0,
         dir.path.display()
     );
@@ -171,5 +199,10 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             serde_json::to_string_pretty(&record).expect("run records serialize")
         );
     }
-    Ok(if ok { exit::OK } else { exit::STAGE_FAILED })
+    for s in &record.stages {
+        if let StageStatus::AwaitingApproval { reason } = &s.status {
+            eprintln!("waiting for approval: {reason}");
+        }
+    }
+    Ok(code)
 }

@@ -1,6 +1,7 @@
 //! Running a prepared pipeline: the run directory, the scheduler, and the
 //! record of what happened.
 
+pub mod config;
 pub mod prepare;
 pub mod rundir;
 pub mod stage;
@@ -30,6 +31,8 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// Echo stage logs to stderr as they come.
     pub echo: bool,
+    /// Who started the run (may not approve it).
+    pub author: String,
 }
 
 /// One stage's record in `run.json`.
@@ -51,6 +54,7 @@ pub struct RunRecord {
     pub pipeline: String,
     pub pipeline_file: String,
     pub environment: String,
+    pub author: String,
     pub status: RunStatus,
     pub started: String,
     pub duration_ms: u64,
@@ -62,6 +66,8 @@ pub struct RunRecord {
 pub enum RunStatus {
     Succeeded,
     Failed,
+    /// Stopped at an approval; nothing after it ran.
+    AwaitingApproval,
 }
 
 /// The stages to run: `only` and everything they need, in this environment.
@@ -136,6 +142,9 @@ pub async fn execute(
                             Some(StageStatus::Skipped { .. }) => {
                                 Some(format!("needs `{n}`, which was skipped"))
                             }
+                            Some(StageStatus::AwaitingApproval { .. }) => {
+                                Some(format!("needs `{n}`, which waits for approval"))
+                            }
                             None => Some(String::new()), // not finished yet
                         })
                 };
@@ -192,19 +201,21 @@ pub async fn execute(
         .keys()
         .filter_map(|n| records.remove(n))
         .collect();
-    let failed = stages
-        .iter()
-        .any(|s| matches!(s.status, StageStatus::Failed { .. }));
+    let has = |f: fn(&StageStatus) -> bool| stages.iter().any(|s| f(&s.status));
+    let status = if has(|s| matches!(s, StageStatus::Failed { .. })) {
+        RunStatus::Failed
+    } else if has(|s| matches!(s, StageStatus::AwaitingApproval { .. })) {
+        RunStatus::AwaitingApproval
+    } else {
+        RunStatus::Succeeded
+    };
     let run = RunRecord {
         run_id: dir.id.clone(),
         pipeline: pipeline.name.clone(),
         pipeline_file: path_text(&pipeline.file),
         environment: opts.environment.clone(),
-        status: if failed {
-            RunStatus::Failed
-        } else {
-            RunStatus::Succeeded
-        },
+        author: opts.author.clone(),
+        status,
         started: started_at.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
         stages,
@@ -221,6 +232,9 @@ fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
         StageStatus::Succeeded { summary, .. } => format!("✓ {name} ({secs:.1}s): {summary}"),
         StageStatus::Failed { reason } => format!("✗ {name} ({secs:.1}s): {reason}"),
         StageStatus::Skipped { reason } => format!("- {name}: skipped, {reason}"),
+        StageStatus::AwaitingApproval { reason } => {
+            format!("⏸ {name}: waiting for approval: {reason}")
+        }
     }
 }
 
@@ -285,5 +299,10 @@ fn stage_run(
         log_path: dir.log(name),
         audit: audit.clone(),
         echo: opts.echo,
+        run: crate::caps::approval::RunInfo {
+            run_id: dir.id.clone(),
+            author: opts.author.clone(),
+            environment: opts.environment.clone(),
+        },
     })
 }

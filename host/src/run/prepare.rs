@@ -29,11 +29,15 @@ pub struct PrepareErrors {
     pub plugins: Vec<String>,
     pub missing: Vec<(String, String, Missing)>,
     pub programs: Vec<String>,
+    pub configs: Vec<String>,
 }
 
 impl PrepareErrors {
     fn is_empty(&self) -> bool {
-        self.plugins.is_empty() && self.missing.is_empty() && self.programs.is_empty()
+        self.plugins.is_empty()
+            && self.missing.is_empty()
+            && self.programs.is_empty()
+            && self.configs.is_empty()
     }
 }
 
@@ -42,7 +46,7 @@ impl fmt::Display for PrepareErrors {
         for p in &self.plugins {
             writeln!(f, "error: {p}")?;
         }
-        for p in &self.programs {
+        for p in self.programs.iter().chain(&self.configs) {
             writeln!(f, "error: {p}")?;
         }
         for (stage, plugin, m) in &self.missing {
@@ -90,6 +94,14 @@ pub async fn prepare(
             continue;
         };
         let requests = &plugin.info.requests;
+        if let Some(schema) = &plugin.info.config_schema {
+            for problem in super::config::problems(schema, &stage.with, true) {
+                errors.configs.push(format!(
+                    "stage `{}` (plugin `{}`): {problem}",
+                    stage.name, stage.plugin
+                ));
+            }
+        }
         for m in caps::check(stage, requests) {
             errors
                 .missing

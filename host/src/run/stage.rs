@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::Prepared;
-use crate::caps::approval::ApprovalHost;
+use crate::caps::approval::{ApprovalHost, RunInfo};
 use crate::caps::audit::{AuditLog, StageAudit};
 use crate::caps::log::{LogHost, LogSink};
 use crate::caps::network::NetworkHost;
@@ -38,6 +38,10 @@ pub enum StageStatus {
     Failed {
         reason: String,
     },
+    /// Stopped at an approval nobody has given yet.
+    AwaitingApproval {
+        reason: String,
+    },
     Skipped {
         reason: String,
     },
@@ -55,6 +59,7 @@ pub struct StageRun {
     pub log_path: PathBuf,
     pub audit: AuditLog,
     pub echo: bool,
+    pub run: RunInfo,
 }
 
 impl StageRun {
@@ -92,7 +97,8 @@ impl StageRun {
         let timeout = stage.timeout;
         let deadline = Instant::now() + timeout;
         let memory = memory_flag();
-        let state = match self.state(&sink, &audit, deadline, memory.clone()) {
+        let pending = Arc::new(std::sync::Mutex::new(None));
+        let state = match self.state(&sink, &audit, deadline, memory.clone(), pending.clone()) {
             Ok(state) => state,
             Err(reason) => return StageStatus::Failed { reason },
         };
@@ -136,6 +142,13 @@ impl StageRun {
             },
             (_, Some(reason)) => StageStatus::Failed { reason },
         };
+        // Whatever the plugin made of a `pending` answer, the stage waits.
+        let status = match (status, pending.lock().expect("pending lock").take()) {
+            (StageStatus::Failed { .. } | StageStatus::Succeeded { .. }, Some(reason)) => {
+                StageStatus::AwaitingApproval { reason }
+            }
+            (status, _) => status,
+        };
         if let StageStatus::Failed { reason } = &status {
             let limit = reason.contains("limit");
             audit.log.record(
@@ -159,6 +172,7 @@ impl StageRun {
         audit: &StageAudit,
         deadline: Instant,
         memory: Arc<std::sync::atomic::AtomicBool>,
+        pending: Arc<std::sync::Mutex<Option<String>>>,
     ) -> Result<StageState, String> {
         let p = self.policy();
         let mut wasi = WasiCtxBuilder::new();
@@ -208,6 +222,9 @@ impl StageRun {
             approval: ApprovalHost {
                 granted: p.approval,
                 audit: audit.clone(),
+                run: self.run.clone(),
+                interactive: crate::caps::approval::interactive(),
+                pending,
             },
         })
     }

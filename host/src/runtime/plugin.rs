@@ -298,6 +298,13 @@ impl StageState {
             approval: crate::caps::approval::ApprovalHost {
                 granted: false,
                 audit,
+                run: crate::caps::approval::RunInfo {
+                    run_id: String::new(),
+                    author: String::new(),
+                    environment: String::new(),
+                },
+                interactive: false,
+                pending: Default::default(),
             },
         }
     }

@@ -20,12 +20,12 @@
 use crate::Error;
 use crate::bindings::capstan::plugin::approval as wit;
 
-pub use wit::{Answer, Decision, Request};
+pub use wit::{Answer, Decision, Emergency, Policy, Request};
 
 impl Request {
     /// A request to approve `subject` (one line), bound to `digest` (e.g.
-    /// the plan file's sha256); one approval from anyone but the run's
-    /// author.
+    /// the plan file's sha256); one manual approval from anyone but the
+    /// run's author.
     #[must_use]
     pub fn new(subject: impl Into<String>, digest: impl Into<String>) -> Self {
         Request {
@@ -35,7 +35,27 @@ impl Request {
             checklist: Vec::new(),
             approvers: Vec::new(),
             required: 1,
+            policy: Policy::Manual,
         }
+    }
+
+    /// Let the policy approve by itself (e.g. in dev), saying why; the host
+    /// records it as an automatic approval.
+    #[must_use]
+    pub fn automatic(mut self, why: impl Into<String>) -> Self {
+        self.policy = Policy::Automatic(why.into());
+        self
+    }
+
+    /// An emergency override by `by` for `reason`: approved without review,
+    /// recorded loudly. The host refuses an empty name or reason.
+    #[must_use]
+    pub fn emergency_override(mut self, by: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.policy = Policy::EmergencyOverride(Emergency {
+            by: by.into(),
+            reason: reason.into(),
+        });
+        self
     }
 
     /// The change, for the reviewer.
