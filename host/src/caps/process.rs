@@ -238,12 +238,11 @@ impl ProcessHost {
             "exec-exit",
             json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms }),
         );
-        self.log.line(&format!(
-            "[capstan] `{}` exited with {} in {}",
-            cmd.program,
-            status,
-            humantime::format_duration(round(elapsed))
-        ));
+        let how = match exit {
+            wit::ExitStatus::Code(c) => format!("code {c}"),
+            wit::ExitStatus::Signal(s) => format!("signal {s}"),
+        };
+        self.log.line(&format!("[capstan] `{}` exited with {how} in {elapsed:.1?}", cmd.program));
         Ok(Ok(wit::Output {
             status: exit,
             stdout,

@@ -58,7 +58,21 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub started: String,
     pub duration_ms: u64,
+    pub plugins: Vec<PluginRecord>,
     pub stages: Vec<StageRecord>,
+}
+
+/// How a plugin was loaded for the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+    pub contract: String,
+    /// Whether the compiled form came from the cache.
+    pub cache: crate::runtime::cache::CacheUse,
+    /// Read, check, compile or deserialize, link, describe.
+    pub load_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -218,6 +232,18 @@ pub async fn execute(
         status,
         started: started_at.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
+        plugins: prepared
+            .plugins
+            .iter()
+            .map(|(name, p)| PluginRecord {
+                name: name.clone(),
+                path: path_text(&p.path),
+                sha256: p.digest.clone(),
+                contract: p.contract.clone(),
+                cache: p.cache,
+                load_ms: p.load_time.as_secs_f64() * 1000.0,
+            })
+            .collect(),
         stages,
     };
     dir.write_outputs(&outputs)?;
