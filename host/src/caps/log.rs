@@ -70,20 +70,32 @@ impl LogSink {
 
     /// Append bytes; past the cap, write a marker once and refuse.
     pub fn write(&self, bytes: &[u8]) -> Result<(), OutputLimit> {
+        self.append(bytes, true)
+    }
+
+    /// Count bytes against the cap without keeping them (output a plugin
+    /// asked not to log).
+    pub fn count(&self, bytes: &[u8]) -> Result<(), OutputLimit> {
+        self.append(bytes, false)
+    }
+
+    fn append(&self, bytes: &[u8], keep: bool) -> Result<(), OutputLimit> {
         let mut inner = self.inner.lock().expect("log lock");
         if inner.exceeded {
             return Err(OutputLimit(inner.cap));
         }
         let room = inner.cap.saturating_sub(inner.written) as usize;
         let take = bytes.len().min(room);
-        if let Some(file) = &mut inner.file {
-            let _ = file.write_all(&bytes[..take]);
-        }
         inner.written += take as u64;
-        inner.echo_lines(&bytes[..take]);
-        inner.tail.extend_from_slice(&bytes[..take]);
-        let excess = inner.tail.len().saturating_sub(TAIL);
-        inner.tail.drain(..excess);
+        if keep {
+            if let Some(file) = &mut inner.file {
+                let _ = file.write_all(&bytes[..take]);
+            }
+            inner.echo_lines(&bytes[..take]);
+            inner.tail.extend_from_slice(&bytes[..take]);
+            let excess = inner.tail.len().saturating_sub(TAIL);
+            inner.tail.drain(..excess);
+        }
         if take < bytes.len() {
             inner.exceeded = true;
             let cap = inner.cap;

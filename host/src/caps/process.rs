@@ -117,7 +117,7 @@ impl ProcessHost {
         .min()
         .unwrap_or(remaining);
         let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names });
+        let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged });
         self.audit.allowed("exec", detail.clone());
         self.log
             .line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
@@ -167,10 +167,14 @@ impl ProcessHost {
         let stderr = child.stderr.take().expect("piped stderr");
         let cap = if cmd.capture { self.capture_cap } else { 0 };
         let pgid = guard.0;
+        let logged = !cmd.unlogged;
+        if cmd.unlogged {
+            self.log.line("[capstan] (output not logged, at the plugin's request)");
+        }
         let pump = async {
             let (out, err) = tokio::join!(
-                pump(stdout, &self.log, cap, pgid),
-                pump(stderr, &self.log, cap, pgid)
+                pump(stdout, &self.log, logged, cap, pgid),
+                pump(stderr, &self.log, logged, cap, pgid)
             );
             let status = child.wait().await;
             (out, err, status)
@@ -259,6 +263,7 @@ impl ProcessHost {
 async fn pump(
     mut stream: impl AsyncRead + Unpin,
     log: &LogSink,
+    logged: bool,
     cap: usize,
     pgid: Option<i32>,
 ) -> (Vec<u8>, bool) {
@@ -270,7 +275,8 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if log.write(&buf[..n]).is_err() {
+        let appended = if logged { log.write(&buf[..n]) } else { log.count(&buf[..n]) };
+        if appended.is_err() {
             if let Some(pgid) = pgid {
                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             }

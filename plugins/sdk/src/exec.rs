@@ -61,6 +61,7 @@ impl Exec {
                 stdin: None,
                 timeout_ms: None,
                 capture: false,
+                unlogged: false,
             },
         }
     }
@@ -109,6 +110,22 @@ impl Exec {
     /// Return stdout and stderr in [`Output`] (capped by the host).
     pub fn capture(mut self) -> Self {
         self.command.capture = true;
+        self
+    }
+
+    /// Keep the program's stdout and stderr out of the stage log, for
+    /// output that may hold sensitive values (combine with
+    /// [`Exec::capture`] to still read it). The command line and exit status
+    /// are logged, and the output still counts against the output limit.
+    ///
+    /// ```no_run
+    /// # use capstan_plugin::Exec;
+    /// let outputs = Exec::new("terraform").args(["output", "-json"]).capture().unlogged().run_ok()?;
+    /// # Ok::<(), capstan_plugin::ExecError>(())
+    /// ```
+    #[must_use]
+    pub fn unlogged(mut self) -> Self {
+        self.command.unlogged = true;
         self
     }
 
