@@ -1,16 +1,460 @@
-//! Placeholder: replaced by the real plugin.
-use capstan_plugin::{Context, Error, Info, NoConfig, Outcome, Stage};
+//! `terraform`: the Capstan stage plugin that plans, applies exactly the
+//! approved plan, reads outputs and plans rollbacks, by driving the real
+//! `terraform` CLI through the host's `process` interface.
+//!
+//! Actions (`with.action`):
+//!
+//! - `plan`: `terraform init`, `plan -out=<work dir>/tfplan`, `show -json`.
+//!   Outputs `plan_file`, `plan_digest` (sha256 hex of the plan file),
+//!   `summary` (counts per action and of output changes), `changes` (one
+//!   line per changing resource: `+ aws_instance.web[0]`, `-/+ …`, `~ …`),
+//!   `output_changes`, `has_changes`, `format_version`,
+//!   `terraform_version`. Fails when the plan breaks the policy
+//!   (`max_destroy`, `forbid_replace`, `require_changes`), naming the
+//!   resources.
+//! - `destroy-plan`: the same with `plan -destroy`, for rollback.
+//! - `apply`: hashes `plan_file` itself and refuses unless its sha256 is
+//!   `approved_digest`; applies a copy of exactly those bytes (kept in its
+//!   own work dir, so the file cannot change between the check and the
+//!   apply) with `terraform apply -input=false <plan>`; then `output
+//!   -json`. Outputs every Terraform output under its own name (sensitive
+//!   ones as `"<sensitive>"`), `outputs` (all of them), `applied_digest`,
+//!   and `ansible_inventory_file` when the configuration has the
+//!   `inventory_output` (default `ansible_inventory`; its value is written
+//!   to `<work dir>/inventory.yml`).
+//! - `output`: `init`, `output -json`; the same outputs as `apply` without
+//!   `applied_digest`.
+//!
+//! Terraform runs in `dir` with a clean environment plus
+//! `TF_IN_AUTOMATION=1`, `TF_INPUT=0` and `TF_DATA_DIR=<work dir>/.terraform`
+//! (so the configuration directory stays read-only), `init
+//! -lockfile=readonly` by default, and `-backend-config=path=<state>` for a
+//! `backend "local" {}` block. Plan JSON format 0.x (Terraform 1.0) and 1.x
+//! (Terraform ≥ 1.1, OpenTofu) are both read. Errors carry Terraform's own
+//! `Error:` blocks.
+//!
+//! A plan and an apply stage:
+//!
+//! ```toml
+//! [plugins.terraform]
+//! path = "../../target/wasm32-wasip2/release/capstan_terraform.wasm"
+//!
+//! [stages.plan]
+//! plugin = "terraform"
+//! with = { action = "plan", dir = "${pipeline.dir}/infrastructure", state = "${pipeline.dir}/.state/terraform.tfstate", vars = { environment = "${run.environment}" }, max_destroy = 0 }
+//!
+//! [[stages.plan.grants.exec]]
+//! program = "terraform"
+//! args = ["init|plan|show|apply|output|version", "**"]
+//! env = ["TF_IN_AUTOMATION", "TF_INPUT", "TF_DATA_DIR", "TF_VAR_*", "TF_LOG"]
+//!
+//! [stages.plan.grants]
+//! read = ["infrastructure"]
+//! write = [".state"]
+//!
+//! [stages.apply]
+//! plugin = "terraform"
+//! needs = ["plan"]
+//! with = { action = "apply", dir = "${pipeline.dir}/infrastructure", state = "${pipeline.dir}/.state/terraform.tfstate", plan_file = "${stages.plan.outputs.plan_file}", approved_digest = "${stages.plan.outputs.plan_digest}" }
+//! # … the same grants as `plan`.
+//! ```
+//!
+//! Build: `cargo build --release --target wasm32-wasip2 -p capstan-terraform`.
 
-struct Placeholder;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-impl Stage for Placeholder {
-    type Config = NoConfig;
+use capstan_plugin::{Context, Error, Exec, Info, Outcome, Output, Stage};
+use serde_json::{Value, json};
+
+mod cli;
+mod config;
+mod digest;
+mod outputs;
+mod plan;
+
+use config::{Action, Config};
+
+/// The plugin.
+struct Terraform;
+
+impl Stage for Terraform {
+    type Config = Config;
+
     fn info() -> Info {
-        Info::new("capstan-terraform", env!("CARGO_PKG_VERSION")).description("placeholder")
+        Info::new("terraform", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Plans Terraform changes against a policy, applies exactly the approved saved \
+                 plan, reads outputs (and an Ansible inventory), and plans rollbacks.",
+            )
+            .exec(
+                "terraform",
+                "to run `terraform init`, `plan -out`, `show -json`, `apply <saved plan>` and \
+                 `output -json` in the configuration directory",
+            )
+            .read(
+                "to run Terraform in the configuration directory `dir` (a command's working \
+                 directory must be granted)",
+            )
+            .write(
+                "for the directory of the state file `state`, which Terraform creates, locks \
+                 and writes",
+            )
     }
-    fn run(_ctx: Context<NoConfig>) -> Result<Outcome, Error> {
-        Err(Error::failed("not implemented yet"))
+
+    fn run(ctx: Context<Config>) -> Result<Outcome, Error> {
+        let started = Instant::now();
+        let config = &ctx.config;
+        config.validate()?;
+        check_dirs(&ctx)?;
+        let mut tf = Runner::new(&config.dir, &ctx.work_dir);
+        let result = match config.action {
+            Action::Plan | Action::DestroyPlan => plan(&ctx, &mut tf),
+            Action::Apply => apply(&ctx, &mut tf),
+            Action::Output => output(&ctx, &mut tf),
+        };
+        let total = started.elapsed();
+        capstan_plugin::info!(
+            "terraform {}: {} ms in terraform ({} commands), {} ms in total",
+            config.action.name(),
+            tf.spent.as_millis(),
+            tf.calls.len(),
+            total.as_millis()
+        );
+        Ok(result?.report(json!({
+            "action": config.action.name(),
+            "details": tf.details,
+            "timings": {
+                "terraform_ms": tf.spent.as_millis() as u64,
+                "total_ms": total.as_millis() as u64,
+                "commands": tf.calls,
+            },
+        })))
     }
 }
 
-capstan_plugin::export_stage!(Placeholder);
+capstan_plugin::export_stage!(Terraform);
+
+/// Runs `terraform` subcommands in the configuration directory, timing
+/// them and turning failures into stage errors with Terraform's own lines.
+struct Runner {
+    dir: PathBuf,
+    data_dir: PathBuf,
+    spent: Duration,
+    calls: Vec<Value>,
+    /// The action's structured report (plan summary, applied digest…).
+    details: Value,
+}
+
+impl Runner {
+    fn new(dir: &Path, work_dir: &Path) -> Self {
+        Runner {
+            dir: dir.to_path_buf(),
+            data_dir: work_dir.join(".terraform"),
+            spent: Duration::ZERO,
+            calls: Vec::new(),
+            details: Value::Null,
+        }
+    }
+
+    fn run(&mut self, args: Vec<String>) -> Result<Output, Error> {
+        let subcommand = args.first().cloned().unwrap_or_default();
+        let mut exec = Exec::new("terraform");
+        // JSON from `show` and `output` holds sensitive values in clear:
+        // keep it out of the stage log (Terraform's own text output masks them).
+        if args.iter().any(|a| a == "-json") {
+            exec = exec.unlogged();
+        }
+        let out = exec
+            .args(&args)
+            .cwd(&self.dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env("TF_DATA_DIR", &self.data_dir)
+            .capture()
+            .run()
+            .map_err(|e| Error::from(e).context(format!("terraform {subcommand}")))?;
+        self.spent += out.duration;
+        self.calls.push(json!({
+            "command": subcommand,
+            "ms": out.duration.as_millis() as u64,
+            "status": out.status.to_string(),
+        }));
+        if !out.success() {
+            return Err(Error::failed(cli::failure_message(
+                &subcommand,
+                &out.status.to_string(),
+                &out.stderr_str(),
+                &out.stdout_str(),
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Fail early, naming the grant to add, when the stage cannot reach the
+/// configuration directory or the state file's directory.
+fn check_dirs(ctx: &Context<Config>) -> Result<(), Error> {
+    let config = &ctx.config;
+    let stage = &ctx.stage;
+    match std::fs::metadata(&config.dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::config(format!(
+                "field `dir`: {} is not a directory",
+                config.dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::not_permitted(format!(
+                "field `dir`: cannot read {}: {e}. Grant it to the stage: \
+                 [stages.{stage}.grants] read = [\"{}\"]",
+                config.dir.display(),
+                config.dir.display()
+            )));
+        }
+    }
+    if config.action != Action::Output
+        && let Some(parent) = config.state.as_deref().and_then(Path::parent)
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::not_permitted(format!(
+                "field `state`: cannot reach {}: {e}. Grant the state directory to the stage: \
+                 [stages.{stage}.grants] write = [\"{}\"]",
+                parent.display(),
+                parent.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// `plan` and `destroy-plan`.
+fn plan(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
+    let config = &ctx.config;
+    let plan_file = ctx.work_dir.join("tfplan");
+    tf.run(config.init_args())?;
+    tf.run(config.plan_args(&plan_file))?;
+    let show = tf.run(config::show_args(&plan_file))?;
+    if show.truncated {
+        return Err(Error::failed(
+            "`terraform show -json` printed more than the host returns to a plugin: the plan \
+             is too large to summarise",
+        ));
+    }
+    let plan = plan::parse(&show.stdout_str()).map_err(Error::failed)?;
+    let bytes = std::fs::read(&plan_file)
+        .map_err(|e| Error::failed(format!("{}: {e}", plan_file.display())))?;
+    let digest = digest::sha256_hex(&bytes);
+
+    let label = match config.action {
+        Action::DestroyPlan => "destroy plan",
+        _ => "plan",
+    };
+    let summary = format!(
+        "{}. Terraform {} (plan format {}), plan sha256 {}.",
+        plan.summary_text(label),
+        plan.terraform_version,
+        plan.format_version,
+        short_digest(&digest)
+    );
+    let report = plan.report();
+    let summary_file = ctx.work_dir.join("plan-summary.json");
+    let pretty = serde_json::to_string_pretty(&report).map_err(Error::from)?;
+    std::fs::write(&summary_file, pretty + "\n")
+        .map_err(|e| Error::failed(format!("{}: {e}", summary_file.display())))?;
+    tf.details = json!({ "plan": report, "plan_digest": digest });
+
+    let violations = plan.violations(&plan::Policy {
+        max_destroy: config.max_destroy,
+        forbid_replace: config.forbid_replace,
+        require_changes: config.require_changes,
+    });
+    if !violations.is_empty() {
+        return Err(Error::failed(format!(
+            "{}\n{summary}\nChanges:\n{}",
+            violations.join("\n"),
+            lines_or_none(&plan.change_lines())
+        )));
+    }
+    for line in plan.change_lines() {
+        capstan_plugin::info!("{line}");
+    }
+
+    Ok(Outcome::new(summary)
+        .output("plan_file", &plan_file)
+        .output("plan_digest", &digest)
+        .output("summary", &plan.counts)
+        .output("changes", plan.change_lines())
+        .output("output_changes", plan.output_changes())
+        .output("has_changes", plan.has_changes())
+        .output("format_version", &plan.format_version)
+        .output("terraform_version", &plan.terraform_version)
+        .artifact(plan_file)
+        .artifact(summary_file))
+}
+
+/// The first 12 hex digits, for summaries (outputs carry the whole digest).
+fn short_digest(digest: &str) -> String {
+    format!("{}…", &digest[..12.min(digest.len())])
+}
+
+fn lines_or_none(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "  (no resource changes)".to_string()
+    } else {
+        lines
+            .iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `apply`: only the approved bytes, then the outputs.
+fn apply(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
+    let config = &ctx.config;
+    // `validate` checked both are set.
+    let (Some(plan_file), Some(approved)) = (&config.plan_file, &config.approved_digest) else {
+        return Err(Error::config(
+            "apply needs `plan_file` and `approved_digest`",
+        ));
+    };
+    let bytes = std::fs::read(plan_file).map_err(|e| {
+        Error::failed(format!(
+            "field `plan_file`: cannot read {}: {e} (the apply stage must `needs` the stage \
+             that wrote it)",
+            plan_file.display()
+        ))
+    })?;
+    let digest = digest::verify(&plan_file.display().to_string(), &bytes, approved)
+        .map_err(Error::failed)?;
+    capstan_plugin::info!(
+        "plan file {} has the approved sha256 {digest}",
+        plan_file.display()
+    );
+    // Apply our own copy of the bytes just checked: the upstream file could
+    // still change between the check and Terraform reading it.
+    let approved_plan = ctx.work_dir.join("tfplan");
+    std::fs::write(&approved_plan, &bytes)
+        .map_err(|e| Error::failed(format!("{}: {e}", approved_plan.display())))?;
+
+    tf.run(config.init_args())?;
+    let applied = tf.run(config::apply_args(&approved_plan))?;
+    let result = cli::apply_result(&applied.stdout_str());
+    tf.details = json!({
+        "plan_file": plan_file,
+        "applied_plan": approved_plan,
+        "approved_digest": approved,
+        "applied_digest": digest,
+        "resources": result,
+    });
+    let head = format!(
+        "applied plan sha256 {} (the approved digest): {}; outputs",
+        short_digest(&digest),
+        result.as_deref().unwrap_or("applied")
+    );
+    read_outputs(ctx, tf, head).map(|o| o.output("applied_digest", &digest).artifact(approved_plan))
+}
+
+/// `output`: Terraform's outputs, changing nothing.
+fn output(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
+    tf.run(ctx.config.init_args())?;
+    read_outputs(ctx, tf, "Terraform outputs".to_string())
+}
+
+/// `output -json` as stage outputs (and the inventory file); the summary
+/// starts with `head`.
+fn read_outputs(ctx: &Context<Config>, tf: &mut Runner, head: String) -> Result<Outcome, Error> {
+    let config = &ctx.config;
+    let out = tf.run(config::output_args())?;
+    if out.truncated {
+        return Err(Error::failed(
+            "`terraform output -json` printed more than the host returns to a plugin",
+        ));
+    }
+    let outputs = outputs::parse(&out.stdout_str()).map_err(Error::failed)?;
+    let masked = outputs.masked();
+
+    let mut summary = format!("{head}: {}", outputs.summary_text());
+    let mut keys: Vec<(String, Value)> = Vec::new();
+    for (name, value) in &masked {
+        if outputs::RESERVED.contains(&name.as_str()) {
+            capstan_plugin::warn!(
+                "Terraform output `{name}` has the name of an output this stage sets itself; \
+                 it is only in `outputs.{name}`"
+            );
+            continue;
+        }
+        keys.push((name.clone(), value.clone()));
+    }
+    keys.push(("outputs".into(), Value::Object(masked)));
+
+    let mut artifacts = Vec::new();
+    let (name, required) = config.inventory_output();
+    if let Some(text) = outputs.inventory(name, required).map_err(Error::failed)? {
+        let file = ctx.work_dir.join("inventory.yml");
+        std::fs::write(&file, text)
+            .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
+        summary.push_str(&format!(
+            "; inventory (output `{name}`) written to {}",
+            file.display()
+        ));
+        keys.push(("ansible_inventory_file".into(), json!(file)));
+        artifacts.push(file);
+    }
+    summary.push('.');
+
+    let mut outcome = Outcome::new(summary);
+    for (key, value) in keys {
+        outcome = outcome.output(key, value);
+    }
+    for file in artifacts {
+        outcome = outcome.artifact(file);
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_plugin::Capability;
+
+    /// What the pipeline must grant: exactly these, each with a reason.
+    #[test]
+    fn requests_exec_read_and_write() {
+        let info = Terraform::info();
+        assert_eq!(info.name(), "terraform");
+        let caps: Vec<&Capability> = info.requests().iter().map(|(c, _)| c).collect();
+        assert_eq!(
+            caps,
+            [
+                &Capability::Exec("terraform".into()),
+                &Capability::Read,
+                &Capability::Write
+            ]
+        );
+        assert!(info.requests().iter().all(|(_, reason)| !reason.is_empty()));
+        let described = capstan_plugin::__private::describe::<Terraform>();
+        let schema: Value = serde_json::from_str(&described.config_schema.unwrap()).unwrap();
+        assert_eq!(
+            schema["properties"]["action"]["description"]
+                .as_str()
+                .map(|d| d.starts_with("What to do")),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn short_digests_and_change_lists() {
+        assert_eq!(
+            short_digest("938499a7f60d132499a5de8c3b655f422a64b972a7a2f1a4d621c22cca1a67d8"),
+            "938499a7f60d…"
+        );
+        assert_eq!(lines_or_none(&[]), "  (no resource changes)");
+        assert_eq!(
+            lines_or_none(&["+ a.b".into(), "- c.d".into()]),
+            "  + a.b\n  - c.d"
+        );
+    }
+}
