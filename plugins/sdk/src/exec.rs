@@ -123,7 +123,6 @@ impl Exec {
     /// let outputs = Exec::new("terraform").args(["output", "-json"]).capture().unlogged().run_ok()?;
     /// # Ok::<(), capstan_plugin::ExecError>(())
     /// ```
-    #[must_use]
     pub fn unlogged(mut self) -> Self {
         self.command.unlogged = true;
         self
