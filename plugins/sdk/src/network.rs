@@ -1,5 +1,15 @@
-//! TCP reachability probes (the WIT `network` interface; needs the
-//! `connect` capability). Plugins have no sockets.
+//! Reachability probes (the WIT `network` interface; needs the `connect`
+//! capability, and each target must match the stage's `connect` grant).
+//! Plugins have no sockets: the host opens the connection, and records it
+//! in the run's audit log.
+//!
+//! - [`tcp_probe`]: does `host:port` accept a TCP connection?
+//! - [`http_get`]: what does a plain `http://` URL answer to a GET?
+//!
+//! Both return a nested result: the outer `Err` means the probe could not be
+//! made at all (not granted, invalid target), the inner one that it was made
+//! and the endpoint did not answer (refused, timed out, unresolvable) — the
+//! usual *finding* of a smoke test, not a failure of the plugin.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -13,6 +23,7 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::Error;
@@ -27,12 +38,93 @@ pub fn tcp_probe(
     port: u16,
     timeout: Duration,
 ) -> Result<Result<Duration, String>, Error> {
-    let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let timeout_ms = millis(timeout);
     match wit::tcp_probe(host, port, timeout_ms) {
         Ok(result) => Ok(result.map(|ms| Duration::from_millis(ms.into()))),
         Err(wit::Error::NotPermitted(m)) => Err(Error::not_permitted(m)),
         Err(wit::Error::Invalid(m)) => {
             Err(Error::config(format!("cannot probe {host}:{port}: {m}")))
         }
+    }
+}
+
+/// What an HTTP endpoint answered to [`http_get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The HTTP status code (any status is an answer: a 503 is not an
+    /// `Err`).
+    pub status: u16,
+    /// The first 64 KiB of the body at most (the host caps it).
+    pub body: Vec<u8>,
+    /// Time until the complete (capped) answer.
+    pub duration: Duration,
+}
+
+impl HttpResponse {
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn body_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+}
+
+/// GET `url` within `timeout` and return what the endpoint answered.
+///
+/// Only plain `http://` URLs are probed (no TLS); the URL's host and port
+/// (80 when absent) must match the stage's `connect` grant. Redirects are
+/// not followed, and no proxy is used. The host caps `timeout` at one
+/// minute.
+///
+/// The outer `Err` means the request could not be made (not granted:
+/// [`Error::NotPermitted`], naming the grant to add; not an `http://` URL:
+/// [`Error::InvalidConfig`]); the inner one that there was no answer
+/// (refused, timed out, unresolvable), and why.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), capstan_plugin::Error> {
+/// let url = "http://127.0.0.1:8080/healthz";
+/// match capstan_plugin::network::http_get(url, Duration::from_secs(5))? {
+///     Ok(answer) if answer.status == 200 && answer.body_str().contains("ok") => {
+///         println!("healthy in {:?}", answer.duration)
+///     }
+///     Ok(answer) => println!("unhealthy: HTTP {}", answer.status),
+///     Err(why) => println!("no answer: {why}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn http_get(url: &str, timeout: Duration) -> Result<Result<HttpResponse, String>, Error> {
+    match wit::http_get(url, millis(timeout)) {
+        Ok(result) => Ok(result.map(|r| HttpResponse {
+            status: r.status,
+            body: r.body,
+            duration: Duration::from_millis(r.duration_ms.into()),
+        })),
+        Err(wit::Error::NotPermitted(m)) => Err(Error::not_permitted(m)),
+        // The host's message names the URL.
+        Err(wit::Error::Invalid(m)) => Err(Error::config(m)),
+    }
+}
+
+/// `timeout` in whole milliseconds, saturating at `u32::MAX`.
+fn millis(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_saturate_and_bodies_decode() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::from_secs(u64::MAX)), u32::MAX);
+        let r = HttpResponse {
+            status: 200,
+            body: b"ok \xff".to_vec(),
+            duration: Duration::ZERO,
+        };
+        assert_eq!(r.body_str(), "ok \u{fffd}");
     }
 }

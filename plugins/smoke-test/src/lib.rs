@@ -1,16 +1,210 @@
-//! Placeholder: replaced by the real plugin.
-use capstan_plugin::{Context, Error, Info, NoConfig, Outcome, Stage};
+//! `smoke-test`: declarative smoke checks after a deployment.
+//!
+//! Each check has a name, a category (`connectivity`, `service`,
+//! `security`, `functionality`), a kind and the fields of its kind:
+//!
+//! | kind | checks | through |
+//! |---|---|---|
+//! | `tcp` | `host:port` accepts a connection within `timeout` | the host's `network.tcp-probe` (`connect` grant) |
+//! | `http` | a plain `http://` URL answers `status` (200) with a body matching `body` | the host's `network.http-get` (`connect` grant) |
+//! | `command` | a program exits with `expect_status` (0), its stdout / stderr match regexes | `ansible` or `stat` (`exec` grants): e.g. an ad-hoc `ansible all -i INVENTORY -m command -a "test -f /x"` |
+//! | `file` | a path exists (or, with `exists = false`, does not), has `mode`, its content matches `contains` | the plugin's own WASI preopens (`read` grant); the mode from one batched `stat` |
+//!
+//! The stage writes `junit.xml` (one test suite per category) and
+//! `report.json` into its work dir, sets the JSON as the stage report,
+//! prints a summary table to its log, and outputs `passed`, `failed`,
+//! `total`, `failed_checks`, `junit_file` and `report_file`. It fails when
+//! a required check (the default) failed, naming each; an optional one
+//! (`required = false`) is reported but does not fail it.
+//!
+//! What runs at the same time is explained in [`checks`]: in short, the
+//! contract's host calls are synchronous, so probes and commands run one
+//! after the other; file checks need no host call and all modes come from
+//! one `stat`.
 
-struct Placeholder;
+mod checks;
+mod config;
+mod junit;
+mod report;
 
-impl Stage for Placeholder {
-    type Config = NoConfig;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use capstan_plugin::{Context, Error, Info, Outcome, Stage};
+
+use crate::checks::{Capstan, Status};
+pub use crate::config::Config;
+
+struct SmokeTest;
+
+impl Stage for SmokeTest {
+    type Config = Config;
+
     fn info() -> Info {
-        Info::new("capstan-smoke-test", env!("CARGO_PKG_VERSION")).description("placeholder")
+        Info::new("smoke-test", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Runs declarative smoke checks (tcp, http, command, file) in four categories, \
+                 writes JUnit XML and JSON reports, and fails naming each failed required check",
+            )
+            .connect(
+                "to probe the endpoints of `tcp` checks and GET the URLs of `http` checks; \
+                 each host:port must match the stage's `connect` grant",
+            )
+            .read(
+                "to look at the paths of `file` checks (existence, content); they must be \
+                 inside the stage's `read` grants",
+            )
+            .exec(
+                "stat",
+                "to read the permission bits of `file` checks with `mode` (WASI has none): one \
+                 `stat -L -c '%a %n' -- PATH…` for all of them",
+            )
+            .exec(
+                "ansible",
+                "to run `command` checks on the inventory's hosts, e.g. \
+                 `ansible all -i INVENTORY -m command -a 'test -f /etc/motd'`",
+            )
     }
-    fn run(_ctx: Context<NoConfig>) -> Result<Outcome, Error> {
-        Err(Error::failed("not implemented yet"))
+
+    fn run(ctx: Context<Config>) -> Result<Outcome, Error> {
+        let checks = ctx.config.checks().map_err(Error::config)?;
+        let started = Instant::now();
+        let started_at = SystemTime::now();
+        let results = checks::run_all(&checks, &mut Capstan, |r| {
+            let line = format!("{} [{}] {}: {}", label(r.status), r.kind, r.name, r.message);
+            match r.status {
+                Status::Passed => capstan_plugin::info!("{line}"),
+                _ if !r.required => capstan_plugin::warn!("{line} (optional)"),
+                _ => capstan_plugin::error!("{line}"),
+            }
+        });
+        let elapsed = started.elapsed();
+
+        let junit_file = ctx.work_dir.join("junit.xml");
+        let report_file = ctx.work_dir.join("report.json");
+        let (junit_s, report_s) = (display(&junit_file), display(&report_file));
+        let xml = junit::write(
+            &junit::Suite {
+                name: &format!("{}/{}", ctx.pipeline, ctx.stage),
+                stage: &ctx.stage,
+                timestamp: &timestamp(started_at, false),
+                time: elapsed.as_secs_f64(),
+            },
+            &results,
+        );
+        std::fs::write(&junit_file, xml).map_err(|e| write_error(&junit_file, e))?;
+        let report = report::json(
+            &report::Meta {
+                pipeline: &ctx.pipeline,
+                stage: &ctx.stage,
+                run_id: &ctx.run_id,
+                environment: &ctx.environment,
+                started_at: &timestamp(started_at, true),
+                duration_ms: elapsed.as_millis(),
+                junit_file: &junit_s,
+            },
+            &results,
+        );
+        let mut json = serde_json::to_string_pretty(&report)?;
+        json.push('\n');
+        std::fs::write(&report_file, json).map_err(|e| write_error(&report_file, e))?;
+
+        println!("\n{}", report::table(&results, elapsed));
+        capstan_plugin::info!("reports: {junit_s}, {report_s}");
+
+        if let Some(message) = report::failure(&results) {
+            return Err(Error::failed(message));
+        }
+        let counts = report::Counts::of(&results);
+        Ok(Outcome::new(report::success(&results))
+            .output("passed", counts.passed)
+            .output("failed", counts.failed)
+            .output("total", counts.total)
+            .output("failed_checks", report::failed_names(&results))
+            .output("junit_file", &junit_s)
+            .output("report_file", &report_s)
+            .artifact(&junit_file)
+            .artifact(&report_file)
+            .report(report))
     }
 }
 
-capstan_plugin::export_stage!(Placeholder);
+capstan_plugin::export_stage!(SmokeTest);
+
+fn label(status: Status) -> &'static str {
+    match status {
+        Status::Passed => "pass",
+        Status::Failed => "FAIL",
+        Status::Error => "ERROR",
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> Error {
+    Error::failed(format!("cannot write {}: {e}", path.display()))
+}
+
+/// `2026-01-02T03:04:05` (JUnit's form, UTC) or with a `Z` (RFC 3339).
+fn timestamp(at: SystemTime, zulu: bool) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let z = if zulu { "Z" } else { "" };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{z}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_772_429_045);
+        assert_eq!(timestamp(at, false), "2026-03-02T05:24:05");
+        assert_eq!(timestamp(UNIX_EPOCH, true), "1970-01-01T00:00:00Z");
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn describe_requests_a_small_fixed_set() {
+        use capstan_plugin::Capability;
+        let info = SmokeTest::info();
+        let caps: Vec<&Capability> = info.requests().iter().map(|(c, _)| c).collect();
+        assert_eq!(
+            caps,
+            [
+                &Capability::Connect,
+                &Capability::Read,
+                &Capability::Exec("stat".into()),
+                &Capability::Exec("ansible".into()),
+            ]
+        );
+        for program in config::PROGRAMS {
+            assert!(caps.contains(&&Capability::Exec(program.into())));
+        }
+    }
+}
