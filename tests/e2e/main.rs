@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod audit;
+mod golden_image;
 mod harness;
 mod pipeline_errors;
 mod runs;

@@ -169,7 +169,8 @@ impl ProcessHost {
         let pgid = guard.0;
         let logged = !cmd.unlogged;
         if cmd.unlogged {
-            self.log.line("[capstan] (output not logged, at the plugin's request)");
+            self.log
+                .line("[capstan] (output not logged, at the plugin's request)");
         }
         let pump = async {
             let (out, err) = tokio::join!(
@@ -246,7 +247,10 @@ impl ProcessHost {
             wit::ExitStatus::Code(c) => format!("code {c}"),
             wit::ExitStatus::Signal(s) => format!("signal {s}"),
         };
-        self.log.line(&format!("[capstan] `{}` exited with {how} in {elapsed:.1?}", cmd.program));
+        self.log.line(&format!(
+            "[capstan] `{}` exited with {how} in {elapsed:.1?}",
+            cmd.program
+        ));
         Ok(Ok(wit::Output {
             status: exit,
             stdout,
@@ -275,7 +279,11 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let appended = if logged { log.write(&buf[..n]) } else { log.count(&buf[..n]) };
+        let appended = if logged {
+            log.write(&buf[..n])
+        } else {
+            log.count(&buf[..n])
+        };
         if appended.is_err() {
             if let Some(pgid) = pgid {
                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);

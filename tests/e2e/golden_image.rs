@@ -1,0 +1,309 @@
+//! The golden-image example, end to end with real Packer, Terraform and
+//! Ansible, in a copy of `examples/golden-image` inside the test's sandbox.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Run, Sandbox, adversary_stage};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/golden-image");
+
+/// Built plugins, by the file name the example's pipeline uses.
+const PLUGINS: &[(&str, &str)] = &[
+    ("capstan_packer.wasm", capstan_test_artifacts::PACKER),
+    ("capstan_terraform.wasm", capstan_test_artifacts::TERRAFORM),
+    ("capstan_approval.wasm", capstan_test_artifacts::APPROVAL),
+    ("capstan_ansible.wasm", capstan_test_artifacts::ANSIBLE),
+    (
+        "capstan_smoke_test.wasm",
+        capstan_test_artifacts::SMOKE_TEST,
+    ),
+    (
+        "capstan_custom_stage.wasm",
+        capstan_test_artifacts::CUSTOM_STAGE,
+    ),
+];
+
+/// Copy the example (not what earlier runs left in work/) into the sandbox;
+/// `edit` may change the pipeline text. Returns the pipeline path.
+fn example(sb: &Sandbox, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let to = sb.path().join("gi");
+    copy_dir(Path::new(EXAMPLE), &to);
+    let mut text = std::fs::read_to_string(to.join("pipeline.toml")).unwrap();
+    for (file, built) in PLUGINS {
+        text = text.replace(&format!("../../target/wasm32-wasip2/release/{file}"), built);
+    }
+    let path = to.join("pipeline.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().unwrap().is_dir() {
+            // work/: only the empty directories a clean clone has.
+            if from.file_name().is_some_and(|n| n == "work") {
+                std::fs::create_dir_all(&dst).unwrap();
+            } else {
+                copy_dir(&src, &dst);
+            }
+        } else if from
+            .parent()
+            .and_then(Path::file_name)
+            .is_none_or(|n| n != "work")
+        {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+fn run(sb: &Sandbox, pipeline: &Path, args: &[&str]) -> (i32, String, Run) {
+    let mut all = vec!["run", pipeline.to_str().unwrap(), "-q"];
+    all.extend(args);
+    let ran = sb.capstan(&all);
+    (ran.code, ran.stderr, sb.last_run())
+}
+
+#[test]
+fn dev_runs_green_then_a_second_run_changes_nothing_and_policy_is_enforced() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| t);
+    let (code, stderr, first) = run(&sb, &pipeline, &["--env", "dev"]);
+    assert_eq!(code, 0, "{stderr}");
+    for stage in ["build", "plan", "approve", "apply", "configure", "smoke"] {
+        assert_eq!(
+            first.status(stage),
+            "succeeded",
+            "{stage}: {:#}",
+            first.stage(stage)
+        );
+    }
+    // Packer built an image; Terraform picked it; Ansible configured both hosts.
+    let image = first.output("build", "template_id");
+    assert!(image.as_str().unwrap().starts_with("golden-"), "{image}");
+    assert_eq!(first.output("apply", "image_id"), image);
+    assert_eq!(first.output("apply", "image_source"), "registry");
+    assert_eq!(first.output("approve", "policy"), "automatic");
+    assert_eq!(
+        first.output("configure", "failed_hosts"),
+        serde_json::json!([])
+    );
+    let marker = sb
+        .path()
+        .join("gi/work/targets/dev/web-1/var/lib/capstan/deployed.json");
+    assert!(
+        std::fs::read_to_string(marker)
+            .unwrap()
+            .contains(image.as_str().unwrap())
+    );
+    // The smoke stage's JUnit report parses: 6 test cases, no failures.
+    let junit =
+        std::fs::read_to_string(first.output("smoke", "junit_file").as_str().unwrap()).unwrap();
+    let doc = roxmltree::Document::parse(&junit).expect("JUnit XML parses");
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .count(),
+        6
+    );
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("failure"))
+            .count(),
+        0
+    );
+    // The approval is bound to the plan's digest, and apply applied that one.
+    assert_eq!(
+        first.output("approve", "digest"),
+        first.output("plan", "plan_digest")
+    );
+    assert_eq!(
+        first.output("apply", "applied_digest"),
+        first.output("plan", "plan_digest")
+    );
+
+    // Second run: nothing to build, no infrastructure change, nothing changed on the hosts.
+    let (code, stderr, second) = run(&sb, &pipeline, &["--env", "dev"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(second.output("build", "skipped"), true);
+    assert_eq!(
+        second.output("plan", "has_changes"),
+        false,
+        "{:#}",
+        second.stage("plan")
+    );
+    assert_eq!(second.output("configure", "changed"), 0);
+    assert_eq!(second.output("apply", "image_id"), image);
+
+    // A plan beyond the policy fails the plan stage, naming the rule.
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "forbid_replace = true",
+        "forbid_replace = true\nrequire_changes = true",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let (code, _, third) = run(&sb, &pipeline, &["--env", "dev"]);
+    assert_eq!(code, 1);
+    assert_eq!(third.status("plan"), "failed");
+    assert!(
+        third.reason("plan").contains("require_changes"),
+        "{}",
+        third.reason("plan")
+    );
+    assert_eq!(third.status("apply"), "skipped");
+}
+
+#[test]
+fn production_without_a_terminal_stops_at_the_gate() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| t);
+    let (code, stderr, run) = run(&sb, &pipeline, &["--env", "production", "--as", "carol"]);
+    assert_eq!(code, 5, "{stderr}");
+    assert_eq!(run.record["status"], "awaiting-approval");
+    assert_eq!(run.status("approve"), "awaiting-approval");
+    for stage in ["apply", "configure", "smoke"] {
+        assert_eq!(run.status(stage), "skipped", "{stage}");
+    }
+    assert!(
+        stderr.contains("waiting for approval") && stderr.contains("from a terminal"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("carol"),
+        "the message names the author who may not approve: {stderr}"
+    );
+    // Recorded as pending; Terraform never applied.
+    let approval = run
+        .audit_of("approve")
+        .into_iter()
+        .find(|e| e["capability"] == "approval")
+        .expect("approval recorded");
+    assert_eq!(approval["detail"]["decision"], "pending");
+    assert_eq!(
+        approval["detail"]["digest"],
+        run.output("plan", "plan_digest")
+    );
+    assert!(run.audit_of("apply").is_empty(), "apply must not run");
+    assert!(!sb.path().join("gi/work/targets/production").exists());
+}
+
+/// Someone alters the plan file after it was approved and before apply:
+/// a stage between them holds the run for two seconds, and the test
+/// appends to the plan file meanwhile, as an outside actor would.
+#[test]
+fn an_altered_plan_file_makes_apply_refuse() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| {
+        let hold = adversary_stage(
+            "hold",
+            r#"{ action = "exec", program = "sleep", args = ["2"] }"#,
+            "needs = [\"approve\"]",
+        )
+        .replace("read = [\"ro\"]", "read = [\"../ro\"]")
+        .replace("write = [\"rw\"]", "write = [\"../rw\"]");
+        t.replace(
+            "needs = [\"approve\"]\n[stages.apply.with]",
+            "needs = [\"approve\", \"hold\"]\n[stages.apply.with]",
+        ) + &format!(
+            "\n[plugins.adversary]\npath = \"{}\"\n{hold}",
+            capstan_test_artifacts::ADVERSARY
+        )
+    });
+    let mut child = sb
+        .command(&["run", pipeline.to_str().unwrap(), "-q", "--env", "dev"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the approval is recorded, then alter the approved plan file.
+    let started = std::time::Instant::now();
+    let tampered = loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the run never reached the approval"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let Ok(runs) = std::fs::read_dir(sb.path().join(".capstan/runs")) else {
+            continue;
+        };
+        let Some(dir) = runs.flatten().next().map(|e| e.path()) else {
+            continue;
+        };
+        let outputs = std::fs::read_to_string(dir.join("outputs.json")).unwrap_or_default();
+        if outputs.contains("\"approve\"") {
+            let plan = dir.join("stages/plan/tfplan");
+            let mut bytes = std::fs::read(&plan).unwrap();
+            bytes.extend_from_slice(b"not what was approved");
+            std::fs::write(&plan, bytes).unwrap();
+            break plan;
+        }
+    };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let run = sb.last_run();
+    assert_eq!(
+        run.status("hold"),
+        "succeeded",
+        "the file was altered while `hold` ran: {:#}",
+        run.stage("hold")
+    );
+    assert_eq!(run.status("apply"), "failed");
+    let reason = run.reason("apply");
+    let approved = run.output("plan", "plan_digest");
+    assert!(
+        reason.contains(approved.as_str().unwrap()) && reason.contains("digest"),
+        "{reason}"
+    );
+    assert!(tampered.exists());
+    let applied = run
+        .audit_of("apply")
+        .into_iter()
+        .any(|e| e["capability"] == "exec" && e["detail"]["args"][0] == "apply");
+    assert!(!applied, "terraform apply must not run");
+}
+
+#[test]
+fn a_failing_smoke_check_fails_the_run_and_the_custom_stage_runs_with_the_same_host() {
+    let sb = Sandbox::new();
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/custom-stage/pipeline-snippet.toml"
+    ))
+    .unwrap();
+    let pipeline = example(&sb, |t| {
+        let failing = "\n[[stages.smoke.with.checks]]\nname = \"a file that is not there\"\ncategory = \"functionality\"\nkind = \"file\"\npath = \"${pipeline.dir}/work/targets/${run.environment}/web-1/etc/not-there\"\n";
+        let t = t.replacen(
+            "[[stages.smoke.grants.exec]]",
+            &format!("{failing}\n[[stages.smoke.grants.exec]]"),
+            1,
+        );
+        // The custom stage goes in by editing only the pipeline file.
+        t + &snippet.replace(
+            "../../target/wasm32-wasip2/release/capstan_custom_stage.wasm",
+            capstan_test_artifacts::CUSTOM_STAGE,
+        )
+    });
+    let (code, stderr, run) = run(&sb, &pipeline, &["--env", "dev"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(run.status("smoke"), "failed");
+    assert!(
+        run.reason("smoke").contains("a file that is not there"),
+        "{}",
+        run.reason("smoke")
+    );
+    let junit_path = run.dir.join("stages/smoke/junit.xml");
+    assert!(junit_path.exists(), "{:#}", run.stage("smoke"));
+    let junit = std::fs::read_to_string(junit_path).unwrap();
+    let doc = roxmltree::Document::parse(&junit).expect("JUnit XML parses");
+    let failures: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{junit}");
+    assert_eq!(
+        run.status("change-window"),
+        "succeeded",
+        "{:#}",
+        run.stage("change-window")
+    );
+    assert_eq!(run.output("change-window", "enforced"), false);
+}
