@@ -307,3 +307,53 @@ fn a_failing_smoke_check_fails_the_run_and_the_custom_stage_runs_with_the_same_h
     );
     assert_eq!(run.output("change-window", "enforced"), false);
 }
+
+/// On a terminal the host prompts: the run's author is refused, another
+/// person approves, and the run goes on to apply. `script` gives the run a
+/// pseudo-terminal and types the answers.
+#[test]
+fn production_on_a_terminal_prompts_and_refuses_self_approval() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| t);
+    let line = format!(
+        "{} run {} --env production --as carol -q",
+        env!("CARGO_BIN_EXE_capstan"),
+        pipeline.display()
+    );
+    let mut script = sb.tool("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    script
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = script.spawn().expect("script (util-linux) runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"carol\nalice\nyes\nlooks good\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("carol started this run and may not approve it"),
+        "{screen}"
+    );
+    let run = sb.last_run();
+    assert_eq!(run.status("apply"), "succeeded", "{screen}");
+    assert_eq!(
+        run.output("approve", "approvers"),
+        serde_json::json!(["alice"])
+    );
+    let approval = run
+        .audit_of("approve")
+        .into_iter()
+        .find(|e| e["capability"] == "approval")
+        .unwrap();
+    assert_eq!(approval["detail"]["decision"], "approved");
+    assert_eq!(approval["detail"]["policy"], "manual");
+    assert_eq!(approval["detail"]["by"], serde_json::json!(["alice"]));
+    assert_eq!(approval["detail"]["author"], "carol");
+}

@@ -87,9 +87,15 @@ impl Sandbox {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
-        cmd.args(args)
-            .current_dir(self.path())
+        let mut cmd = self.tool(env!("CARGO_BIN_EXE_capstan"));
+        cmd.args(args);
+        cmd
+    }
+
+    /// `program` in the sandbox, with the environment `capstan` gets.
+    pub fn tool(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.path())
             .env("CAPSTAN_STATE_DIR", self.path().join(".capstan"))
             .env("GRANTED_VAR", "granted-value")
             .env("SECRET_TOKEN", "hunter2-must-not-leak")

@@ -110,7 +110,7 @@ snapshot!(
 );
 
 snapshot!(
-    granted_program_not_installed,
+    granted_program_not_installed_and_with_missing_a_required_field,
     &format!(
         "{HEAD}[stages.greet]\nplugin = \"hello\"\n[[stages.greet.grants.exec]]\nprogram = \"echo\"\nargs = [\"*\"]\n[[stages.greet.grants.exec]]\nprogram = \"no-such-tool-capstan\"\n"
     )

@@ -178,7 +178,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             .duration_ms
             .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
             .unwrap_or_default();
-        table.add_row([s.name.as_str(), status, &time, text]);
+        table.add_row([s.name.as_str(), status, &time, &one_line(text, 110)]);
     }
     eprintln!("{table}");
     let (word, code) = match record.status {
@@ -205,4 +205,13 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         }
     }
     Ok(code)
+}
+
+/// `text` on one line, cut at `max` characters (the full text is in run.json).
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
 }
