@@ -4,6 +4,8 @@
 # Usage: examples/golden-image/run.sh [capstan run flags; default --env dev]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The pipeline file names the plugins under ./target: build there.
+unset CARGO_TARGET_DIR
 .ci/setup
 cargo build --release --locked --target wasm32-wasip2 \
     -p capstan-packer -p capstan-terraform -p capstan-approval -p capstan-ansible -p capstan-smoke-test
