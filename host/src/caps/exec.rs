@@ -4,8 +4,11 @@
 //! The pure part ([`ExecPolicy::allows`]) is table-tested below; the host
 //! side of the `process` interface that enforces it is [`super::process`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -99,12 +102,11 @@ impl ExecPolicy {
             reason: e.to_string(),
         })?;
         let path = path.canonicalize().unwrap_or(path);
-        let bytes = std::fs::read(&path).map_err(|source| ResolveError::Read {
+        let digest = file_digest(&path).map_err(|source| ResolveError::Read {
             program: grant.program.clone(),
             path: path.display().to_string(),
             source,
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
         if let Some(pinned) = &grant.sha256
             && !pinned.eq_ignore_ascii_case(&digest)
         {
@@ -174,6 +176,32 @@ impl ExecPolicy {
             })
         }
     }
+}
+
+/// sha256 (hex) of a program file, streamed (tools are often 100 MB) and
+/// remembered per path, size and modification time, so that a pipeline
+/// granting `terraform` to three stages hashes it once.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    type Key = (PathBuf, u64, SystemTime);
+    static SEEN: Mutex<Option<HashMap<Key, String>>> = Mutex::new(None);
+    let meta = std::fs::metadata(path)?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified()?);
+    if let Some(digest) = SEEN
+        .lock()
+        .expect("digest memo")
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
+        return Ok(digest.clone());
+    }
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    let digest = hex::encode(hasher.finalize());
+    SEEN.lock()
+        .expect("digest memo")
+        .get_or_insert_default()
+        .insert(key, digest.clone());
+    Ok(digest)
 }
 
 /// The policy for the program a plugin names. Only the granted name is
