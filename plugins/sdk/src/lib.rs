@@ -91,6 +91,7 @@ mod info;
 pub mod log;
 pub mod network;
 mod outcome;
+pub mod utc;
 
 pub use context::{Context, NoConfig, Upstream};
 pub use error::Error;

@@ -28,7 +28,7 @@ mod junit;
 mod report;
 
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use capstan_plugin::{Context, Error, Info, Outcome, Stage};
 
@@ -149,44 +149,26 @@ fn write_error(path: &Path, e: std::io::Error) -> Error {
 
 /// `2026-01-02T03:04:05` (JUnit's form, UTC) or with a `Z` (RFC 3339).
 fn timestamp(at: SystemTime, zulu: bool) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    let z = if zulu { "Z" } else { "" };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{z}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let rfc3339 = capstan_plugin::utc::Utc::from_system_time(at).rfc3339();
+    if zulu {
+        rfc3339
+    } else {
+        rfc3339.trim_end_matches('Z').to_string()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn timestamps() {
         let at = UNIX_EPOCH + Duration::from_secs(1_772_429_045);
         assert_eq!(timestamp(at, false), "2026-03-02T05:24:05");
         assert_eq!(timestamp(UNIX_EPOCH, true), "1970-01-01T00:00:00Z");
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let leap_day = UNIX_EPOCH + Duration::from_secs(11_016 * 86_400);
+        assert_eq!(timestamp(leap_day, true), "2000-02-29T00:00:00Z");
     }
 
     #[test]

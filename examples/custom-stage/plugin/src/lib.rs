@@ -158,28 +158,8 @@ impl Moment {
 
     /// RFC 3339, e.g. `2026-11-26T10:15:00Z`.
     pub fn rfc3339(self) -> String {
-        let (y, m, d) = civil_from_days((self.unix / 86_400) as i64);
-        let s = self.unix % 86_400;
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            s / 3600,
-            s % 3600 / 60,
-            s % 60
-        )
+        capstan_plugin::utc::Utc::from_unix(self.unix).rfc3339()
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// `"08:00-16:00"` → (480, 960) in minutes since midnight.
