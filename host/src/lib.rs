@@ -13,3 +13,4 @@ pub mod exit;
 pub mod pipeline;
 pub mod run;
 pub mod runtime;
+pub mod store;

@@ -1,0 +1,278 @@
+//! Run history: runs, stage attempts, approvals, audit events and
+//! environment locks, behind one small interface ([`RunStore`]) so that a
+//! shared server database can be added for teams without touching the
+//! executor. The embedded implementation is SQLite ([`sqlite`]).
+//!
+//! Every method is one transaction: a host killed at any instant leaves the
+//! record as it was before or after a change, never half of one.
+
+pub mod owner;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use owner::Owner;
+pub use sqlite::SqliteStore;
+
+/// What went wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run store {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("run store {path}: cannot migrate the schema: {source}")]
+    Migration {
+        path: String,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    #[error("no run `{0}` in the run store (list runs with `capstan runs`)")]
+    NoSuchRun(String),
+    #[error("`{prefix}` matches several runs ({}); give more of the id", .matches.join(", "))]
+    Ambiguous { prefix: String, matches: Vec<String> },
+    #[error("run store: a stored {what} is not valid JSON: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// A run of the pipeline (`capstan run`).
+    Deploy,
+    /// `capstan rollback` or `on_failure = "rollback"`.
+    Rollback,
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    /// Paused at an approval; it keeps its environment lock.
+    AwaitingApproval,
+    /// Ended by a reviewer's rejection.
+    Rejected,
+    /// The host running it died (e.g. SIGKILL); `capstan resume` continues it.
+    Interrupted,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::AwaitingApproval => "awaiting-approval",
+            RunState::Rejected => "rejected",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunState> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+
+    /// Whether nothing more will happen to the run without someone acting.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Succeeded | RunState::Rejected)
+    }
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub pipeline: String,
+    pub pipeline_file: String,
+    /// sha256 of the pipeline file when the run started; a resume refuses
+    /// a changed file.
+    pub pipeline_digest: String,
+    pub environment: String,
+    pub author: String,
+    pub kind: RunKind,
+    /// For a rollback: the run whose reused outputs it deploys.
+    pub target: Option<String>,
+    /// For a rollback: the run it undoes.
+    pub undoes: Option<String>,
+    /// `--only` stages (empty: all).
+    pub only: Vec<String>,
+    pub run_dir: String,
+    pub status: RunState,
+    pub started: String,
+    pub ended: Option<String>,
+    /// Plugins as loaded when the run started (name, path, sha256, …).
+    pub plugins: Value,
+    /// The process that runs it now (or last did).
+    pub owner: Owner,
+}
+
+/// A new run, before its first stage.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub pipeline: String,
+    pub pipeline_file: String,
+    pub pipeline_digest: String,
+    pub environment: String,
+    pub author: String,
+    pub kind: RunKind,
+    pub target: Option<String>,
+    pub undoes: Option<String>,
+    pub only: Vec<String>,
+    pub run_dir: String,
+    pub started: String,
+    pub plugins: Value,
+}
+
+/// One attempt of one stage. A resumed run adds attempts; earlier ones stay.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRow {
+    pub name: String,
+    pub attempt: u32,
+    pub plugin: String,
+    /// `running`, `succeeded`, `failed`, `skipped`, `awaiting-approval`,
+    /// `interrupted`, or `reused` (a rollback's outputs from another run).
+    pub status: String,
+    /// Summary (succeeded) or reason (other statuses).
+    pub message: String,
+    pub outputs: Value,
+    pub artifacts: Value,
+    pub report: Option<Value>,
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+/// One person's (or policy's) decision on an approval request.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRow {
+    pub stage: String,
+    /// The digest the decision is for (e.g. the plan file's sha256).
+    pub digest: String,
+    /// `approved` or `rejected`.
+    pub decision: String,
+    pub by: String,
+    pub at: String,
+    pub comment: Option<String>,
+    /// `manual`, `automatic`, `emergency-override`, or `terminal` (prompted).
+    pub policy: String,
+    /// An emergency override's reason.
+    pub override_reason: Option<String>,
+}
+
+/// The request a paused run waits on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub stage: String,
+    pub digest: String,
+    pub subject: String,
+    pub details: String,
+    pub checklist: Vec<String>,
+    pub approvers: Vec<String>,
+    pub required: u32,
+    pub asked: String,
+}
+
+/// One audit event, as `audit.jsonl` has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub time: String,
+    pub stage: String,
+    pub plugin: String,
+    pub capability: String,
+    pub allowed: bool,
+    pub detail: Value,
+    pub reason: Option<String>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub environment: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The answer to a lock request.
+#[derive(Debug, Clone)]
+pub enum Lock {
+    Acquired {
+        /// A lock left by a run whose process is gone, released to take it.
+        released_stale: Option<LockHolder>,
+    },
+    Held(LockHolder),
+}
+
+/// Who holds an environment's lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockHolder {
+    pub environment: String,
+    pub run_id: String,
+    pub owner: Owner,
+    pub acquired: String,
+    pub run_status: Option<RunState>,
+    pub author: Option<String>,
+}
+
+/// The run store. One call, one transaction.
+pub trait RunStore: Send + Sync {
+    /// Record a new run, owned by `owner`, in state `running`.
+    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()>;
+    /// Take over a run to continue it (`capstan resume`).
+    fn claim_run(&self, id: &str, owner: &Owner) -> Result<()>;
+    fn finish_run(&self, id: &str, status: RunState, at: &str) -> Result<()>;
+    /// Record a new attempt of a stage as running; returns its number.
+    fn start_stage(&self, run: &str, stage: &str, plugin: &str, at: &str) -> Result<u32>;
+    /// Record a stage's end (or a stage decided without running: skipped,
+    /// reused), as the given attempt, or a new one when `attempt` is `None`.
+    fn end_stage(&self, run: &str, attempt: Option<u32>, row: &StageRow) -> Result<()>;
+    fn audit(&self, run: &str, event: &AuditRow) -> Result<()>;
+    fn ask_approval(&self, run: &str, pending: &PendingApproval) -> Result<()>;
+    fn record_approval(&self, run: &str, decision: &ApprovalRow) -> Result<()>;
+
+    /// A run by id or unique id prefix.
+    fn run(&self, id: &str) -> Result<RunRow>;
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>>;
+    /// Every attempt of every stage, oldest first.
+    fn stages(&self, run: &str) -> Result<Vec<StageRow>>;
+    fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>>;
+    fn pending_approval(&self, run: &str) -> Result<Option<PendingApproval>>;
+    fn audit_events(&self, run: &str) -> Result<Vec<AuditRow>>;
+
+    /// Take `environment`'s lock for `run`, unless a live run holds it. A
+    /// run waiting for approval holds its lock without a process.
+    fn try_lock(&self, environment: &str, run: &str, owner: &Owner) -> Result<Lock>;
+    fn unlock(&self, environment: &str, run: &str) -> Result<()>;
+    /// Mark runs whose process died as interrupted (and their running
+    /// stages too); returns their ids.
+    fn reap(&self) -> Result<Vec<String>>;
+}
+
+/// The latest attempt of each stage, in first-seen order.
+pub fn latest_attempts(rows: Vec<StageRow>) -> Vec<StageRow> {
+    let mut latest: indexmap::IndexMap<String, StageRow> = indexmap::IndexMap::new();
+    for row in rows {
+        let keep = latest
+            .get(&row.name)
+            .is_none_or(|old| row.attempt >= old.attempt);
+        if keep {
+            latest.insert(row.name.clone(), row);
+        }
+    }
+    latest.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests;

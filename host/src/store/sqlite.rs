@@ -1,0 +1,479 @@
+//! The embedded run store: one SQLite file (`.capstan/capstan.db` by
+//! default), WAL mode so that readers (`capstan runs`, `logs --follow`)
+//! never block the run that writes, versioned migrations.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use serde_json::Value;
+
+use super::*;
+
+/// Schema versions, oldest first. Append; never edit a released one.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("schema.sql"))])
+}
+
+/// The SQLite run store.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
+    target, undoes, only_stages, run_dir, status, started, ended, plugins, owner_pid, owner_start, owner_host";
+
+const STAGE_COLUMNS: &str =
+    "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
+
+impl SqliteStore {
+    /// Open (creating it and its directory if needed) and migrate.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let text = path.display().to_string();
+        let sql = |source| StoreError::Sqlite {
+            path: text.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                sql(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot create {}: {e}", dir.display())),
+                ))
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(sql)?;
+        // Another process may be writing (a run, an approval): wait for it.
+        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        // In WAL mode NORMAL loses nothing a process crash could: committed
+        // transactions are in the WAL file before the call returns.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migration {
+                path: text.clone(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Run `f` in one immediate (write-locking) transaction.
+    fn write<T>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|source| self.error(source))
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.conn.lock().expect("store lock");
+        f(&conn).map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn resolve(&self, id: &str) -> Result<String> {
+        let matches: Vec<String> = self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT id FROM runs WHERE ?1 <> '' AND substr(id, 1, length(?1)) = ?1 ORDER BY id",
+            )?;
+            q.query_map([id], |r| r.get(0))?.collect()
+        })?;
+        match matches.as_slice() {
+            [] => Err(StoreError::NoSuchRun(id.to_string())),
+            [one] => Ok(one.clone()),
+            _ if matches.iter().any(|m| m == id) => Ok(id.to_string()),
+            _ => Err(StoreError::Ambiguous {
+                prefix: id.to_string(),
+                matches,
+            }),
+        }
+    }
+}
+
+fn json(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
+    let kind: String = r.get("kind")?;
+    let status: String = r.get("status")?;
+    let only: String = r.get("only_stages")?;
+    Ok(RunRow {
+        id: r.get("id")?,
+        pipeline: r.get("pipeline")?,
+        pipeline_file: r.get("pipeline_file")?,
+        pipeline_digest: r.get("pipeline_digest")?,
+        environment: r.get("environment")?,
+        author: r.get("author")?,
+        kind: if kind == "rollback" {
+            RunKind::Rollback
+        } else {
+            RunKind::Deploy
+        },
+        target: r.get("target")?,
+        undoes: r.get("undoes")?,
+        only: serde_json::from_str(&only).unwrap_or_default(),
+        run_dir: r.get("run_dir")?,
+        status: RunState::parse(&status).unwrap_or(RunState::Failed),
+        started: r.get("started")?,
+        ended: r.get("ended")?,
+        plugins: json(r.get("plugins")?),
+        owner: owner(r)?,
+    })
+}
+
+fn owner(r: &Row) -> rusqlite::Result<Owner> {
+    Ok(Owner {
+        pid: r.get("owner_pid")?,
+        start: r.get::<_, i64>("owner_start")? as u64,
+        host: r.get("owner_host")?,
+    })
+}
+
+fn stage_row(r: &Row) -> rusqlite::Result<StageRow> {
+    Ok(StageRow {
+        name: r.get("name")?,
+        attempt: r.get("attempt")?,
+        plugin: r.get("plugin")?,
+        status: r.get("status")?,
+        message: r.get("message")?,
+        outputs: json(r.get("outputs")?),
+        artifacts: json(r.get("artifacts")?),
+        report: r.get::<_, Option<String>>("report")?.map(json),
+        started: r.get("started")?,
+        ended: r.get("ended")?,
+        duration_ms: r.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
+    })
+}
+
+fn kind_text(kind: RunKind) -> &'static str {
+    match kind {
+        RunKind::Deploy => "deploy",
+        RunKind::Rollback => "rollback",
+    }
+}
+
+/// Mark a run whose process died as interrupted, its running stages too,
+/// and release its lock.
+fn interrupt(tx: &Transaction, run: &str, owner: &Owner) -> rusqlite::Result<()> {
+    let why = format!("the host running it ({owner}) died; `capstan resume {run}` continues it");
+    tx.execute(
+        "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
+        [run],
+    )?;
+    tx.execute(
+        "UPDATE stages SET status = 'interrupted', message = ?2 WHERE run_id = ?1 AND status = 'running'",
+        params![run, why],
+    )?;
+    tx.execute("DELETE FROM locks WHERE run_id = ?1", [run])?;
+    Ok(())
+}
+
+impl RunStore for SqliteStore {
+    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, ?13, ?14, ?15, ?16)"),
+                params![
+                    run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
+                    run.author, kind_text(run.kind), run.target, run.undoes,
+                    serde_json::to_string(&run.only).expect("strings serialize"),
+                    run.run_dir, run.started, run.plugins.to_string(),
+                    owner.pid, owner.start as i64, owner.host,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn claim_run(&self, id: &str, owner: &Owner) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = 'running', ended = NULL, owner_pid = ?2, owner_start = ?3, owner_host = ?4 WHERE id = ?1",
+                params![id, owner.pid, owner.start as i64, owner.host],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn finish_run(&self, id: &str, status: RunState, at: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, ended = ?3 WHERE id = ?1",
+                params![id, status.as_str(), at],
+            )?;
+            if status != RunState::AwaitingApproval {
+                tx.execute("DELETE FROM pending_approvals WHERE run_id = ?1", [id])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn start_stage(&self, run: &str, stage: &str, plugin: &str, at: &str) -> Result<u32> {
+        self.write(|tx| {
+            let attempt: u32 = tx.query_row(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM stages WHERE run_id = ?1 AND name = ?2",
+                params![run, stage],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO stages (run_id, name, attempt, plugin, status, started) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                params![run, stage, attempt, plugin, at],
+            )?;
+            Ok(attempt)
+        })
+    }
+
+    fn end_stage(&self, run: &str, attempt: Option<u32>, row: &StageRow) -> Result<()> {
+        self.write(|tx| {
+            let attempt = match attempt {
+                Some(a) => a,
+                None => tx.query_row(
+                    "SELECT COALESCE(MAX(attempt), 0) + 1 FROM stages WHERE run_id = ?1 AND name = ?2",
+                    params![run, row.name],
+                    |r| r.get(0),
+                )?,
+            };
+            tx.execute(
+                &format!("INSERT OR REPLACE INTO stages (run_id, {STAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                params![
+                    run, row.name, attempt, row.plugin, row.status, row.message,
+                    row.outputs.to_string(), row.artifacts.to_string(),
+                    row.report.as_ref().map(Value::to_string),
+                    row.started, row.ended, row.duration_ms.map(|d| d as i64),
+                ],
+            )?;
+            if row.status != "awaiting-approval" {
+                tx.execute(
+                    "DELETE FROM pending_approvals WHERE run_id = ?1 AND stage = ?2",
+                    params![run, row.name],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn audit(&self, run: &str, e: &AuditRow) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO audit_events (run_id, time, stage, plugin, capability, allowed, detail, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run, e.time, e.stage, e.plugin, e.capability, e.allowed, e.detail.to_string(), e.reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn ask_approval(&self, run: &str, pending: &PendingApproval) -> Result<()> {
+        let request = serde_json::to_string(pending).expect("requests serialize");
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_approvals (run_id, stage, request) VALUES (?1, ?2, ?3)",
+                params![run, pending.stage, request],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record_approval(&self, run: &str, a: &ApprovalRow) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, override_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![run, a.stage, a.digest, a.decision, a.by, a.at, a.comment, a.policy, a.override_reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn run(&self, id: &str) -> Result<RunRow> {
+        let id = self.resolve(id)?;
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [&id],
+                run_row,
+            )
+        })
+    }
+
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        let limit = filter.limit.map_or(-1, |l| l as i64);
+        self.read(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR environment = ?1) ORDER BY started DESC, id DESC LIMIT ?2"
+            ))?;
+            q.query_map(params![filter.environment, limit], run_row)?
+                .collect()
+        })
+    }
+
+    fn stages(&self, run: &str) -> Result<Vec<StageRow>> {
+        self.read(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {STAGE_COLUMNS} FROM stages WHERE run_id = ?1 ORDER BY COALESCE(started, ended, ''), attempt"
+            ))?;
+            q.query_map([run], stage_row)?.collect()
+        })
+    }
+
+    fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>> {
+        self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT stage, digest, decision, approver, at, comment, policy, override_reason FROM approvals WHERE run_id = ?1 ORDER BY id",
+            )?;
+            q.query_map([run], |r| {
+                Ok(ApprovalRow {
+                    stage: r.get(0)?,
+                    digest: r.get(1)?,
+                    decision: r.get(2)?,
+                    by: r.get(3)?,
+                    at: r.get(4)?,
+                    comment: r.get(5)?,
+                    policy: r.get(6)?,
+                    override_reason: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn pending_approval(&self, run: &str) -> Result<Option<PendingApproval>> {
+        let text: Option<String> = self.read(|c| {
+            c.query_row(
+                "SELECT request FROM pending_approvals WHERE run_id = ?1 ORDER BY stage LIMIT 1",
+                [run],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|source| StoreError::Json {
+                what: "approval request",
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    fn audit_events(&self, run: &str) -> Result<Vec<AuditRow>> {
+        self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT time, stage, plugin, capability, allowed, detail, reason FROM audit_events WHERE run_id = ?1 ORDER BY id",
+            )?;
+            q.query_map([run], |r| {
+                Ok(AuditRow {
+                    time: r.get(0)?,
+                    stage: r.get(1)?,
+                    plugin: r.get(2)?,
+                    capability: r.get(3)?,
+                    allowed: r.get(4)?,
+                    detail: json(r.get(5)?),
+                    reason: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn try_lock(&self, environment: &str, run: &str, me: &Owner) -> Result<Lock> {
+        self.write(|tx| {
+            let holder = tx
+                .query_row(
+                    // The run's owner changes when it is resumed: check that one.
+                    "SELECT l.run_id, COALESCE(r.owner_pid, l.owner_pid), COALESCE(r.owner_start, l.owner_start),
+                            COALESCE(r.owner_host, l.owner_host), l.acquired, r.status, r.author
+                     FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.environment = ?1",
+                    [environment],
+                    |r| {
+                        Ok(LockHolder {
+                            environment: environment.to_string(),
+                            run_id: r.get(0)?,
+                            owner: owner_at(r, 1)?,
+                            acquired: r.get(4)?,
+                            run_status: r
+                                .get::<_, Option<String>>(5)?
+                                .and_then(|s| RunState::parse(&s)),
+                            author: r.get(6)?,
+                        })
+                    },
+                )
+                .optional()?;
+            let mut released_stale = None;
+            if let Some(h) = holder.filter(|h| h.run_id != run) {
+                let live = match h.run_status {
+                    Some(RunState::AwaitingApproval) => true,
+                    Some(RunState::Running) => h.owner.is_alive(),
+                    _ => false,
+                };
+                if live {
+                    return Ok(Lock::Held(h));
+                }
+                if h.run_status == Some(RunState::Running) {
+                    interrupt(tx, &h.run_id, &h.owner)?;
+                }
+                released_stale = Some(h);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO locks (environment, run_id, owner_pid, owner_start, owner_host, acquired) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![environment, run, me.pid, me.start as i64, me.host, jiff::Timestamp::now().to_string()],
+            )?;
+            Ok(Lock::Acquired { released_stale })
+        })
+    }
+
+    fn unlock(&self, environment: &str, run: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM locks WHERE environment = ?1 AND run_id = ?2",
+                params![environment, run],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn reap(&self) -> Result<Vec<String>> {
+        self.write(|tx| {
+            let running: Vec<(String, Owner)> = {
+                let mut q = tx.prepare(
+                    "SELECT id, owner_pid, owner_start, owner_host FROM runs WHERE status = 'running'",
+                )?;
+                q.query_map([], |r| Ok((r.get(0)?, owner_at(r, 1)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let mut dead = Vec::new();
+            for (id, owner) in running {
+                if !owner.is_alive() {
+                    interrupt(tx, &id, &owner)?;
+                    dead.push(id);
+                }
+            }
+            Ok(dead)
+        })
+    }
+}
+
+fn owner_at(r: &Row, first: usize) -> rusqlite::Result<Owner> {
+    Ok(Owner {
+        pid: r.get(first)?,
+        start: r.get::<_, i64>(first + 1)? as u64,
+        host: r.get(first + 2)?,
+    })
+}
