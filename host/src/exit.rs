@@ -15,6 +15,11 @@ pub const INVALID_PIPELINE: u8 = 3;
 pub const PLUGIN_OR_GRANT: u8 = 4;
 /// The run is paused, waiting for an approval.
 pub const AWAITING_APPROVAL: u8 = 5;
+/// Another run holds the environment's lock.
+pub const LOCKED: u8 = 6;
+/// The request was refused: approving your own run, an approval for another
+/// digest, resuming a run that cannot continue.
+pub const REFUSED: u8 = 7;
 /// Capstan itself failed (I/O, a bug).
 pub const INTERNAL: u8 = 10;
 
@@ -28,6 +33,9 @@ Exit codes:
   4   a plugin cannot be loaded, a requested capability is not granted, or a
       granted program is missing (nothing ran)
   5   the run is waiting for an approval
+  6   another run holds the environment's lock (see --wait)
+  7   refused: e.g. approving your own run, an approval for another plan,
+      resuming a run that cannot continue
   10  internal error";
 
 /// An error that knows its exit code.

@@ -13,4 +13,5 @@ pub mod exit;
 pub mod pipeline;
 pub mod run;
 pub mod runtime;
+pub mod stats;
 pub mod store;

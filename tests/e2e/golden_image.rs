@@ -25,7 +25,7 @@ const PLUGINS: &[(&str, &str)] = &[
 
 /// Copy the example (not what earlier runs left in work/) into the sandbox;
 /// `edit` may change the pipeline text. Returns the pipeline path.
-fn example(sb: &Sandbox, edit: impl FnOnce(String) -> String) -> PathBuf {
+pub fn example(sb: &Sandbox, edit: impl FnOnce(String) -> String) -> PathBuf {
     let to = sb.path().join("gi");
     copy_dir(Path::new(EXAMPLE), &to);
     let mut text = std::fs::read_to_string(to.join("pipeline.toml")).unwrap();
@@ -58,7 +58,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn run(sb: &Sandbox, pipeline: &Path, args: &[&str]) -> (i32, String, Run) {
+pub fn run(sb: &Sandbox, pipeline: &Path, args: &[&str]) -> (i32, String, Run) {
     let mut all = vec!["run", pipeline.to_str().unwrap(), "-q"];
     all.extend(args);
     let ran = sb.capstan(&all);
@@ -83,7 +83,7 @@ fn dev_runs_green_then_a_second_run_changes_nothing_and_policy_is_enforced() {
     let image = first.output("build", "template_id");
     assert!(image.as_str().unwrap().starts_with("golden-"), "{image}");
     assert_eq!(first.output("apply", "image_id"), image);
-    assert_eq!(first.output("apply", "image_source"), "registry");
+    assert_eq!(first.output("apply", "image_source"), "pinned");
     assert_eq!(first.output("approve", "policy"), "automatic");
     assert_eq!(
         first.output("configure", "failed_hosts"),
@@ -165,7 +165,7 @@ fn production_without_a_terminal_stops_at_the_gate() {
         assert_eq!(run.status(stage), "skipped", "{stage}");
     }
     assert!(
-        stderr.contains("waiting for approval") && stderr.contains("from a terminal"),
+        stderr.contains("waiting for approval") && stderr.contains("capstan approve"),
         "{stderr}"
     );
     assert!(

@@ -103,6 +103,28 @@ impl Sandbox {
         cmd
     }
 
+    /// `capstan <args>` that must succeed and print JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let ran = self.capstan(args);
+        assert_eq!(ran.code, 0, "capstan {args:?}: {ran:?}");
+        serde_json::from_str(&ran.stdout)
+            .unwrap_or_else(|e| panic!("capstan {args:?}: {e}: {ran:?}"))
+    }
+
+    /// `capstan show <run> --json`: the run, its stages (latest attempts),
+    /// every attempt, approvals, the pending request.
+    pub fn show(&self, run: &str) -> Value {
+        self.json(&["show", run, "--json"])
+    }
+
+    /// The newest run's id, from the run store.
+    pub fn newest_run_id(&self) -> String {
+        self.json(&["runs", "--json", "--limit", "1"])[0]["id"]
+            .as_str()
+            .expect("a run")
+            .to_string()
+    }
+
     /// The only (or newest) run recorded in the sandbox.
     pub fn last_run(&self) -> Run {
         let runs = self.path().join(".capstan/runs");

@@ -2,8 +2,11 @@
 //! `capstan-test-artifacts`, real programs.
 
 mod adversarial;
+mod approvals;
 mod audit;
 mod golden_image;
 mod harness;
 mod pipeline_errors;
+mod recovery;
+mod rollback;
 mod runs;

@@ -1,5 +1,7 @@
 //! The run's audit log: one JSON line per capability use or denial, appended
-//! as it happens so that a crash loses nothing already recorded.
+//! as it happens so that a crash loses nothing already recorded, and the same
+//! event in the run store (where `capstan show` and `capstan audit --run`
+//! read it).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -8,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::store::{AuditRow, RunStore};
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
@@ -31,19 +35,23 @@ pub struct AuditLog {
     /// `None` where nothing can happen worth recording (describing a plugin,
     /// which has no capabilities).
     file: Arc<Mutex<Option<File>>>,
+    /// The run store and the run's id.
+    store: Option<(Arc<dyn RunStore>, String)>,
 }
 
 impl AuditLog {
-    pub fn open(path: &Path) -> std::io::Result<AuditLog> {
+    pub fn open(path: &Path, store: Arc<dyn RunStore>, run: &str) -> std::io::Result<AuditLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(AuditLog {
             file: Arc::new(Mutex::new(Some(file))),
+            store: Some((store, run.to_string())),
         })
     }
 
     pub fn discard() -> AuditLog {
         AuditLog {
             file: Arc::new(Mutex::new(None)),
+            store: None,
         }
     }
 
@@ -73,6 +81,21 @@ impl AuditLog {
         // One write per line so concurrent stages never interleave a record.
         if let Err(e) = file.write_all(&line) {
             eprintln!("capstan: cannot append to the audit log: {e}");
+        }
+        if let Some((store, run)) = &self.store {
+            let row = AuditRow {
+                time: event.time,
+                stage: event.stage.to_string(),
+                plugin: event.plugin.to_string(),
+                capability: event.capability.to_string(),
+                allowed: event.allowed,
+                detail: event.detail,
+                reason: event.reason,
+            };
+            // The JSONL line above already holds the event: say so and go on.
+            if let Err(e) = store.audit(run, &row) {
+                eprintln!("capstan: {e} (the event is in the run's audit.jsonl)");
+            }
         }
     }
 }

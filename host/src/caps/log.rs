@@ -43,9 +43,13 @@ const TAIL: usize = 4096;
 pub struct OutputLimit(pub u64);
 
 impl LogSink {
-    /// Create (truncate) the log file at `path`.
+    /// Open the log file at `path` for appending (a resumed stage's next
+    /// attempt goes after the earlier ones); `cap` counts this attempt only.
     pub fn create(path: &Path, cap: u64, echo: Option<String>) -> std::io::Result<LogSink> {
-        let file = File::create(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(Self::with_file(Some(file), cap, echo))
     }
 

@@ -1,13 +1,22 @@
 //! The command line: one file per subcommand; this file parses and
 //! dispatches.
 
+mod approve;
 mod audit;
+mod drive;
+mod logs;
 mod plugin;
+mod resume;
+mod rollback;
 mod run;
+mod runs;
+mod show;
+mod stats;
 mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +25,7 @@ use crate::pipeline::Pipeline;
 use crate::run::{Prepared, prepare};
 use crate::runtime::Runtime;
 use crate::runtime::cache::Cache;
+use crate::store::{NewRun, RunKind, RunStore, SqliteStore};
 
 /// Run infrastructure delivery pipelines whose stages are WebAssembly
 /// components, each allowed only what its pipeline grants.
@@ -30,6 +40,9 @@ pub struct Cli {
         default_value = ".capstan"
     )]
     pub state_dir: PathBuf,
+    /// The run store (SQLite). Default: <state-dir>/capstan.db.
+    #[arg(long, global = true, env = "CAPSTAN_STORE", value_name = "PATH")]
+    pub store: Option<PathBuf>,
     /// Compile plugins every time instead of using the compiled cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -44,6 +57,14 @@ pub enum Command {
     Audit(audit::Args),
     #[command(subcommand)]
     Plugin(plugin::Command),
+    Runs(runs::Args),
+    Show(show::Args),
+    Logs(logs::Args),
+    Approve(approve::ApproveArgs),
+    Reject(approve::RejectArgs),
+    Resume(resume::Args),
+    Rollback(rollback::Args),
+    Stats(stats::Args),
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -65,6 +86,14 @@ pub fn main() -> ExitCode {
             Command::Validate(args) => validate::exec(args, &cli).await,
             Command::Audit(args) => audit::exec(args, &cli).await,
             Command::Plugin(cmd) => plugin::exec(cmd, &cli).await,
+            Command::Runs(args) => runs::exec(args, &cli),
+            Command::Show(args) => show::exec(args, &cli),
+            Command::Logs(args) => logs::exec(args, &cli).await,
+            Command::Approve(args) => approve::approve(args, &cli),
+            Command::Reject(args) => approve::reject(args, &cli),
+            Command::Resume(args) => resume::exec(args, &cli).await,
+            Command::Rollback(args) => rollback::exec(args, &cli).await,
+            Command::Stats(args) => stats::exec(args, &cli),
         }
     });
     match result {
@@ -77,6 +106,26 @@ pub fn main() -> ExitCode {
 }
 
 impl Cli {
+    /// Open the run store, and mark runs whose host died as interrupted.
+    pub fn store(&self) -> Result<Arc<dyn RunStore>, Failure> {
+        let path = self
+            .store
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("capstan.db"));
+        let store = SqliteStore::open(&path).map_err(|e| {
+            Failure::new(
+                exit::INTERNAL,
+                format!(
+                    "error: {e}\n  check the path (--store, $CAPSTAN_STORE) and its permissions"
+                ),
+            )
+        })?;
+        store
+            .reap()
+            .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
+        Ok(Arc::new(store))
+    }
+
     pub fn cache(&self) -> Cache {
         if self.no_cache {
             Cache::disabled()
@@ -116,4 +165,98 @@ pub async fn prepare_pipeline(
             ),
         )
     })
+}
+
+/// Who is acting: `--as`, or the first identity the environment gives
+/// ($CAPSTAN_ACTOR, the CI actor, the login name).
+pub fn identity(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
+        .or_else(|| {
+            [
+                "CAPSTAN_ACTOR",
+                "GITHUB_ACTOR",
+                "GITLAB_USER_LOGIN",
+                "USER",
+                "LOGNAME",
+            ]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `--env`, checked against the pipeline's environments (default: the first).
+pub fn environment(pipeline: &Pipeline, given: Option<&str>) -> Result<String, Failure> {
+    let environment = given
+        .unwrap_or_else(|| pipeline.default_environment())
+        .to_string();
+    if !pipeline.environments.contains(&environment) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "error: environment `{environment}` is not one of {} (from [pipeline] environments in {})",
+                pipeline.environments.join(", "),
+                pipeline.file.display()
+            ),
+        ));
+    }
+    Ok(environment)
+}
+
+pub fn warn_unrequested(prepared: &Prepared) {
+    for (stage, extra) in &prepared.unrequested {
+        eprintln!(
+            "warning: stage `{stage}` grants {} that its plugin does not request; they are ignored",
+            extra.join(", ")
+        );
+    }
+}
+
+pub fn create_run_dir(cli: &Cli) -> Result<crate::run::RunDir, Failure> {
+    crate::run::RunDir::create(&cli.state_dir).map_err(|e| {
+        Failure::new(
+            exit::INTERNAL,
+            format!(
+                "error: cannot create a run directory in {}: {e}",
+                cli.state_dir.display()
+            ),
+        )
+    })
+}
+
+/// The store record of a run about to start.
+pub fn new_run(
+    prepared: &Prepared,
+    dir: &crate::run::RunDir,
+    opts: &crate::run::RunOptions,
+    kind: RunKind,
+) -> NewRun {
+    let pipeline = &prepared.pipeline;
+    NewRun {
+        id: dir.id.clone(),
+        pipeline: pipeline.name.clone(),
+        pipeline_file: pipeline.file.display().to_string(),
+        pipeline_digest: pipeline.digest.clone(),
+        environment: opts.environment.clone(),
+        author: opts.author.clone(),
+        kind,
+        target: None,
+        undoes: None,
+        only: opts.only.clone(),
+        run_dir: dir.path.display().to_string(),
+        started: jiff::Timestamp::now().to_string(),
+        plugins: serde_json::to_value(crate::run::plugin_records(prepared))
+            .expect("plugin records serialize"),
+    }
+}
+
+/// A store error as a failure: an unknown run is a usage error.
+pub fn store_failure(e: crate::store::StoreError) -> Failure {
+    use crate::store::StoreError;
+    let code = match e {
+        StoreError::NoSuchRun(_) | StoreError::Ambiguous { .. } => exit::USAGE,
+        _ => exit::INTERNAL,
+    };
+    Failure::new(code, format!("error: {e}"))
 }

@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-
+use super::drive::{Begin, Drive, drive};
 use crate::exit::{self, Failure};
+use crate::pipeline::file::OnFailure;
 use crate::run::stage::StageStatus;
-use crate::run::{RunDir, RunOptions, RunStatus, execute, selected};
+use crate::run::{RunOptions, RunStatus, selected};
+use crate::store::RunKind;
 
 /// Run a pipeline: check every plugin and grant, then run the stages in
 /// dependency order, independent ones at the same time.
@@ -18,8 +20,12 @@ Examples:
   capstan run pipeline.toml --env production --only plan
   capstan run pipeline.toml --dry-run
 
-Each run gets a directory .capstan/runs/<run-id>/ with run.json, outputs.json,
-audit.jsonl, logs/<stage>.log and stages/<stage>/ (the work dirs).")]
+Each run is recorded in the run store (.capstan/capstan.db; see `capstan runs`,
+`capstan show`) and gets a directory .capstan/runs/<run-id>/ with run.json,
+outputs.json, audit.jsonl, logs/<stage>.log and stages/<stage>/ (the work dirs).
+A run holds its environment's lock from its first stage to its end, also while
+it waits for approval; a second run on the environment fails at once naming it,
+or waits with --wait.")]
 pub struct Args {
     /// The pipeline file.
     pub pipeline: PathBuf,
@@ -42,42 +48,15 @@ pub struct Args {
     /// actor ($GITHUB_ACTOR, $GITLAB_USER_LOGIN), or $USER.
     #[arg(long = "as", value_name = "NAME")]
     pub author: Option<String>,
-}
-
-/// The run's author: `--as`, or the first identity the environment gives.
-fn author(given: Option<&str>) -> String {
-    given
-        .map(str::to_string)
-        .or_else(|| {
-            [
-                "CAPSTAN_ACTOR",
-                "GITHUB_ACTOR",
-                "GITLAB_USER_LOGIN",
-                "USER",
-                "LOGNAME",
-            ]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        })
-        .unwrap_or_else(|| "unknown".into())
+    /// If another run holds the environment's lock, wait for it this long (e.g. `10m`)
+    /// instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pipeline = super::load_pipeline(&args.pipeline)?;
-    let environment = args
-        .environment
-        .clone()
-        .unwrap_or_else(|| pipeline.default_environment().to_string());
-    if !pipeline.environments.contains(&environment) {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "error: environment `{environment}` is not one of {} (from [pipeline] environments in {})",
-                pipeline.environments.join(", "),
-                args.pipeline.display()
-            ),
-        ));
-    }
+    let environment = super::environment(&pipeline, args.environment.as_deref())?;
     for only in &args.only {
         if !pipeline.stages.contains_key(only) {
             let stages = pipeline
@@ -97,121 +76,87 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     }
     let runtime = super::new_runtime()?;
     let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
-    for (stage, extra) in &prepared.unrequested {
-        eprintln!(
-            "warning: stage `{stage}` grants {} that its plugin does not request; they are ignored",
-            extra.join(", ")
-        );
-    }
+    super::warn_unrequested(&prepared);
     let opts = RunOptions {
         environment,
         only: args.only.clone(),
         echo: !args.quiet,
-        author: author(args.author.as_deref()),
+        author: super::identity(args.author.as_deref()),
     };
     if args.dry_run {
-        let chosen = selected(&prepared, &opts);
-        println!(
-            "pipeline `{}`, environment `{}` (dry run: nothing is started)",
-            prepared.pipeline.name, opts.environment
-        );
-        for (name, stage) in &prepared.pipeline.stages {
-            let plugin = &prepared.plugins[&stage.plugin];
-            let mark = if chosen.contains(name) {
-                "run "
-            } else {
-                "skip"
-            };
-            let needs = if stage.needs.is_empty() {
-                String::new()
-            } else {
-                format!(" after {}", stage.needs.join(", "))
-            };
-            println!(
-                "  {mark} {name}: {} {}{needs}",
-                plugin.info.name, plugin.info.version
-            );
-        }
+        dry_run(&prepared, &opts);
         return Ok(exit::OK);
     }
-    let dir = RunDir::create(&cli.state_dir).map_err(|e| {
-        Failure::new(
-            exit::INTERNAL,
-            format!(
-                "error: cannot create a run directory in {}: {e}",
-                cli.state_dir.display()
-            ),
-        )
-    })?;
-    eprintln!(
-        "run {} of `{}` in environment `{}` ({})",
-        dir.id,
-        prepared.pipeline.name,
-        opts.environment,
-        dir.path.display()
-    );
-    let record = execute(prepared, &runtime, &dir, &opts)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                exit::INTERNAL,
-                format!(
-                    "error: run {}: cannot write the run directory {}: {e}",
-                    dir.id,
-                    dir.path.display()
-                ),
-            )
-        })?;
-
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_header(["stage", "status", "time", "summary"]);
-    for s in &record.stages {
-        let (status, text) = match &s.status {
-            StageStatus::Succeeded { summary, .. } => ("succeeded", summary.as_str()),
-            StageStatus::Failed { reason } => ("FAILED", reason.as_str()),
-            StageStatus::Skipped { reason } => ("skipped", reason.as_str()),
-            StageStatus::AwaitingApproval { reason } => ("WAITING", reason.as_str()),
-        };
-        let time = s
-            .duration_ms
-            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-            .unwrap_or_default();
-        table.add_row([s.name.as_str(), status, &time, &one_line(text, 110)]);
-    }
-    eprintln!("{table}");
-    let (word, code) = match record.status {
-        RunStatus::Succeeded => ("succeeded", exit::OK),
-        RunStatus::Failed => ("FAILED", exit::STAGE_FAILED),
-        RunStatus::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
-    };
-    eprintln!(
-        "run {} {} in {:.1}s; logs, outputs and audit log in {}",
-        record.run_id,
-        word,
-        record.duration_ms as f64 / 1000.0,
-        dir.path.display()
-    );
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&record).expect("run records serialize")
-        );
-    }
-    for s in &record.stages {
-        if let StageStatus::AwaitingApproval { reason } = &s.status {
-            eprintln!("waiting for approval: {reason}");
+    let store = cli.store()?;
+    let dir = super::create_run_dir(cli)?;
+    let new = super::new_run(&prepared, &dir, &opts, RunKind::Deploy);
+    let (code, record) = drive(Drive {
+        prepared: prepared.clone(),
+        runtime,
+        dir,
+        opts: opts.clone(),
+        store: store.clone(),
+        done: Vec::new(),
+        wait: args.wait,
+        begin: Begin::New(Box::new(new)),
+        json: args.json,
+        record_done: false,
+    })
+    .await?;
+    let rollback_on = record.stages.iter().find(|s| {
+        matches!(s.status, StageStatus::Failed { .. })
+            && prepared.pipeline.stages[&s.name].on_failure == OnFailure::Rollback
+    });
+    match (record.status, rollback_on) {
+        (RunStatus::Failed, Some(stage)) => {
+            eprintln!(
+                "\nstage `{}` failed and rolls back on failure (`on_failure = \"rollback\"`): starting a rollback of run {}",
+                stage.name, record.run_id
+            );
+            let rollback = super::rollback::Rollback {
+                pipeline: Some(args.pipeline.clone()),
+                environment: opts.environment.clone(),
+                to: None,
+                undoes: Some(record.run_id.clone()),
+                author: opts.author.clone(),
+                echo: opts.echo,
+                wait: Some(args.wait.unwrap_or(Duration::from_secs(60))),
+                json: args.json,
+            };
+            let rolled = super::rollback::start(&rollback, cli, &store).await;
+            match rolled {
+                Ok(_) => Ok(code),
+                Err(f) => {
+                    eprintln!("{}", f.message.trim_end());
+                    Ok(code)
+                }
+            }
         }
+        _ => Ok(code),
     }
-    Ok(code)
 }
 
-/// `text` on one line, cut at `max` characters (the full text is in run.json).
-fn one_line(text: &str, max: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line,
+fn dry_run(prepared: &crate::run::Prepared, opts: &RunOptions) {
+    let chosen = selected(prepared, opts);
+    println!(
+        "pipeline `{}`, environment `{}` (dry run: nothing is started)",
+        prepared.pipeline.name, opts.environment
+    );
+    for (name, stage) in &prepared.pipeline.stages {
+        let plugin = &prepared.plugins[&stage.plugin];
+        let mark = if chosen.contains(name) {
+            "run "
+        } else {
+            "skip"
+        };
+        let needs = if stage.needs.is_empty() {
+            String::new()
+        } else {
+            format!(" after {}", stage.needs.join(", "))
+        };
+        println!(
+            "  {mark} {name}: {} {}{needs}",
+            plugin.info.name, plugin.info.version
+        );
     }
 }

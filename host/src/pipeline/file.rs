@@ -18,6 +18,28 @@ pub struct PipelineFile {
     pub plugins: IndexMap<Spanned<String>, PluginEntry>,
     #[serde(default)]
     pub stages: IndexMap<Spanned<String>, StageEntry>,
+    #[serde(default)]
+    pub rollback: Option<Spanned<RollbackEntry>>,
+}
+
+/// `[rollback]`: how `capstan rollback` redeploys an earlier run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackEntry {
+    /// Stages that do not run in a rollback: their outputs (e.g. the image
+    /// id) are the ones recorded by the run rolled back to.
+    pub reuse: Vec<Spanned<String>>,
+}
+
+/// `on_failure` of a stage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// The run fails (the default).
+    #[default]
+    Fail,
+    /// The run fails, then a rollback run redeploys the last good run.
+    Rollback,
 }
 
 /// `[pipeline]`
@@ -84,6 +106,9 @@ pub struct StageEntry {
     /// Run this stage only in these environments (default: all).
     #[serde(default)]
     pub environments: Option<Spanned<Vec<String>>>,
+    /// What a failure of this stage triggers: `fail` or `rollback`.
+    #[serde(default)]
+    pub on_failure: Option<Spanned<OnFailure>>,
 }
 
 /// `[stages.<name>.grants]`: what the pipeline lets this stage do.

@@ -43,6 +43,11 @@ pub struct Pipeline {
     pub plugins: IndexMap<String, PluginRef>,
     /// Stages in an order where every stage comes after what it needs.
     pub stages: IndexMap<String, Stage>,
+    /// sha256 of the file's text: a resumed run refuses a changed file.
+    pub digest: String,
+    /// `[rollback] reuse`: stages whose outputs a rollback takes from the
+    /// run it redeploys (empty: the pipeline cannot be rolled back).
+    pub rollback_reuse: Vec<String>,
 }
 
 /// `[plugins.<name>]`, resolved.
@@ -75,6 +80,7 @@ pub struct Stage {
     pub max_output: u64,
     /// Environments this stage runs in (`None`: all).
     pub environments: Option<Vec<String>>,
+    pub on_failure: file::OnFailure,
 }
 
 impl Stage {
@@ -117,13 +123,15 @@ impl Pipeline {
         })?;
         let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Validator {
+        let mut pipeline = Validator {
             path,
             source,
             dir: &dir,
             errors: Vec::new(),
         }
-        .validate(raw, file.clone())
+        .validate(raw, file.clone())?;
+        pipeline.digest = hex::encode(Sha256::digest(source.as_bytes()));
+        Ok(pipeline)
     }
 
     /// The environment a run targets when `--env` is not given.
@@ -203,6 +211,7 @@ impl Validator<'_> {
                 self.check_references(name.get_ref(), entry, stage, &stages);
             }
         }
+        let rollback_reuse = self.rollback(&raw);
         if !self.errors.is_empty() {
             return Err(Diagnostics(self.errors));
         }
@@ -222,7 +231,50 @@ impl Validator<'_> {
             concurrency: raw.pipeline.concurrency.unwrap_or(4).max(1),
             plugins,
             stages,
+            digest: String::new(),
+            rollback_reuse,
         })
+    }
+
+    /// `[rollback] reuse` names stages; `on_failure = "rollback"` needs it.
+    fn rollback(&mut self, raw: &file::PipelineFile) -> Vec<String> {
+        let mut reuse = Vec::new();
+        if let Some(rollback) = &raw.rollback {
+            for name in &rollback.get_ref().reuse {
+                if raw.stages.keys().any(|k| k.get_ref() == name.get_ref()) {
+                    reuse.push(name.get_ref().clone());
+                } else {
+                    self.error(
+                        Some(name.span()),
+                        format!("[rollback] reuses `{}`, which is not a stage in this pipeline", name.get_ref()),
+                        Some("list the stages whose outputs a rollback takes from the run it redeploys, e.g. reuse = [\"build\"]".into()),
+                    );
+                }
+            }
+            if rollback.get_ref().reuse.is_empty() {
+                self.error(
+                    Some(rollback.span()),
+                    "[rollback] reuses no stage, so a rollback would redeploy nothing older".into(),
+                    Some(
+                        "name the stage that produces what to deploy, e.g. reuse = [\"build\"]"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        for (name, entry) in &raw.stages {
+            if let Some(on) = &entry.on_failure
+                && *on.get_ref() == file::OnFailure::Rollback
+                && raw.rollback.is_none()
+            {
+                self.error(
+                    Some(on.span()),
+                    format!("stage `{}` rolls back on failure, but the pipeline has no [rollback] section", name.get_ref()),
+                    Some("add [rollback] with reuse = [\"<the stage whose outputs to redeploy>\"], e.g. reuse = [\"build\"]".into()),
+                );
+            }
+        }
+        reuse
     }
 
     fn plugins(&mut self, raw: &file::PipelineFile) -> IndexMap<String, PluginRef> {
@@ -361,6 +413,11 @@ impl Validator<'_> {
                 .or(d.max_output)
                 .map_or(DEFAULT_MAX_OUTPUT, |b| b.as_u64()),
             environments: stage_envs,
+            on_failure: entry
+                .on_failure
+                .as_ref()
+                .map(|o| *o.get_ref())
+                .unwrap_or_default(),
         })
     }
 

@@ -2,6 +2,8 @@
 //! record of what happened.
 
 pub mod config;
+pub mod fault;
+pub mod lock;
 pub mod prepare;
 pub mod rundir;
 pub mod stage;
@@ -19,6 +21,8 @@ use crate::caps::audit::AuditLog;
 use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
 use crate::runtime::bindings::capstan::plugin::types as wit;
+pub use crate::store::RunState as RunStatus;
+use crate::store::{RunStore, StageRow, StoreError};
 pub use prepare::{Prepared, prepare};
 pub use rundir::RunDir;
 use stage::{StageRun, StageStatus, path_text};
@@ -75,13 +79,71 @@ pub struct PluginRecord {
     pub load_ms: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunStatus {
-    Succeeded,
-    Failed,
-    /// Stopped at an approval; nothing after it ran.
-    AwaitingApproval,
+/// Why a run could not be recorded (the stages' own failures are not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot write the run directory {dir}: {source}")]
+    RunDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StageRecord {
+    /// The record as a run-store row.
+    pub fn row(&self, ended: Option<String>) -> StageRow {
+        let (status, message, outputs, artifacts, report) = match &self.status {
+            StageStatus::Succeeded {
+                summary,
+                outputs,
+                artifacts,
+                report,
+            } => (
+                "succeeded",
+                summary.clone(),
+                Value::Object(outputs.clone()),
+                serde_json::json!(artifacts),
+                report.clone(),
+            ),
+            StageStatus::Failed { reason } => {
+                ("failed", reason.clone(), Value::Null, Value::Null, None)
+            }
+            StageStatus::AwaitingApproval { reason } => (
+                "awaiting-approval",
+                reason.clone(),
+                Value::Null,
+                Value::Null,
+                None,
+            ),
+            StageStatus::Skipped { reason } => {
+                ("skipped", reason.clone(), Value::Null, Value::Null, None)
+            }
+        };
+        StageRow {
+            name: self.name.clone(),
+            attempt: 0,
+            plugin: self.plugin.clone(),
+            status: status.into(),
+            message,
+            outputs: if outputs.is_null() {
+                Value::Object(Map::new())
+            } else {
+                outputs
+            },
+            artifacts: if artifacts.is_null() {
+                Value::Array(vec![])
+            } else {
+                artifacts
+            },
+            report,
+            started: self.started.clone(),
+            ended,
+            duration_ms: self.duration_ms,
+        }
+    }
 }
 
 /// The stages to run: `only` and everything they need, in this environment.
@@ -100,23 +162,43 @@ pub fn selected(prepared: &Prepared, opts: &RunOptions) -> BTreeSet<String> {
 }
 
 /// Run the prepared pipeline in `dir`; every stage's outcome is recorded
-/// there as soon as it is known.
+/// there and in the run store as soon as it is known. Stages in `done` (a
+/// resumed run's finished stages, a rollback's reused ones) keep their
+/// outcome and outputs and do not run.
 pub async fn execute(
     prepared: Arc<Prepared>,
     runtime: &Runtime,
     dir: &RunDir,
     opts: &RunOptions,
-) -> std::io::Result<RunRecord> {
+    store: &Arc<dyn RunStore>,
+    done: Vec<StageRecord>,
+) -> Result<RunRecord, ExecError> {
+    let io = |source| ExecError::RunDir {
+        dir: dir.path.display().to_string(),
+        source,
+    };
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
-    let audit = AuditLog::open(&dir.audit())?;
+    let audit = AuditLog::open(&dir.audit(), store.clone(), &dir.id).map_err(io)?;
     let pipeline = &prepared.pipeline;
     let chosen = selected(&prepared, opts);
     let mut records: HashMap<String, StageRecord> = HashMap::new();
     let mut outputs: HashMap<String, Map<String, Value>> = HashMap::new();
+    for record in done {
+        if let StageStatus::Succeeded { outputs: o, .. } = &record.status {
+            outputs.insert(record.name.clone(), o.clone());
+        }
+        records.insert(record.name.clone(), record);
+    }
     let semaphore = Arc::new(Semaphore::new(pipeline.concurrency));
     let mut running = JoinSet::new();
-    let mut pending: Vec<String> = pipeline.stages.keys().cloned().collect();
+    let mut pending: Vec<String> = pipeline
+        .stages
+        .keys()
+        .filter(|s| !records.contains_key(*s))
+        .cloned()
+        .collect();
+    let now = || jiff::Timestamp::now().to_string();
 
     let record = |name: &str,
                   status: StageStatus,
@@ -165,33 +247,51 @@ pub async fn execute(
                 match skip {
                     Some(reason) if reason.is_empty() => still.push(name),
                     Some(reason) => {
-                        records.insert(
-                            name.clone(),
-                            record(&name, StageStatus::Skipped { reason }, None, None),
-                        );
+                        let r = record(&name, StageStatus::Skipped { reason }, None, None);
+                        store.end_stage(&dir.id, None, &r.row(None))?;
+                        records.insert(name.clone(), r);
                         progressed = true;
                     }
                     None => {
-                        let run =
-                            match stage_run(&prepared, runtime, dir, &audit, opts, &outputs, &name)
-                            {
-                                Ok(run) => run,
-                                Err(reason) => {
-                                    records.insert(
-                                        name.clone(),
-                                        record(&name, StageStatus::Failed { reason }, None, None),
-                                    );
-                                    progressed = true;
-                                    continue;
-                                }
-                            };
+                        let run = match stage_run(
+                            &prepared, runtime, dir, &audit, opts, store, &outputs, &name,
+                        ) {
+                            Ok(run) => run,
+                            Err(reason) => {
+                                let r = record(&name, StageStatus::Failed { reason }, None, None);
+                                store.end_stage(&dir.id, None, &r.row(Some(now())))?;
+                                records.insert(name.clone(), r);
+                                progressed = true;
+                                continue;
+                            }
+                        };
                         let semaphore = semaphore.clone();
+                        let store = store.clone();
+                        let (run_id, plugin) = (dir.id.clone(), stage.plugin.clone());
                         running.spawn(async move {
                             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
                             let at = jiff::Timestamp::now().to_string();
+                            let attempt = store.start_stage(&run_id, &name, &plugin, &at);
                             let t = Instant::now();
-                            let status = run.run().await;
-                            (name, status, at, t.elapsed().as_millis() as u64)
+                            let status = match &attempt {
+                                Ok(attempt) => {
+                                    let attempt = *attempt;
+                                    fault::point("stage-start", &name);
+                                    let status = run.run(attempt).await;
+                                    fault::point("stage-end", &name);
+                                    status
+                                }
+                                Err(e) => StageStatus::Failed {
+                                    reason: format!("cannot record the stage's start: {e}"),
+                                },
+                            };
+                            (
+                                name,
+                                status,
+                                at,
+                                t.elapsed().as_millis() as u64,
+                                attempt.ok(),
+                            )
                         });
                     }
                 }
@@ -201,13 +301,15 @@ pub async fn execute(
         let Some(done) = running.join_next().await else {
             break;
         };
-        let (name, status, at, ms) = done.expect("stage task panicked");
+        let (name, status, at, ms, attempt) = done.expect("stage task panicked");
         if let StageStatus::Succeeded { outputs: o, .. } = &status {
             outputs.insert(name.clone(), o.clone());
         }
         eprintln!("{}", line_for(&name, &status, ms));
-        records.insert(name.clone(), record(&name, status, Some(at), Some(ms)));
-        dir.write_outputs(&outputs)?;
+        let r = record(&name, status, Some(at), Some(ms));
+        store.end_stage(&dir.id, attempt, &r.row(Some(now())))?;
+        records.insert(name.clone(), r);
+        dir.write_outputs(&outputs).map_err(io)?;
     }
 
     let stages: Vec<StageRecord> = pipeline
@@ -216,8 +318,16 @@ pub async fn execute(
         .filter_map(|n| records.remove(n))
         .collect();
     let has = |f: fn(&StageStatus) -> bool| stages.iter().any(|s| f(&s.status));
+    let rejected = store
+        .approvals(&dir.id)?
+        .iter()
+        .any(|a| a.decision == "rejected");
     let status = if has(|s| matches!(s, StageStatus::Failed { .. })) {
-        RunStatus::Failed
+        if rejected {
+            RunStatus::Rejected
+        } else {
+            RunStatus::Failed
+        }
     } else if has(|s| matches!(s, StageStatus::AwaitingApproval { .. })) {
         RunStatus::AwaitingApproval
     } else {
@@ -232,23 +342,47 @@ pub async fn execute(
         status,
         started: started_at.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
-        plugins: prepared
-            .plugins
-            .iter()
-            .map(|(name, p)| PluginRecord {
-                name: name.clone(),
-                path: path_text(&p.path),
-                sha256: p.digest.clone(),
-                contract: p.contract.clone(),
-                cache: p.cache,
-                load_ms: p.load_time.as_secs_f64() * 1000.0,
-            })
-            .collect(),
+        plugins: plugin_records(&prepared),
         stages,
     };
-    dir.write_outputs(&outputs)?;
-    dir.write_record(&run)?;
+    dir.write_outputs(&outputs).map_err(io)?;
+    dir.write_record(&run).map_err(io)?;
+    store.finish_run(&dir.id, status, &now(), verified(pipeline, &run.stages))?;
     Ok(run)
+}
+
+/// Whether the pipeline's verification stages (those no other stage needs,
+/// e.g. smoke tests) all ran and passed; `None` if any did not run.
+fn verified(pipeline: &crate::pipeline::Pipeline, stages: &[StageRecord]) -> Option<bool> {
+    let sinks = pipeline
+        .stages
+        .keys()
+        .filter(|name| !pipeline.stages.values().any(|s| s.needs.contains(name)));
+    let mut all = true;
+    for sink in sinks {
+        match stages.iter().find(|s| &s.name == sink).map(|s| &s.status) {
+            Some(StageStatus::Succeeded { .. }) => {}
+            Some(StageStatus::Failed { .. }) => all = false,
+            _ => return None,
+        }
+    }
+    Some(all)
+}
+
+/// How each plugin of the run was loaded.
+pub fn plugin_records(prepared: &Prepared) -> Vec<PluginRecord> {
+    prepared
+        .plugins
+        .iter()
+        .map(|(name, p)| PluginRecord {
+            name: name.clone(),
+            path: path_text(&p.path),
+            sha256: p.digest.clone(),
+            contract: p.contract.clone(),
+            cache: p.cache,
+            load_ms: p.load_time.as_secs_f64() * 1000.0,
+        })
+        .collect()
 }
 
 /// One line per finished stage, as it finishes.
@@ -266,12 +400,14 @@ fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
 
 /// Build the stage's run: its work dir, and its `with` with every reference
 /// resolved.
+#[allow(clippy::too_many_arguments)]
 fn stage_run(
     prepared: &Arc<Prepared>,
     runtime: &Runtime,
     dir: &RunDir,
     audit: &AuditLog,
     opts: &RunOptions,
+    store: &Arc<dyn RunStore>,
     outputs: &HashMap<String, Map<String, Value>>,
     name: &str,
 ) -> Result<StageRun, String> {
@@ -330,5 +466,6 @@ fn stage_run(
             author: opts.author.clone(),
             environment: opts.environment.clone(),
         },
+        store: store.clone(),
     })
 }

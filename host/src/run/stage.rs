@@ -21,6 +21,7 @@ use crate::pipeline::Stage;
 use crate::runtime::bindings::capstan::plugin::types as wit;
 use crate::runtime::plugin::LoadedPlugin;
 use crate::runtime::{Limiter, Runtime, StageState, memory_flag};
+use crate::store::RunStore;
 
 /// Cap on captured output returned to a plugin, per stream and exec.
 pub const CAPTURE_CAP: usize = 4 << 20;
@@ -60,6 +61,7 @@ pub struct StageRun {
     pub audit: AuditLog,
     pub echo: bool,
     pub run: RunInfo,
+    pub store: Arc<dyn RunStore>,
 }
 
 impl StageRun {
@@ -75,7 +77,8 @@ impl StageRun {
         &self.prepared.plugins[&self.stage().plugin]
     }
 
-    pub async fn run(self) -> StageStatus {
+    /// Run attempt number `attempt` of the stage.
+    pub async fn run(self, attempt: u32) -> StageStatus {
         let stage = self.stage();
         let audit = StageAudit {
             log: self.audit.clone(),
@@ -94,6 +97,12 @@ impl StageRun {
                 };
             }
         };
+        if attempt > 1 {
+            sink.line(&format!(
+                "[capstan] ── attempt {attempt} of stage `{}` (run resumed) ──",
+                stage.name
+            ));
+        }
         let timeout = stage.timeout;
         let deadline = Instant::now() + timeout;
         let memory = memory_flag();
@@ -106,6 +115,7 @@ impl StageRun {
             "stage",
             json!({
                 "event": "start",
+                "attempt": attempt,
                 "plugin_digest": self.plugin().digest,
                 "exec": self.policy().exec.iter().map(|p| json!({"program": p.program, "path": p.path, "sha256": p.digest})).collect::<Vec<_>>(),
                 "read": self.policy().read_dirs.iter().chain(&self.upstream_dirs).collect::<Vec<_>>(),
@@ -225,6 +235,7 @@ impl StageRun {
                 run: self.run.clone(),
                 interactive: crate::caps::approval::interactive(),
                 pending,
+                store: Some(self.store.clone()),
             },
         })
     }

@@ -305,6 +305,7 @@ impl StageState {
                 },
                 interactive: false,
                 pending: Default::default(),
+                store: None,
             },
         }
     }

@@ -33,7 +33,10 @@ pub enum StoreError {
     #[error("no run `{0}` in the run store (list runs with `capstan runs`)")]
     NoSuchRun(String),
     #[error("`{prefix}` matches several runs ({}); give more of the id", .matches.join(", "))]
-    Ambiguous { prefix: String, matches: Vec<String> },
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
     #[error("run store: a stored {what} is not valid JSON: {source}")]
     Json {
         what: &'static str,
@@ -45,7 +48,7 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Why a run exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunKind {
     /// A run of the pipeline (`capstan run`).
@@ -55,7 +58,7 @@ pub enum RunKind {
 }
 
 /// Where a run is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
     Running,
@@ -113,6 +116,9 @@ pub struct RunRow {
     pub status: RunState,
     pub started: String,
     pub ended: Option<String>,
+    /// Whether the verification stages (those no other stage needs, e.g.
+    /// smoke tests) ran and passed; `None`: they did not run.
+    pub verified: Option<bool>,
     /// Plugins as loaded when the run started (name, path, sha256, …).
     pub plugins: Value,
     /// The process that runs it now (or last did).
@@ -232,7 +238,15 @@ pub trait RunStore: Send + Sync {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()>;
     /// Take over a run to continue it (`capstan resume`).
     fn claim_run(&self, id: &str, owner: &Owner) -> Result<()>;
-    fn finish_run(&self, id: &str, status: RunState, at: &str) -> Result<()>;
+    /// Record how the run ended (or paused), and whether its verification
+    /// stages passed.
+    fn finish_run(
+        &self,
+        id: &str,
+        status: RunState,
+        at: &str,
+        verified: Option<bool>,
+    ) -> Result<()>;
     /// Record a new attempt of a stage as running; returns its number.
     fn start_stage(&self, run: &str, stage: &str, plugin: &str, at: &str) -> Result<u32>;
     /// Record a stage's end (or a stage decided without running: skipped,

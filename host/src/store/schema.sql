@@ -17,6 +17,9 @@ CREATE TABLE runs (
     status          TEXT NOT NULL,
     started         TEXT NOT NULL,
     ended           TEXT,
+    -- Did the verification stages (those no other stage needs, e.g. smoke
+    -- tests) run, and pass? NULL: they did not run.
+    verified        INTEGER,
     plugins         TEXT NOT NULL,          -- JSON
     owner_pid       INTEGER NOT NULL,
     owner_start     INTEGER NOT NULL,
@@ -77,9 +80,10 @@ CREATE TABLE audit_events (
 ) STRICT;
 CREATE INDEX audit_events_by_run ON audit_events (run_id);
 
+-- Taken before the run's row exists, so no foreign key on run_id.
 CREATE TABLE locks (
     environment TEXT PRIMARY KEY,
-    run_id      TEXT NOT NULL REFERENCES runs (id),
+    run_id      TEXT NOT NULL,
     owner_pid   INTEGER NOT NULL,
     owner_start INTEGER NOT NULL,
     owner_host  TEXT NOT NULL,

@@ -24,10 +24,9 @@ pub struct SqliteStore {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
-    target, undoes, only_stages, run_dir, status, started, ended, plugins, owner_pid, owner_start, owner_host";
+    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host";
 
-const STAGE_COLUMNS: &str =
-    "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
+const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
 
 impl SqliteStore {
     /// Open (creating it and its directory if needed) and migrate.
@@ -48,12 +47,14 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(sql)?;
         // Another process may be writing (a run, an approval): wait for it.
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
         // In WAL mode NORMAL loses nothing a process crash could: committed
         // transactions are in the WAL file before the call returns.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migration {
@@ -136,6 +137,7 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
         status: RunState::parse(&status).unwrap_or(RunState::Failed),
         started: r.get("started")?,
         ended: r.get("ended")?,
+        verified: r.get("verified")?,
         plugins: json(r.get("plugins")?),
         owner: owner(r)?,
     })
@@ -192,7 +194,7 @@ impl RunStore for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, ?13, ?14, ?15, ?16)"),
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
                     run.author, kind_text(run.kind), run.target, run.undoes,
@@ -215,11 +217,17 @@ impl RunStore for SqliteStore {
         })
     }
 
-    fn finish_run(&self, id: &str, status: RunState, at: &str) -> Result<()> {
+    fn finish_run(
+        &self,
+        id: &str,
+        status: RunState,
+        at: &str,
+        verified: Option<bool>,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE runs SET status = ?2, ended = ?3 WHERE id = ?1",
-                params![id, status.as_str(), at],
+                "UPDATE runs SET status = ?2, ended = ?3, verified = ?4 WHERE id = ?1",
+                params![id, status.as_str(), at, verified],
             )?;
             if status != RunState::AwaitingApproval {
                 tx.execute("DELETE FROM pending_approvals WHERE run_id = ?1", [id])?;
@@ -420,7 +428,9 @@ impl RunStore for SqliteStore {
             if let Some(h) = holder.filter(|h| h.run_id != run) {
                 let live = match h.run_status {
                     Some(RunState::AwaitingApproval) => true,
-                    Some(RunState::Running) => h.owner.is_alive(),
+                    // No row yet: the holder is between taking the lock and
+                    // recording its run.
+                    Some(RunState::Running) | None => h.owner.is_alive(),
                     _ => false,
                 };
                 if live {

@@ -58,14 +58,27 @@ fn ended(name: &str, status: &str) -> StageRow {
 fn a_run_and_its_stage_attempts_round_trip() {
     let (_d, s) = store();
     let me = Owner::current();
-    s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me).unwrap();
-    let a1 = s.start_stage("20261126-100000-aaaa", "build", "x", "t1").unwrap();
-    s.end_stage("20261126-100000-aaaa", Some(a1), &ended("build", "failed")).unwrap();
-    let a2 = s.start_stage("20261126-100000-aaaa", "build", "x", "t2").unwrap();
+    s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me)
+        .unwrap();
+    let a1 = s
+        .start_stage("20261126-100000-aaaa", "build", "x", "t1")
+        .unwrap();
+    s.end_stage("20261126-100000-aaaa", Some(a1), &ended("build", "failed"))
+        .unwrap();
+    let a2 = s
+        .start_stage("20261126-100000-aaaa", "build", "x", "t2")
+        .unwrap();
     assert_eq!((a1, a2), (1, 2));
-    s.end_stage("20261126-100000-aaaa", Some(a2), &ended("build", "succeeded")).unwrap();
-    s.end_stage("20261126-100000-aaaa", None, &ended("smoke", "skipped")).unwrap();
-    s.finish_run("20261126-100000-aaaa", RunState::Succeeded, "t3").unwrap();
+    s.end_stage(
+        "20261126-100000-aaaa",
+        Some(a2),
+        &ended("build", "succeeded"),
+    )
+    .unwrap();
+    s.end_stage("20261126-100000-aaaa", None, &ended("smoke", "skipped"))
+        .unwrap();
+    s.finish_run("20261126-100000-aaaa", RunState::Succeeded, "t3", None)
+        .unwrap();
 
     let run = s.run("20261126-100000").unwrap();
     assert_eq!(run.status, RunState::Succeeded);
@@ -75,7 +88,14 @@ fn a_run_and_its_stage_attempts_round_trip() {
     assert_eq!(all.len(), 3, "every attempt is kept");
     let latest = latest_attempts(all);
     assert_eq!(latest.len(), 2);
-    assert_eq!((latest[0].name.as_str(), latest[0].attempt, latest[0].status.as_str()), ("build", 2, "succeeded"));
+    assert_eq!(
+        (
+            latest[0].name.as_str(),
+            latest[0].attempt,
+            latest[0].status.as_str()
+        ),
+        ("build", 2, "succeeded")
+    );
     assert_eq!(latest[0].outputs, json!({"k": 1}));
 }
 
@@ -83,12 +103,23 @@ fn a_run_and_its_stage_attempts_round_trip() {
 fn run_ids_resolve_by_unique_prefix() {
     let (_d, s) = store();
     let me = Owner::current();
-    s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me).unwrap();
-    s.create_run(&new_run("20261126-100000-bbbb", "dev"), &me).unwrap();
-    assert_eq!(s.run("20261126-100000-b").unwrap().id, "20261126-100000-bbbb");
-    assert!(matches!(s.run("20261126"), Err(StoreError::Ambiguous { .. })));
+    s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me)
+        .unwrap();
+    s.create_run(&new_run("20261126-100000-bbbb", "dev"), &me)
+        .unwrap();
+    assert_eq!(
+        s.run("20261126-100000-b").unwrap().id,
+        "20261126-100000-bbbb"
+    );
+    assert!(matches!(
+        s.run("20261126"),
+        Err(StoreError::Ambiguous { .. })
+    ));
     assert!(matches!(s.run("2025"), Err(StoreError::NoSuchRun(_))));
-    assert!(matches!(s.run("%"), Err(StoreError::NoSuchRun(_))), "LIKE wildcards are not patterns");
+    assert!(
+        matches!(s.run("%"), Err(StoreError::NoSuchRun(_))),
+        "LIKE wildcards are not patterns"
+    );
 }
 
 #[test]
@@ -97,16 +128,35 @@ fn runs_of_dead_processes_are_interrupted_and_their_locks_released() {
     let dead = dead_owner();
     s.create_run(&new_run("r1", "dev"), &dead).unwrap();
     s.start_stage("r1", "apply", "terraform", "t").unwrap();
-    assert!(matches!(s.try_lock("dev", "r1", &dead).unwrap(), Lock::Acquired { released_stale: None }));
-    s.create_run(&new_run("r2", "dev"), &Owner::current()).unwrap();
+    assert!(matches!(
+        s.try_lock("dev", "r1", &dead).unwrap(),
+        Lock::Acquired {
+            released_stale: None
+        }
+    ));
+    s.create_run(&new_run("r2", "dev"), &Owner::current())
+        .unwrap();
 
     assert_eq!(s.reap().unwrap(), vec!["r1".to_string()]);
     assert_eq!(s.run("r1").unwrap().status, RunState::Interrupted);
-    assert_eq!(s.run("r2").unwrap().status, RunState::Running, "a live run stays running");
+    assert_eq!(
+        s.run("r2").unwrap().status,
+        RunState::Running,
+        "a live run stays running"
+    );
     let apply = &s.stages("r1").unwrap()[0];
     assert_eq!(apply.status, "interrupted");
-    assert!(apply.message.contains("capstan resume r1"), "{}", apply.message);
-    assert!(matches!(s.try_lock("dev", "r2", &Owner::current()).unwrap(), Lock::Acquired { released_stale: None }));
+    assert!(
+        apply.message.contains("capstan resume r1"),
+        "{}",
+        apply.message
+    );
+    assert!(matches!(
+        s.try_lock("dev", "r2", &Owner::current()).unwrap(),
+        Lock::Acquired {
+            released_stale: None
+        }
+    ));
 }
 
 #[test]
@@ -116,36 +166,64 @@ fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones() {
     for id in ["a", "b", "c"] {
         s.create_run(&new_run(id, "prod"), &me).unwrap();
     }
-    assert!(matches!(s.try_lock("prod", "a", &me).unwrap(), Lock::Acquired { .. }));
-    assert!(matches!(s.try_lock("prod", "a", &me).unwrap(), Lock::Acquired { .. }), "re-entrant");
-    assert!(matches!(s.try_lock("staging", "b", &me).unwrap(), Lock::Acquired { .. }), "per environment");
+    assert!(matches!(
+        s.try_lock("prod", "a", &me).unwrap(),
+        Lock::Acquired { .. }
+    ));
+    assert!(
+        matches!(s.try_lock("prod", "a", &me).unwrap(), Lock::Acquired { .. }),
+        "re-entrant"
+    );
+    assert!(
+        matches!(
+            s.try_lock("staging", "b", &me).unwrap(),
+            Lock::Acquired { .. }
+        ),
+        "per environment"
+    );
     match s.try_lock("prod", "b", &me).unwrap() {
-        Lock::Held(h) => assert_eq!((h.run_id.as_str(), h.author.as_deref()), ("a", Some("alice"))),
+        Lock::Held(h) => assert_eq!(
+            (h.run_id.as_str(), h.author.as_deref()),
+            ("a", Some("alice"))
+        ),
         other => panic!("{other:?}"),
     }
 
     // A paused run holds its lock although no process runs it.
-    s.finish_run("a", RunState::AwaitingApproval, "t").unwrap();
+    s.finish_run("a", RunState::AwaitingApproval, "t", None)
+        .unwrap();
     s.claim_run("a", &dead_owner()).unwrap();
-    s.finish_run("a", RunState::AwaitingApproval, "t").unwrap();
-    assert!(matches!(s.try_lock("prod", "b", &me).unwrap(), Lock::Held(_)));
+    s.finish_run("a", RunState::AwaitingApproval, "t", None)
+        .unwrap();
+    assert!(matches!(
+        s.try_lock("prod", "b", &me).unwrap(),
+        Lock::Held(_)
+    ));
 
     // A running run whose process died loses it, and is marked interrupted.
     s.claim_run("a", &dead_owner()).unwrap();
     match s.try_lock("prod", "b", &me).unwrap() {
-        Lock::Acquired { released_stale: Some(h) } => assert_eq!(h.run_id, "a"),
+        Lock::Acquired {
+            released_stale: Some(h),
+        } => assert_eq!(h.run_id, "a"),
         other => panic!("{other:?}"),
     }
     assert_eq!(s.run("a").unwrap().status, RunState::Interrupted);
 
     s.unlock("prod", "b").unwrap();
-    assert!(matches!(s.try_lock("prod", "c", &me).unwrap(), Lock::Acquired { released_stale: None }));
+    assert!(matches!(
+        s.try_lock("prod", "c", &me).unwrap(),
+        Lock::Acquired {
+            released_stale: None
+        }
+    ));
 }
 
 #[test]
 fn approvals_and_pending_requests() {
     let (_d, s) = store();
-    s.create_run(&new_run("r", "prod"), &Owner::current()).unwrap();
+    s.create_run(&new_run("r", "prod"), &Owner::current())
+        .unwrap();
     let pending = PendingApproval {
         stage: "approve".into(),
         digest: "sha".into(),
@@ -158,20 +236,27 @@ fn approvals_and_pending_requests() {
     };
     s.ask_approval("r", &pending).unwrap();
     assert_eq!(s.pending_approval("r").unwrap().unwrap().required, 2);
-    s.record_approval("r", &ApprovalRow {
-        stage: "approve".into(),
-        digest: "sha".into(),
-        decision: "approved".into(),
-        by: "bob".into(),
-        at: "t".into(),
-        comment: Some("ok".into()),
-        policy: "manual".into(),
-        override_reason: None,
-    })
+    s.record_approval(
+        "r",
+        &ApprovalRow {
+            stage: "approve".into(),
+            digest: "sha".into(),
+            decision: "approved".into(),
+            by: "bob".into(),
+            at: "t".into(),
+            comment: Some("ok".into()),
+            policy: "manual".into(),
+            override_reason: None,
+        },
+    )
     .unwrap();
     assert_eq!(s.approvals("r").unwrap()[0].by, "bob");
-    s.end_stage("r", None, &ended("approve", "succeeded")).unwrap();
-    assert!(s.pending_approval("r").unwrap().is_none(), "answered requests are no longer pending");
+    s.end_stage("r", None, &ended("approve", "succeeded"))
+        .unwrap();
+    assert!(
+        s.pending_approval("r").unwrap().is_none(),
+        "answered requests are no longer pending"
+    );
 }
 
 #[test]
@@ -180,7 +265,13 @@ fn a_store_from_a_newer_capstan_is_refused() {
     let path = dir.path().join("capstan.db");
     drop(SqliteStore::open(&path).unwrap());
     SqliteStore::open(&path).expect("reopening migrates nothing");
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     let err = SqliteStore::open(&path).err().expect("refused").to_string();
-    assert!(err.contains("capstan.db") && err.contains("migrate"), "{err}");
+    assert!(
+        err.contains("capstan.db") && err.contains("migrate"),
+        "{err}"
+    );
 }

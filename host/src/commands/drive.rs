@@ -1,0 +1,178 @@
+//! Driving a run to its end, shared by `run`, `resume` and `rollback`: take
+//! the environment lock, record the run, execute, release, report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+
+use crate::exit::{self, Failure};
+use crate::run::lock::{self, LockError};
+use crate::run::stage::StageStatus;
+use crate::run::{Prepared, RunDir, RunOptions, RunRecord, RunStatus, StageRecord, execute};
+use crate::runtime::Runtime;
+use crate::store::{NewRun, Owner, RunStore};
+
+/// A new run, or one that continues.
+pub enum Begin {
+    New(Box<NewRun>),
+    Resume,
+}
+
+/// Everything `drive` needs.
+pub struct Drive {
+    pub prepared: Arc<Prepared>,
+    pub runtime: Runtime,
+    pub dir: RunDir,
+    pub opts: RunOptions,
+    pub store: Arc<dyn RunStore>,
+    /// Stages that keep their recorded outcome (see `run::execute`).
+    pub done: Vec<StageRecord>,
+    /// How long to wait for the environment lock (`None`: fail at once).
+    pub wait: Option<Duration>,
+    pub begin: Begin,
+    pub json: bool,
+    /// Record `done` in the store as reused stages (a rollback's).
+    pub record_done: bool,
+}
+
+/// Lock, record, execute, release; print the run's table. Returns the exit
+/// code and the record.
+pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
+    let env = d.opts.environment.clone();
+    let id = d.dir.id.clone();
+    match lock::acquire(&d.store, &env, &id, d.wait).await {
+        Ok(Some(stale)) => eprintln!(
+            "note: released a stale lock on `{env}` left by run {} ({}, no longer running)",
+            stale.run_id, stale.owner
+        ),
+        Ok(None) => {}
+        Err(LockError::Held(h)) => {
+            if matches!(d.begin, Begin::New(_)) {
+                // Nothing ran: leave no empty run directory behind.
+                let _ = std::fs::remove_dir_all(&d.dir.path);
+            }
+            let what = match h.run_status {
+                Some(RunStatus::AwaitingApproval) => format!(
+                    "waits for approval; approve it (`capstan approve {0} --as <name>`, then `capstan resume {0}`) or reject it (`capstan reject {0} --as <name>`)",
+                    h.run_id
+                ),
+                _ => format!("is running ({}, since {})", h.owner, h.acquired),
+            };
+            return Err(Failure::new(
+                exit::LOCKED,
+                format!(
+                    "error: environment `{env}` is locked by run {} (started by {}), which {what}.\n  \
+                     Two runs never change one environment at once: wait for it with `--wait 10m`, or try again later.",
+                    h.run_id,
+                    h.author.as_deref().unwrap_or("unknown"),
+                ),
+            ));
+        }
+        Err(LockError::Store(e)) => {
+            return Err(Failure::new(exit::INTERNAL, format!("error: {e}")));
+        }
+    }
+    let begun = match &d.begin {
+        Begin::New(run) => d.store.create_run(run, &Owner::current()),
+        Begin::Resume => d.store.claim_run(&id, &Owner::current()),
+    };
+    let begun = begun.and_then(|()| {
+        d.done.iter().filter(|_| d.record_done).try_for_each(|r| {
+            let mut row = r.row(r.started.clone());
+            row.status = "reused".into();
+            d.store.end_stage(&id, None, &row)
+        })
+    });
+    if let Err(e) = begun {
+        let _ = d.store.unlock(&env, &id);
+        return Err(Failure::new(exit::INTERNAL, format!("error: {e}")));
+    }
+    eprintln!(
+        "run {id} of `{}` in environment `{env}` ({})",
+        d.prepared.pipeline.name,
+        d.dir.path.display()
+    );
+    let result = execute(
+        d.prepared.clone(),
+        &d.runtime,
+        &d.dir,
+        &d.opts,
+        &d.store,
+        d.done,
+    )
+    .await;
+    let record = match result {
+        Ok(record) => record,
+        Err(e) => {
+            let _ = d.store.unlock(&env, &id);
+            return Err(Failure::new(
+                exit::INTERNAL,
+                format!("error: run {id}: {e}; `capstan resume {id}` continues it once fixed"),
+            ));
+        }
+    };
+    if record.status != RunStatus::AwaitingApproval
+        && let Err(e) = d.store.unlock(&env, &id)
+    {
+        eprintln!("warning: cannot release the lock on `{env}`: {e}");
+    }
+    let code = report(&record, &d.dir);
+    if d.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).expect("run records serialize")
+        );
+    }
+    Ok((code, record))
+}
+
+/// The end-of-run table and verdict on stderr; the exit code.
+fn report(record: &RunRecord, dir: &RunDir) -> u8 {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["stage", "status", "time", "summary"]);
+    for s in &record.stages {
+        let (status, text) = match &s.status {
+            StageStatus::Succeeded { summary, .. } => ("succeeded", summary.as_str()),
+            StageStatus::Failed { reason } => ("FAILED", reason.as_str()),
+            StageStatus::Skipped { reason } => ("skipped", reason.as_str()),
+            StageStatus::AwaitingApproval { reason } => ("WAITING", reason.as_str()),
+        };
+        let time = s
+            .duration_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        table.add_row([s.name.as_str(), status, &time, &one_line(text, 110)]);
+    }
+    eprintln!("{table}");
+    let (word, code) = match record.status {
+        RunStatus::Succeeded => ("succeeded", exit::OK),
+        RunStatus::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
+        RunStatus::Rejected => ("was REJECTED", exit::STAGE_FAILED),
+        _ => ("FAILED", exit::STAGE_FAILED),
+    };
+    eprintln!(
+        "run {} {} in {:.1}s; logs, outputs and audit log in {}",
+        record.run_id,
+        word,
+        record.duration_ms as f64 / 1000.0,
+        dir.path.display()
+    );
+    for s in &record.stages {
+        if let StageStatus::AwaitingApproval { reason } = &s.status {
+            eprintln!("waiting for approval: {reason}");
+        }
+    }
+    code
+}
+
+/// `text` on one line, cut at `max` characters (the full text is in the store).
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}

@@ -1,0 +1,181 @@
+//! `capstan resume`: continue a run that waits for approval, was
+//! interrupted (its host died), or failed — in the same run directory, with
+//! the outputs its finished stages recorded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::drive::{Begin, Drive, drive};
+use crate::exit::{self, Failure};
+use crate::run::stage::StageStatus;
+use crate::run::{RunDir, RunOptions, RunStatus, StageRecord};
+use crate::store::{RunRow, StageRow, latest_attempts};
+
+/// Continue a paused, interrupted or failed run from its first unfinished
+/// stage. Finished stages are not run again (a finished apply never runs
+/// twice); the pipeline file and plugins must be the ones the run started with.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  capstan resume 20261126-101500-7f3a                 # after `capstan approve`, or a crash
+  capstan resume 20261126-101500-7f3a --from plan     # re-plan: run plan and all after it again
+  capstan resume 20261126-101500-7f3a --wait 10m")]
+pub struct Args {
+    /// The run id (or a unique prefix of it).
+    pub run: String,
+    /// Run this stage and every stage after it again, even if they finished.
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<String>,
+    /// Wait this long for the environment's lock (e.g. `10m`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
+    /// Do not echo stage logs to the terminal.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print the run record as JSON on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn refused(message: String) -> Failure {
+    Failure::new(exit::REFUSED, format!("error: {message}"))
+}
+
+pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
+    let store = cli.store()?;
+    let run = store.run(&args.run).map_err(super::store_failure)?;
+    match run.status {
+        RunStatus::AwaitingApproval | RunStatus::Interrupted | RunStatus::Failed => {}
+        RunStatus::Running => {
+            return Err(refused(format!(
+                "run {} is running ({}); it cannot be resumed twice",
+                run.id, run.owner
+            )));
+        }
+        RunStatus::Succeeded | RunStatus::Rejected => {
+            return Err(refused(format!(
+                "run {} {}; start a new run instead",
+                run.id,
+                if run.status == RunStatus::Succeeded {
+                    "already succeeded"
+                } else {
+                    "was rejected"
+                }
+            )));
+        }
+    }
+    let pipeline = super::load_pipeline(&PathBuf::from(&run.pipeline_file))?;
+    if pipeline.digest != run.pipeline_digest {
+        return Err(refused(format!(
+            "the pipeline file {} changed since run {} started (sha256 {} then, {} now). A resumed run \
+             runs the pipeline it was planned and approved with: restore the file, or start a new run.",
+            run.pipeline_file, run.id, run.pipeline_digest, pipeline.digest
+        )));
+    }
+    if let Some(from) = &args.from
+        && !pipeline.stages.contains_key(from)
+    {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "error: --from `{from}` is not a stage of {}; stages are: {}",
+                run.pipeline_file,
+                pipeline
+                    .stages
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let runtime = super::new_runtime()?;
+    let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
+    same_plugins(&run, &prepared)?;
+    let rows = latest_attempts(store.stages(&run.id).map_err(super::store_failure)?);
+    let rerun = |name: &str| {
+        args.from.as_ref().is_some_and(|from| {
+            name == from || prepared.pipeline.stages[name].upstream.contains(from)
+        })
+    };
+    let done: Vec<StageRecord> = rows
+        .into_iter()
+        .filter(|r| matches!(r.status.as_str(), "succeeded" | "reused") && !rerun(&r.name))
+        .filter(|r| prepared.pipeline.stages.contains_key(&r.name))
+        .map(|r| finished(r, &run))
+        .collect();
+    eprintln!(
+        "resuming run {} ({}): {} finished stage(s) kept{}",
+        run.id,
+        run.status.as_str(),
+        done.len(),
+        args.from
+            .as_deref()
+            .map(|f| format!("; `{f}` and what follows it run again"))
+            .unwrap_or_default()
+    );
+    let opts = RunOptions {
+        environment: run.environment.clone(),
+        only: run.only.clone(),
+        echo: !args.quiet,
+        author: run.author.clone(),
+    };
+    let (code, _) = drive(Drive {
+        prepared,
+        runtime,
+        dir: RunDir {
+            id: run.id.clone(),
+            path: PathBuf::from(&run.run_dir),
+        },
+        opts,
+        store,
+        done,
+        wait: args.wait,
+        begin: Begin::Resume,
+        json: args.json,
+        record_done: false,
+    })
+    .await?;
+    Ok(code)
+}
+
+/// The plugins must be the ones the run started with: an approved plan is
+/// applied by the code that was reviewed.
+fn same_plugins(run: &RunRow, prepared: &crate::run::Prepared) -> Result<(), Failure> {
+    for p in run.plugins.as_array().into_iter().flatten() {
+        let (Some(name), Some(then)) = (p["name"].as_str(), p["sha256"].as_str()) else {
+            continue;
+        };
+        let now = prepared.plugins.get(name).map(|l| l.digest.as_str());
+        if now != Some(then) {
+            return Err(refused(format!(
+                "plugin `{name}` changed since run {} started (sha256 {then} then, {} now); \
+                 restore it, or start a new run",
+                run.id,
+                now.unwrap_or("missing")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A recorded finished stage, as the executor keeps it.
+pub fn finished(row: StageRow, run: &RunRow) -> StageRecord {
+    let dir = std::path::Path::new(&run.run_dir)
+        .join("logs")
+        .join(format!("{}.log", row.name));
+    StageRecord {
+        name: row.name,
+        plugin: row.plugin,
+        status: StageStatus::Succeeded {
+            summary: row.message,
+            outputs: row.outputs.as_object().cloned().unwrap_or_default(),
+            artifacts: serde_json::from_value(row.artifacts).unwrap_or_default(),
+            report: row.report,
+        },
+        started: row.started,
+        duration_ms: row.duration_ms,
+        log: dir.display().to_string(),
+    }
+}

@@ -1,0 +1,234 @@
+//! `capstan rollback`: redeploy what an earlier good run deployed. A
+//! rollback run is a new run of the pipeline in which the `[rollback]
+//! reuse` stages (e.g. the image build) do not run: their outputs are the
+//! ones the good run recorded, so plan → approval → apply → configure →
+//! smoke redeploy its image.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::drive::{Begin, Drive, drive};
+use crate::exit::{self, Failure};
+use crate::run::stage::StageStatus;
+use crate::run::{RunOptions, RunStatus, StageRecord};
+use crate::store::{RunFilter, RunKind, RunRow, RunStore, latest_attempts};
+
+/// Roll an environment back to the last good run (or the one named):
+/// plan, approval, apply, configure and smoke tests run again with the
+/// build outputs of that run. Recorded as a rollback run.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  capstan rollback --env production                 # to the last good run before the newest deploy
+  capstan rollback --env production --to 20261120-093000-1a2b
+  capstan rollback --env dev --pipeline examples/golden-image/pipeline.toml
+
+The default target is the newest succeeded run of the environment that started
+before the newest deploy run (the one being undone). The pipeline file is the
+target run's, as it is now; it needs a [rollback] section naming the stages
+whose outputs are reused, e.g. reuse = [\"build\"].")]
+pub struct Args {
+    /// The environment to roll back.
+    #[arg(long = "env", short = 'e')]
+    pub environment: String,
+    /// The good run to redeploy (id or unique prefix).
+    #[arg(long, value_name = "RUN")]
+    pub to: Option<String>,
+    /// The pipeline file (default: the one the target run used).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// Who rolls back (default: $CAPSTAN_ACTOR, the CI actor, or $USER).
+    #[arg(long = "as", value_name = "NAME")]
+    pub author: Option<String>,
+    /// Wait this long for the environment's lock (e.g. `10m`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
+    /// Do not echo stage logs to the terminal.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print the run record as JSON on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A rollback to start (from the command line or `on_failure = "rollback"`).
+pub struct Rollback {
+    pub pipeline: Option<PathBuf>,
+    pub environment: String,
+    pub to: Option<String>,
+    /// The run being undone (default: the newest deploy run).
+    pub undoes: Option<String>,
+    pub author: String,
+    pub echo: bool,
+    pub wait: Option<Duration>,
+    pub json: bool,
+}
+
+pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
+    let store = cli.store()?;
+    let rollback = Rollback {
+        pipeline: args.pipeline.clone(),
+        environment: args.environment.clone(),
+        to: args.to.clone(),
+        undoes: None,
+        author: super::identity(args.author.as_deref()),
+        echo: !args.quiet,
+        wait: args.wait,
+        json: args.json,
+    };
+    start(&rollback, cli, &store).await
+}
+
+fn refused(message: String) -> Failure {
+    Failure::new(exit::REFUSED, format!("error: {message}"))
+}
+
+/// The run being undone and the good run to redeploy.
+pub fn targets(
+    store: &dyn RunStore,
+    environment: &str,
+    to: Option<&str>,
+    undoes: Option<&str>,
+) -> Result<(Option<String>, RunRow), Failure> {
+    let runs = store
+        .runs(&RunFilter {
+            environment: Some(environment.to_string()),
+            limit: None,
+        })
+        .map_err(super::store_failure)?; // newest first
+    let undone = match undoes {
+        Some(id) => runs.iter().find(|r| r.id == id),
+        None => runs.iter().find(|r| {
+            r.kind == RunKind::Deploy
+                && !matches!(r.status, RunStatus::Running | RunStatus::AwaitingApproval)
+        }),
+    };
+    let target = match to {
+        Some(to) => {
+            let run = store.run(to).map_err(super::store_failure)?;
+            if run.environment != environment {
+                return Err(refused(format!(
+                    "run {} deployed to `{}`, not `{environment}`",
+                    run.id, run.environment
+                )));
+            }
+            if run.status != RunStatus::Succeeded {
+                return Err(refused(format!(
+                    "run {} is {}, not a good run to roll back to",
+                    run.id,
+                    run.status.as_str()
+                )));
+            }
+            run
+        }
+        None => runs
+            .iter()
+            .filter(|r| undone.is_none_or(|u| r.id < u.id && r.id != u.id))
+            .find(|r| r.status == RunStatus::Succeeded)
+            .cloned()
+            .ok_or_else(|| {
+                refused(format!(
+                    "no good run of `{environment}` before {} to roll back to; name one with --to",
+                    undone.map_or("now".to_string(), |u| format!("run {}", u.id))
+                ))
+            })?,
+    };
+    Ok((undone.map(|u| u.id.clone()), target))
+}
+
+pub async fn start(
+    r: &Rollback,
+    cli: &super::Cli,
+    store: &Arc<dyn RunStore>,
+) -> Result<u8, Failure> {
+    let (undoes, target) = targets(
+        store.as_ref(),
+        &r.environment,
+        r.to.as_deref(),
+        r.undoes.as_deref(),
+    )?;
+    let path = r
+        .pipeline
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&target.pipeline_file));
+    let pipeline = super::load_pipeline(&path)?;
+    if pipeline.rollback_reuse.is_empty() {
+        return Err(Failure::new(
+            exit::INVALID_PIPELINE,
+            format!(
+                "error: {} has no [rollback] section, so Capstan does not know which stages' outputs to redeploy.\n  \
+                 add to the pipeline file:\n\n    [rollback]\n    reuse = [\"build\"]   # the stage(s) that produce what is deployed",
+                path.display()
+            ),
+        ));
+    }
+    let environment = super::environment(&pipeline, Some(&r.environment))?;
+    // The reused stages and everything they need come from the target.
+    let reused: Vec<String> = pipeline
+        .stages
+        .iter()
+        .filter(|(name, _)| {
+            pipeline.rollback_reuse.contains(name)
+                || pipeline
+                    .rollback_reuse
+                    .iter()
+                    .any(|u| pipeline.stages[u].upstream.contains(*name))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let rows = latest_attempts(store.stages(&target.id).map_err(super::store_failure)?);
+    let mut done: Vec<StageRecord> = Vec::new();
+    for name in &reused {
+        let Some(row) = rows
+            .iter()
+            .find(|s| &s.name == name && matches!(s.status.as_str(), "succeeded" | "reused"))
+        else {
+            return Err(refused(format!(
+                "run {} has no finished stage `{name}` to reuse; roll back to another run with --to",
+                target.id
+            )));
+        };
+        let mut record = super::resume::finished(row.clone(), &target);
+        if let StageStatus::Succeeded { summary, .. } = &mut record.status {
+            *summary = format!("reused from run {}: {summary}", target.id);
+        }
+        done.push(record);
+    }
+    let runtime = super::new_runtime()?;
+    let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
+    let opts = RunOptions {
+        environment,
+        only: Vec::new(),
+        echo: r.echo,
+        author: r.author.clone(),
+    };
+    let dir = super::create_run_dir(cli)?;
+    let mut new = super::new_run(&prepared, &dir, &opts, RunKind::Rollback);
+    new.target = Some(target.id.clone());
+    new.undoes = undoes.clone();
+    eprintln!(
+        "rollback of `{}`{} to run {} (reusing {} from it)",
+        opts.environment,
+        undoes
+            .as_deref()
+            .map(|u| format!(" undoing run {u}"))
+            .unwrap_or_default(),
+        target.id,
+        reused.join(", ")
+    );
+    let (code, _) = drive(Drive {
+        prepared,
+        runtime,
+        dir,
+        opts,
+        store: store.clone(),
+        done,
+        wait: r.wait,
+        begin: Begin::New(Box::new(new)),
+        json: r.json,
+        record_done: true,
+    })
+    .await?;
+    Ok(code)
+}

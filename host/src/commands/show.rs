@@ -1,0 +1,164 @@
+//! `capstan show`: one run in full — stages (every attempt), outputs,
+//! approvals, digests.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde_json::json;
+
+use super::drive::one_line;
+use super::runs::{kind, took};
+use crate::exit::{self, Failure};
+use crate::store::latest_attempts;
+
+/// Show one run: its stages and their attempts, outputs, approvals and the
+/// digests of what ran (pipeline file, plugins, approved plans).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  capstan show 20261126-101500-7f3a
+  capstan show 20261126-1015        # a unique prefix is enough
+  capstan show 20261126-101500-7f3a --json")]
+pub struct Args {
+    /// The run id (or a unique prefix of it).
+    pub run: String,
+    /// Print everything as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
+    let store = cli.store()?;
+    let run = store.run(&args.run).map_err(super::store_failure)?;
+    let stages = store.stages(&run.id).map_err(super::store_failure)?;
+    let approvals = store.approvals(&run.id).map_err(super::store_failure)?;
+    let pending = store
+        .pending_approval(&run.id)
+        .map_err(super::store_failure)?;
+    if args.json {
+        let doc = json!({
+            "run": run,
+            "stages": latest_attempts(stages.clone()),
+            "attempts": stages,
+            "approvals": approvals,
+            "pending_approval": pending,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+        return Ok(exit::OK);
+    }
+    println!(
+        "run {} — {} of `{}` in `{}`, by {}",
+        run.id,
+        kind(&run),
+        run.pipeline,
+        run.environment,
+        run.author
+    );
+    println!(
+        "status {}; started {}{}",
+        run.status.as_str(),
+        run.started,
+        run.ended
+            .as_deref()
+            .map(|e| format!(", ended {e} ({})", took(&run.started, Some(e))))
+            .unwrap_or_default()
+    );
+    if let Some(undoes) = &run.undoes {
+        println!("undoes run {undoes}");
+    }
+    println!(
+        "pipeline {} (sha256 {})",
+        run.pipeline_file, run.pipeline_digest
+    );
+    println!("run dir {}", run.run_dir);
+
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header([
+        "stage",
+        "try",
+        "status",
+        "started",
+        "took",
+        "summary / reason",
+    ]);
+    for s in &stages {
+        table.add_row([
+            s.name.clone(),
+            s.attempt.to_string(),
+            s.status.clone(),
+            s.started
+                .as_deref()
+                .and_then(|t| t.get(11..19))
+                .unwrap_or("")
+                .to_string(),
+            s.duration_ms
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_default(),
+            one_line(&s.message, 90),
+        ]);
+    }
+    println!("{table}");
+
+    println!("outputs:");
+    for s in latest_attempts(stages) {
+        let Some(outputs) = s.outputs.as_object().filter(|o| !o.is_empty()) else {
+            continue;
+        };
+        println!("  {}:", s.name);
+        for (k, v) in outputs {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("    {k} = {}", one_line(&text, 100));
+        }
+    }
+    if !approvals.is_empty() {
+        println!("approvals:");
+        for a in &approvals {
+            println!(
+                "  {} {} by {} at {} for {} ({}){}{}",
+                a.stage,
+                a.decision,
+                a.by,
+                a.at,
+                a.digest,
+                a.policy,
+                a.comment
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default(),
+                a.override_reason
+                    .as_deref()
+                    .map(|r| format!(" — OVERRIDE: {r}"))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if let Some(p) = pending {
+        println!(
+            "waiting for approval: stage `{}`, {} — digest {}, {} approval(s) required{}",
+            p.stage,
+            p.subject,
+            p.digest,
+            p.required,
+            if p.approvers.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", p.approvers.join(", "))
+            }
+        );
+        println!(
+            "  approve: capstan approve {} --as <name>   then: capstan resume {}",
+            run.id, run.id
+        );
+    }
+    println!("plugins:");
+    for p in run.plugins.as_array().into_iter().flatten() {
+        println!(
+            "  {} {} sha256 {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["path"].as_str().unwrap_or("?"),
+            p["sha256"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(exit::OK)
+}

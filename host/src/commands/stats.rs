@@ -1,0 +1,114 @@
+//! `capstan stats`: delivery metrics from the run history.
+
+use crate::exit::{self, Failure};
+use crate::stats::{RunFacts, StageTime, Window, compute};
+use crate::store::{RunFilter, RunRow, RunState, RunStore};
+
+/// Delivery metrics of the recorded runs: success rate, stage durations
+/// (p50, p95), deployment frequency, lead time, change failure rate and mean
+/// time to recovery. The README ("Delivery metrics") gives the formulas.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  capstan stats
+  capstan stats --env production --since 2026-11-01
+  capstan stats --env production --prometheus > /var/lib/node_exporter/capstan.prom
+
+A deployment is a run whose verification stages (those no other stage needs,
+e.g. smoke tests) passed; a failed change is a deploy run whose verification
+failed or that a rollback undid; recovery is the time from a failure to the
+next good deployment of the environment.")]
+pub struct Args {
+    /// Only runs of this environment.
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    /// Start of the window: a date (2026-11-01) or RFC 3339 time. Default: the first run.
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<jiff::Timestamp>,
+    /// End of the window (exclusive). Default: now.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<jiff::Timestamp>,
+    /// Print the metrics as JSON on stdout.
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Print the metrics in the Prometheus text exposition format.
+    #[arg(long)]
+    pub prometheus: bool,
+}
+
+/// A date (UTC midnight) or an RFC 3339 timestamp.
+fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| format!("`{text}` is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T09:30:00Z)"))
+}
+
+pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
+    let store = cli.store()?;
+    let runs = store
+        .runs(&RunFilter::default())
+        .map_err(super::store_failure)?;
+    let history = runs
+        .iter()
+        .map(|run| facts(store.as_ref(), run))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stats = compute(
+        &history,
+        &Window {
+            environment: args.environment.clone(),
+            since: args.since,
+            until: args.until.unwrap_or_else(jiff::Timestamp::now),
+        },
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats).expect("stats serialize")
+        );
+    } else if args.prometheus {
+        print!("{}", stats.render_prometheus());
+    } else {
+        println!("{}", stats.render_text());
+    }
+    Ok(exit::OK)
+}
+
+/// What the metrics need of one recorded run.
+fn facts(store: &dyn RunStore, run: &RunRow) -> Result<RunFacts, Failure> {
+    let time = |t: &str| t.parse::<jiff::Timestamp>().ok();
+    let stages = store
+        .stages(&run.id)
+        .map_err(super::store_failure)?
+        .into_iter()
+        .filter(|s| matches!(s.status.as_str(), "succeeded" | "failed"))
+        .filter_map(|s| {
+            Some(StageTime {
+                succeeded: s.status == "succeeded",
+                duration_ms: s.duration_ms?,
+                name: s.name,
+            })
+        })
+        .collect();
+    let ended = matches!(
+        run.status,
+        RunState::Succeeded | RunState::Failed | RunState::Rejected
+    )
+    .then(|| run.ended.as_deref().and_then(time))
+    .flatten();
+    Ok(RunFacts {
+        id: run.id.clone(),
+        environment: run.environment.clone(),
+        kind: run.kind,
+        undoes: run.undoes.clone(),
+        status: run.status,
+        started: time(&run.started).unwrap_or_default(),
+        ended,
+        verified: run.verified,
+        stages,
+    })
+}

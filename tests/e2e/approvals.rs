@@ -1,0 +1,188 @@
+//! Approving a paused production run from another process, resuming it,
+//! re-planning, rejecting: with the golden-image example and real tools.
+
+use serde_json::Value;
+
+use crate::golden_image::{example, run};
+use crate::harness::{Run, Sandbox};
+
+/// The latest attempt of `stage` in `capstan show --json`.
+fn stage<'a>(show: &'a Value, name: &str) -> &'a Value {
+    show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name}: {show:#}"))
+}
+
+/// `terraform apply` executions recorded in the run's audit log.
+pub fn applies(run: &Run) -> usize {
+    run.audit
+        .iter()
+        .filter(|e| e["capability"] == "exec" && e["detail"]["args"][0] == "apply")
+        .count()
+}
+
+#[test]
+fn a_paused_production_run_is_approved_from_another_process_and_resumed() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| t);
+    let (code, stderr, _) = run(&sb, &pipeline, &["--env", "production", "--as", "alice"]);
+    assert_eq!(code, 5, "{stderr}");
+    let id = sb.newest_run_id();
+    assert!(
+        stderr.contains(&format!("capstan approve {id}")),
+        "{stderr}"
+    );
+    let paused = sb.show(&id);
+    assert_eq!(paused["run"]["status"], "awaiting-approval");
+    let digest = stage(&paused, "plan")["outputs"]["plan_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(paused["pending_approval"]["digest"], digest.as_str());
+
+    // The environment stays locked while the run waits: its plan must be the one applied.
+    let second = sb.capstan(&[
+        "run",
+        pipeline.to_str().unwrap(),
+        "--env",
+        "production",
+        "-q",
+    ]);
+    assert_eq!(second.code, 6, "{second:?}");
+    assert!(
+        second.stderr.contains(&id) && second.stderr.contains("waits for approval"),
+        "{second:?}"
+    );
+
+    // Nobody approves their own run in production; an approver must exist.
+    let own = sb.capstan(&["approve", &id, "--as", "alice"]);
+    assert_eq!(own.code, 7, "{own:?}");
+    assert!(own.stderr.contains("alice started this run"), "{own:?}");
+    let early = sb.capstan(&["resume", &id, "-q"]);
+    assert_eq!(
+        early.code, 5,
+        "resuming without an approval pauses again: {early:?}"
+    );
+
+    let ok = sb.capstan(&[
+        "approve",
+        &id,
+        "--as",
+        "bob",
+        "--digest",
+        &digest[..16],
+        "--comment",
+        "plan reviewed",
+    ]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let resumed = sb.capstan(&["resume", &id, "-q"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+
+    let done = sb.show(&id);
+    assert_eq!(done["run"]["status"], "succeeded");
+    assert_eq!(
+        stage(&done, "apply")["outputs"]["applied_digest"],
+        digest.as_str(),
+        "exactly the approved plan"
+    );
+    assert_eq!(
+        stage(&done, "build")["attempt"],
+        1,
+        "finished stages do not run again"
+    );
+    assert_eq!(stage(&done, "plan")["attempt"], 1);
+    let bob = done["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["decision"] == "approved" && a["by"] == "bob")
+        .expect("bob's approval recorded");
+    assert_eq!(
+        (bob["digest"].as_str(), bob["comment"].as_str()),
+        (Some(digest.as_str()), Some("plan reviewed"))
+    );
+    let record = Run::read(std::path::Path::new(
+        done["run"]["run_dir"].as_str().unwrap(),
+    ));
+    assert_eq!(applies(&record), 1);
+    assert!(
+        sb.path()
+            .join("gi/work/targets/production/web-1/var/lib/capstan/deployed.json")
+            .exists()
+    );
+}
+
+#[test]
+fn an_approval_is_for_one_plan_and_a_rejection_ends_the_run() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| t);
+    let (code, stderr, _) = run(&sb, &pipeline, &["--env", "production", "--as", "alice"]);
+    assert_eq!(code, 5, "{stderr}");
+    let id = sb.newest_run_id();
+    let first = sb.show(&id)["pending_approval"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sb.capstan(&["approve", &id, "--as", "bob"]).code, 0);
+
+    // The infrastructure changes and the run is re-planned: bob's approval
+    // was for the old plan and no longer counts.
+    let vars = sb.path().join("gi/infrastructure/variables.tf");
+    let text = std::fs::read_to_string(&vars).unwrap();
+    std::fs::write(
+        &vars,
+        text.replacen("default     = 2", "default     = 3", 1),
+    )
+    .unwrap();
+    let replanned = sb.capstan(&["resume", &id, "--from", "plan", "-q"]);
+    assert_eq!(replanned.code, 5, "{replanned:?}");
+    assert!(replanned.stderr.contains("earlier plan"), "{replanned:?}");
+    let second = sb.show(&id)["pending_approval"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(first, second, "the new plan has a new digest");
+    let stale = sb.capstan(&["approve", &id, "--as", "carol", "--digest", &first]);
+    assert_eq!(
+        stale.code, 7,
+        "an approval of the old digest is refused: {stale:?}"
+    );
+    assert!(stale.stderr.contains(&second), "{stale:?}");
+
+    // Rejected: the run ends, the environment is free, it cannot be resumed.
+    let rejected = sb.capstan(&[
+        "reject",
+        &id,
+        "--as",
+        "carol",
+        "--comment",
+        "three hosts is too many",
+    ]);
+    assert_eq!(rejected.code, 0, "{rejected:?}");
+    let shown = sb.show(&id);
+    assert_eq!(shown["run"]["status"], "rejected");
+    assert!(
+        stage(&shown, "approve")["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by carol")
+    );
+    assert_eq!(sb.capstan(&["resume", &id]).code, 7);
+    assert!(
+        !sb.path().join("gi/work/targets/production").exists(),
+        "nothing was applied"
+    );
+    let next = sb.capstan(&[
+        "run",
+        pipeline.to_str().unwrap(),
+        "--env",
+        "production",
+        "-q",
+        "--as",
+        "alice",
+    ]);
+    assert_eq!(next.code, 5, "the lock was released: {next:?}");
+}
