@@ -59,11 +59,11 @@ fn rollback_redeploys_the_last_good_image_by_hand_and_when_smoke_tests_fail() {
     let healthcheck = sb
         .path()
         .join("gi/packer/files/rootfs/usr/local/bin/healthcheck");
-    std::fs::write(
-        &healthcheck,
-        "#!/bin/sh\necho 'unhealthy: 1 failed'\nexit 1\n",
-    )
-    .unwrap();
+    // It still reports the declared version, so the bake accepts it.
+    let broken = "#!/bin/sh\nHEALTHCHECK_VERSION=1.0.0\n\
+        [ \"${1:-}\" = --version ] && { echo \"healthcheck $HEALTHCHECK_VERSION\"; exit 0; }\n\
+        echo 'unhealthy: 1 failed'\nexit 1\n";
+    std::fs::write(&healthcheck, broken).unwrap();
     let (code, stderr, _) = run(&sb, &pipeline, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("starting a rollback"), "{stderr}");

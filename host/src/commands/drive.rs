@@ -74,7 +74,14 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         }
     }
     let begun = match &d.begin {
-        Begin::New(run) => d.store.create_run(run, &Owner::current()),
+        // A run starts when it holds the lock, not while it waits for it.
+        Begin::New(run) => d.store.create_run(
+            &NewRun {
+                started: jiff::Timestamp::now().to_string(),
+                ..(**run).clone()
+            },
+            &Owner::current(),
+        ),
         Begin::Resume => d.store.claim_run(&id, &Owner::current()),
     };
     let begun = begun.and_then(|()| {

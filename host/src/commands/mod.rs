@@ -120,9 +120,15 @@ impl Cli {
                 ),
             )
         })?;
-        store
+        let dead = store
             .reap()
             .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
+        for id in dead {
+            eprintln!(
+                "note: run {id} was interrupted (its host process is gone) and its environment lock released; \
+                 `capstan resume {id}` continues it"
+            );
+        }
         Ok(Arc::new(store))
     }
 

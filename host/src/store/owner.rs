@@ -60,8 +60,14 @@ fn start_time(pid: u32) -> Option<u64> {
 
 fn parse_start(stat: &str) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
-    // `after` starts at field 3 (state); field 22 is the 20th from there.
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after.split_whitespace();
+    // `after` starts at field 3, the state: a zombie (nobody reaped it yet)
+    // or a dying process is dead already.
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    // Field 22 is the 19th after the state.
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -95,5 +101,7 @@ mod tests {
         let stat = "42 (a b) c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start(stat), Some(987654));
         assert_eq!(parse_start("garbage"), None);
+        let zombie = stat.replace(") S ", ") Z ");
+        assert_eq!(parse_start(&zombie), None, "a zombie is dead");
     }
 }

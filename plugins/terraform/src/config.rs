@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use capstan_plugin::Error;
 use schemars::JsonSchema;
@@ -18,6 +19,13 @@ use serde_json::Value;
 /// Name of the Terraform output whose value becomes `inventory.yml` when
 /// `inventory_output` is not set.
 pub const DEFAULT_INVENTORY_OUTPUT: &str = "ansible_inventory";
+
+/// `lock_timeout` when the pipeline does not set it.
+pub const DEFAULT_LOCK_TIMEOUT: &str = "120s";
+
+/// What `lock_timeout` looks like (a subset of Go's durations, which
+/// Terraform parses).
+const LOCK_TIMEOUT_PATTERN: &str = "^[0-9]+(s|m|h)$";
 
 /// The stage's `with` table.
 ///
@@ -86,6 +94,16 @@ pub struct Config {
     /// when the digests differ.
     #[serde(default)]
     pub approved_digest: Option<String>,
+    /// Apply: how long `terraform apply` waits for the state lock
+    /// (`-lock-timeout`): a number with a unit, `"90s"`, `"10m"`, `"1h"`.
+    /// Default `"120s"`; `"0s"` fails at once when the state is locked.
+    /// When a resumed run repeats an apply stage whose host died during
+    /// `terraform apply`, that Terraform may still be running and hold the
+    /// lock: the stage waits this long for it before telling whether it
+    /// applied the plan.
+    #[serde(default)]
+    #[schemars(extend("pattern" = LOCK_TIMEOUT_PATTERN))]
+    pub lock_timeout: Option<String>,
     /// Apply and output: the Terraform output whose value (a YAML string,
     /// or an object) is written to `<work dir>/inventory.yml`, whose path
     /// becomes the output `ansible_inventory_file`. Default
@@ -171,6 +189,7 @@ impl Config {
             let apply = "action = \"apply\"";
             only("plan_file", self.plan_file.is_some(), apply)?;
             only("approved_digest", self.approved_digest.is_some(), apply)?;
+            only("lock_timeout", self.lock_timeout.is_some(), apply)?;
         }
         if action.plans() {
             only(
@@ -213,6 +232,7 @@ impl Config {
             };
             crate::digest::parse(digest)
                 .map_err(|e| Error::config(format!("field `approved_digest`: {e}")))?;
+            self.lock_timeout()?;
         }
         if let Some(name) = &self.inventory_output
             && !is_variable_name(name)
@@ -231,6 +251,31 @@ impl Config {
             Some(name) => (name, true),
             None => (DEFAULT_INVENTORY_OUTPUT, false),
         }
+    }
+
+    /// `lock_timeout` as given (or the default), for `-lock-timeout=`, and
+    /// as a duration.
+    pub fn lock_timeout(&self) -> Result<(&str, Duration), Error> {
+        let text = self.lock_timeout.as_deref().unwrap_or(DEFAULT_LOCK_TIMEOUT);
+        let bad = || {
+            Error::config(format!(
+                "field `lock_timeout`: `{text}` is not a duration: use a number with a unit, \
+                 \"90s\", \"10m\" or \"1h\""
+            ))
+        };
+        let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let secs = match &text[digits.len()..] {
+            "s" => Some(n),
+            "m" => n.checked_mul(60),
+            "h" => n.checked_mul(3600),
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        Ok((text, Duration::from_secs(secs)))
     }
 
     /// `terraform init …`
@@ -273,13 +318,16 @@ pub fn show_args(plan_file: &Path) -> Vec<String> {
     ]
 }
 
-/// `terraform apply -input=false -no-color <plan_file>`: a saved plan is
-/// applied without a prompt, and Terraform refuses variables with it.
-pub fn apply_args(plan_file: &Path) -> Vec<String> {
+/// `terraform apply -input=false -no-color -lock-timeout=<lock_timeout>
+/// <plan_file>`: a saved plan is applied without a prompt (Terraform
+/// refuses variables with it), after waiting up to `lock_timeout` for
+/// whoever holds the state lock.
+pub fn apply_args(plan_file: &Path, lock_timeout: &str) -> Vec<String> {
     vec![
         "apply".into(),
         "-input=false".into(),
         "-no-color".into(),
+        format!("-lock-timeout={lock_timeout}"),
         plan_file.display().to_string(),
     ]
 }
@@ -392,8 +440,14 @@ mod tests {
             ["show", "-json", "/w/tfplan"]
         );
         assert_eq!(
-            apply_args(Path::new("/w/tfplan")),
-            ["apply", "-input=false", "-no-color", "/w/tfplan"]
+            apply_args(Path::new("/w/tfplan"), "120s"),
+            [
+                "apply",
+                "-input=false",
+                "-no-color",
+                "-lock-timeout=120s",
+                "/w/tfplan"
+            ]
         );
         assert_eq!(output_args(), ["output", "-json", "-no-color"]);
     }
@@ -452,6 +506,56 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(ok.inventory_output(), ("hosts_yaml", true));
+        assert_eq!(
+            ok.lock_timeout().unwrap(),
+            ("120s", Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn lock_timeouts() {
+        let apply = |timeout: &str| {
+            parse(json!({
+                "action": "apply", "dir": "/d", "plan_file": "/w/tfplan",
+                "approved_digest": DIGEST, "lock_timeout": timeout
+            }))
+            .map(|c| {
+                let (text, d) = c.lock_timeout().unwrap();
+                (text.to_string(), d)
+            })
+        };
+        for (text, secs) in [("0s", 0), ("90s", 90), ("10m", 600), ("1h", 3600)] {
+            assert_eq!(
+                apply(text).unwrap(),
+                (text.to_string(), Duration::from_secs(secs))
+            );
+        }
+        for bad in [
+            "",
+            "s",
+            "90",
+            "1.5m",
+            "-1s",
+            "+1s",
+            "1d",
+            "10 m",
+            "99999999999999999999s",
+        ] {
+            let e = apply(bad).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "invalid config: field `lock_timeout`: `{bad}` is not a duration: use a \
+                     number with a unit, \"90s\", \"10m\" or \"1h\""
+                )
+            );
+        }
+        let e = parse(json!({"action": "plan", "dir": "/d", "lock_timeout": "1m"})).unwrap_err();
+        assert_eq!(
+            e,
+            "invalid config: field `lock_timeout`: only used with action = \"apply\", not with \
+             action = \"plan\""
+        );
     }
 
     #[test]
@@ -520,6 +624,7 @@ mod tests {
             "require_changes",
             "plan_file",
             "approved_digest",
+            "lock_timeout",
             "inventory_output",
             "lockfile",
         ];
@@ -532,6 +637,7 @@ mod tests {
                 "`{field}` has no description: {p}"
             );
         }
+        assert_eq!(properties["lock_timeout"]["pattern"], LOCK_TIMEOUT_PATTERN);
         assert_eq!(
             schema["allOf"][0]["then"]["required"],
             json!(["plan_file", "approved_digest"])

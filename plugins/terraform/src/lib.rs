@@ -16,12 +16,33 @@
 //! - `apply`: hashes `plan_file` itself and refuses unless its sha256 is
 //!   `approved_digest`; applies a copy of exactly those bytes (kept in its
 //!   own work dir, so the file cannot change between the check and the
-//!   apply) with `terraform apply -input=false <plan>`; then `output
-//!   -json`. Outputs every Terraform output under its own name (sensitive
-//!   ones as `"<sensitive>"`), `outputs` (all of them), `applied_digest`,
-//!   and `ansible_inventory_file` when the configuration has the
+//!   apply) with `terraform apply -input=false -lock-timeout=<lock_timeout>
+//!   <plan>` (default `120s`: it waits for whoever holds the state lock);
+//!   then `output -json`. Outputs every Terraform output under its own name
+//!   (sensitive ones as `"<sensitive>"`), `outputs` (all of them),
+//!   `applied_digest`, `applied_by_earlier_attempt`, and
+//!   `ansible_inventory_file` when the configuration has the
 //!   `inventory_output` (default `ansible_inventory`; its value is written
 //!   to `<work dir>/inventory.yml`).
+//!
+//!   An apply runs at most once, even when a resumed run repeats the stage
+//!   (same work dir, same `with`) after the host died (`src/attempt.rs`). Before
+//!   `terraform apply` starts, the stage writes and fsyncs
+//!   `<work dir>/apply-attempt.json` (the plan's digest, the `state` file's
+//!   lineage and serial, the start time; how the apply ended is added
+//!   when it returns). A later attempt of the same plan first waits (up to
+//!   `lock_timeout`) for the state lock an orphaned `terraform apply` of
+//!   the earlier attempt may still hold, then reads the state again: when
+//!   its serial advanced past the marker's in the same lineage, or a state
+//!   appeared where there was none, the earlier attempt applied the plan,
+//!   and the stage only reads the outputs, with `applied_by_earlier_attempt
+//!   = true` (false otherwise). When the earlier apply is known to have
+//!   failed after changing the state, the stage fails asking for a new
+//!   plan. Otherwise it applies; should Terraform then find the plan stale
+//!   (`Error: Saved plan is stale`) because the earlier attempt's apply
+//!   finished meanwhile, that also counts as applied by the earlier
+//!   attempt. A plan that changes nothing leaves the serial as it is and is
+//!   simply applied again, which changes nothing.
 //! - `output`: `init`, `output -json`; the same outputs as `apply` without
 //!   `applied_digest`.
 //!
@@ -64,9 +85,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use attempt::{Applied, Decision, Finished, Marker, State};
+use capstan_plugin::utc::Utc;
 use capstan_plugin::{Context, Error, Exec, Info, Outcome, Output, Stage};
 use serde_json::{Value, json};
 
+mod attempt;
 mod cli;
 mod config;
 mod digest;
@@ -157,7 +181,19 @@ impl Runner {
         }
     }
 
+    /// Run a subcommand; an unsuccessful exit is an error with Terraform's
+    /// own lines.
     fn run(&mut self, args: Vec<String>) -> Result<Output, Error> {
+        let subcommand = args.first().cloned().unwrap_or_default();
+        let out = self.exec(args)?;
+        if !out.success() {
+            return Err(Error::failed(failure(&subcommand, &out)));
+        }
+        Ok(out)
+    }
+
+    /// Run a subcommand and return how it ended, whatever it was.
+    fn exec(&mut self, args: Vec<String>) -> Result<Output, Error> {
         let subcommand = args.first().cloned().unwrap_or_default();
         let mut exec = Exec::new("terraform");
         // JSON from `show` and `output` holds sensitive values in clear:
@@ -180,16 +216,19 @@ impl Runner {
             "ms": out.duration.as_millis() as u64,
             "status": out.status.to_string(),
         }));
-        if !out.success() {
-            return Err(Error::failed(cli::failure_message(
-                &subcommand,
-                &out.status.to_string(),
-                &out.stderr_str(),
-                &out.stdout_str(),
-            )));
-        }
         Ok(out)
     }
+}
+
+/// The stage error's text for a Terraform command that exited
+/// unsuccessfully.
+fn failure(subcommand: &str, out: &Output) -> String {
+    cli::failure_message(
+        subcommand,
+        &out.status.to_string(),
+        &out.stderr_str(),
+        &out.stdout_str(),
+    )
 }
 
 /// Fail early, naming the grant to add, when the stage cannot reach the
@@ -311,7 +350,8 @@ fn lines_or_none(lines: &[String]) -> String {
     }
 }
 
-/// `apply`: only the approved bytes, then the outputs.
+/// `apply`: only the approved bytes, at most once (see [`attempt`]), then
+/// the outputs.
 fn apply(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
     let config = &ctx.config;
     // `validate` checked both are set.
@@ -339,8 +379,99 @@ fn apply(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
     std::fs::write(&approved_plan, &bytes)
         .map_err(|e| Error::failed(format!("{}: {e}", approved_plan.display())))?;
 
+    let (lock_timeout, lock_wait) = config.lock_timeout()?;
+    let state_file = config.state.as_deref();
+    let marker_file = ctx.work_dir.join(attempt::MARKER_FILE);
+    // An earlier attempt of this stage in this run, when the host died
+    // during it (a resumed run repeats the stage in the same work dir).
+    let earlier = attempt::read_marker(&marker_file).map_err(Error::failed)?;
+    let done = Applying {
+        ctx,
+        plan_file,
+        approved_plan: &approved_plan,
+        marker_file: &marker_file,
+        digest: &digest,
+        earlier: earlier.as_ref(),
+    };
+
     tf.run(config.init_args())?;
-    let applied = tf.run(config::apply_args(&approved_plan))?;
+
+    // If the host died during the earlier attempt's `terraform apply`, that
+    // Terraform outlived it and may still be applying (and writing the
+    // state: the serial advances several times during one apply). Whoever
+    // holds the state lock, wait until it is released before reading the
+    // state and the outputs.
+    if let (Some(m), Some(state)) = (&earlier, state_file)
+        && m.plan_digest == digest
+    {
+        wait_for_lock(state, m, lock_timeout, lock_wait)?;
+    }
+    let before = read_state(state_file);
+    let why = match attempt::decide(earlier.as_ref(), &digest, state_file, &before) {
+        Decision::AppliedEarlier(applied) => return done.by_earlier_attempt(tf, &applied),
+        Decision::FailedAfterChanges(applied) => {
+            return Err(Error::failed(failed_after_changes(&applied)));
+        }
+        Decision::Apply(why) => why,
+    };
+    if let Some(line) = why.explain(earlier.as_ref()) {
+        capstan_plugin::info!("{line}");
+    }
+
+    // Record the attempt durably before Terraform can change anything.
+    let mut marker = Marker::new(&digest, state_file, &before, Utc::now().rfc3339());
+    attempt::write_marker(&marker_file, &marker).map_err(|e| {
+        Error::failed(format!(
+            "cannot record the apply attempt in {} (so not applying): {e}",
+            marker_file.display()
+        ))
+    })?;
+    let result = tf.exec(config::apply_args(&approved_plan, lock_timeout));
+    marker.finished = Some(Finished {
+        at: Utc::now().rfc3339(),
+        status: match &result {
+            Ok(out) => out.status.to_string(),
+            Err(e) => e.to_string(),
+        },
+        success: result.as_ref().is_ok_and(Output::success),
+    });
+    if let Err(e) = attempt::write_marker(&marker_file, &marker) {
+        capstan_plugin::warn!(
+            "cannot record how `terraform apply` ended in {}: {e}",
+            marker_file.display()
+        );
+    }
+    let applied = result?;
+
+    if !applied.success() {
+        let message = failure("apply", &applied);
+        let stale = attempt::is_stale_plan(&applied.stderr_str())
+            || attempt::is_stale_plan(&applied.stdout_str());
+        // Stale because the earlier attempt's Terraform finished applying
+        // this plan meanwhile (we waited for its lock)?
+        if stale && let Some(m) = &earlier {
+            let now = read_state(state_file);
+            match attempt::decide(Some(m), &digest, state_file, &now) {
+                Decision::AppliedEarlier(applied) => {
+                    // This attempt changed nothing: keep the marker of the
+                    // one that applied the plan, for a later attempt.
+                    if let Err(e) = attempt::write_marker(&marker_file, m) {
+                        capstan_plugin::warn!("cannot restore {}: {e}", marker_file.display());
+                    }
+                    return done.by_earlier_attempt(tf, &applied);
+                }
+                Decision::FailedAfterChanges(applied) => {
+                    return Err(Error::failed(format!(
+                        "{message}\n{}",
+                        failed_after_changes(&applied)
+                    )));
+                }
+                Decision::Apply(_) => {}
+            }
+        }
+        return Err(Error::failed(message));
+    }
+
     let result = cli::apply_result(&applied.stdout_str());
     tf.details = json!({
         "plan_file": plan_file,
@@ -348,13 +479,160 @@ fn apply(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
         "approved_digest": approved,
         "applied_digest": digest,
         "resources": result,
+        "applied_by_earlier_attempt": false,
+        "attempt": marker,
+        "earlier_attempt": earlier,
     });
     let head = format!(
         "applied plan sha256 {} (the approved digest): {}; outputs",
         short_digest(&digest),
         result.as_deref().unwrap_or("applied")
     );
-    read_outputs(ctx, tf, head).map(|o| o.output("applied_digest", &digest).artifact(approved_plan))
+    done.outcome(read_outputs(ctx, tf, head)?, false)
+}
+
+/// What the end of `apply` needs, on either path.
+struct Applying<'a> {
+    ctx: &'a Context<Config>,
+    plan_file: &'a Path,
+    approved_plan: &'a Path,
+    marker_file: &'a Path,
+    digest: &'a str,
+    earlier: Option<&'a Marker>,
+}
+
+impl Applying<'_> {
+    /// The earlier attempt applied the plan: say so, and read the outputs.
+    fn by_earlier_attempt(&self, tf: &mut Runner, applied: &Applied) -> Result<Outcome, Error> {
+        capstan_plugin::info!(
+            "plan sha256 {} was applied by an earlier attempt of this stage (started {}): the \
+             state went from {}; not applying it again",
+            self.digest,
+            applied.started,
+            applied.serials()
+        );
+        if applied.finished.is_none() {
+            capstan_plugin::warn!(
+                "the host stopped during that attempt's `terraform apply`, which finished on \
+                 its own: its exit status is unknown. It released the state lock and the state \
+                 advanced, so the plan counts as applied; if that apply failed partway, the \
+                 next plan shows what is missing"
+            );
+        }
+        tf.details = json!({
+            "plan_file": self.plan_file,
+            "applied_plan": self.approved_plan,
+            "approved_digest": self.ctx.config.approved_digest,
+            "applied_digest": self.digest,
+            "applied_by_earlier_attempt": true,
+            "serial_before": applied.serial_before,
+            "serial_now": applied.serial_now,
+            "earlier_attempt": self.earlier,
+        });
+        let head = format!(
+            "plan sha256 {} (the approved digest) was applied by an earlier attempt of this \
+             stage (started {}; the state went from {}), not applied again; outputs",
+            short_digest(self.digest),
+            applied.started,
+            applied.serials()
+        );
+        let outputs = read_outputs(self.ctx, tf, head)?;
+        self.outcome(outputs, true)
+    }
+
+    /// The outputs every apply adds.
+    fn outcome(&self, outputs: Outcome, by_earlier_attempt: bool) -> Result<Outcome, Error> {
+        Ok(outputs
+            .output("applied_digest", self.digest)
+            .output("applied_by_earlier_attempt", by_earlier_attempt)
+            .artifact(self.approved_plan)
+            .artifact(self.marker_file))
+    }
+}
+
+/// The stage error when an earlier attempt's apply of the plan failed after
+/// changing the state.
+fn failed_after_changes(applied: &Applied) -> String {
+    let status = applied
+        .finished
+        .as_ref()
+        .map_or("unknown status", |f| f.status.as_str());
+    format!(
+        "An earlier attempt of this stage (started {}) applied this plan and `terraform apply` \
+         failed ({status}) after changing the state ({}). The plan is stale and is not applied \
+         again: plan again (the new plan shows what is missing) and get it approved",
+        applied.started,
+        applied.serials()
+    )
+}
+
+/// The state before or after an apply; `Unknown` (with a warning) when it
+/// cannot be read.
+fn read_state(state_file: Option<&Path>) -> State {
+    let Some(path) = state_file else {
+        return State::Unknown;
+    };
+    State::read(path).unwrap_or_else(|e| {
+        capstan_plugin::warn!("cannot tell the state's serial: {e}");
+        State::Unknown
+    })
+}
+
+/// Wait (up to `lock_timeout`) for the state lock, which the earlier
+/// attempt's orphaned `terraform apply` may still hold.
+fn wait_for_lock(
+    state: &Path,
+    earlier: &Marker,
+    lock_timeout: &str,
+    wait: Duration,
+) -> Result<(), Error> {
+    let Some(info) = attempt::lock_info(state) else {
+        return Ok(());
+    };
+    let orphan = earlier.finished.is_none();
+    let holder = if orphan {
+        format!(
+            "an earlier attempt of this stage started applying this plan at {} and the host \
+             stopped during it",
+            earlier.started
+        )
+    } else {
+        "another Terraform is using it".to_string()
+    };
+    capstan_plugin::info!(
+        "the state {} is locked ({}); {holder}: waiting up to {lock_timeout} for the lock \
+         before reading the state",
+        state.display(),
+        attempt::describe_lock(&info),
+    );
+    let Some(info) = attempt::wait_unlocked(state, wait, Duration::from_secs(1)) else {
+        capstan_plugin::info!("the state lock was released");
+        return Ok(());
+    };
+    let info_file = attempt::lock_info_path(state).unwrap_or_default();
+    let mut message = format!(
+        "the state {} is still locked after {lock_timeout} ({}).",
+        state.display(),
+        attempt::describe_lock(&info)
+    );
+    if orphan {
+        message.push_str(&format!(
+            " An earlier attempt of this stage started `terraform apply` of this plan at {} \
+             and the host stopped during it: that Terraform may still be running; run the \
+             stage again once it has finished (or raise `lock_timeout`). If no Terraform is \
+             running any more, it was killed during the apply without unlocking the state, \
+             and the plan may be partly applied: check the state, remove {}, and plan again",
+            earlier.started,
+            info_file.display()
+        ));
+    } else {
+        message.push_str(&format!(
+            " Run the stage again once that Terraform has finished (or raise `lock_timeout`); \
+             if no Terraform is running, remove {}",
+            info_file.display()
+        ));
+    }
+    Err(Error::failed(message))
 }
 
 /// `output`: Terraform's outputs, changing nothing.

@@ -10,7 +10,12 @@ use crate::plan::{SENSITIVE, brief_list, short};
 
 /// Output keys the stage sets itself; a Terraform output of the same name
 /// is only in `outputs`.
-pub const RESERVED: [&str; 3] = ["outputs", "ansible_inventory_file", "applied_digest"];
+pub const RESERVED: [&str; 4] = [
+    "outputs",
+    "ansible_inventory_file",
+    "applied_digest",
+    "applied_by_earlier_attempt",
+];
 
 /// One entry of `terraform output -json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
