@@ -139,3 +139,46 @@ fn every_command_help_has_an_example_and_exit_codes_are_documented() {
         assert!(ran.stdout.contains(code), "--help lacks `{code}`: {ran:?}");
     }
 }
+
+/// `capstan audit --run`: what a run's stages did, denials first-class.
+#[test]
+fn a_runs_audit_events_come_from_the_run_store() {
+    let sb = crate::harness::Sandbox::new();
+    let stage = crate::harness::adversary_stage(
+        "probe",
+        r#"{ action = "exec", program = "echo", args = ["forbidden"] }"#,
+        "",
+    );
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"a\"\n[plugins.adversary]\npath = \"{{adversary}}\"\n{stage}"
+    ));
+    let ran = sb.capstan(&["run", pipeline.to_str().unwrap(), "-q"]);
+    let id = sb.newest_run_id();
+    let events = sb.json(&["audit", "--run", &id, "--json"]);
+    let file: Vec<serde_json::Value> = sb.last_run().audit;
+    assert_eq!(
+        events.as_array().unwrap().len(),
+        file.len(),
+        "the store has every audit.jsonl event: {ran:?}"
+    );
+    let denied = sb.json(&["audit", "--run", &id, "--denied", "--json"]);
+    let denied = denied.as_array().unwrap();
+    assert!(
+        !denied.is_empty()
+            && denied
+                .iter()
+                .all(|e| e["allowed"] == false || e["capability"] == "limit")
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["capability"] == "exec" && e["detail"]["args"][0] == "forbidden"),
+        "{denied:?}"
+    );
+    let text = sb.capstan(&["audit", "--run", &id, "--denied"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(
+        text.stdout.contains("DENIED") && text.stdout.contains("echo forbidden"),
+        "{text:?}"
+    );
+}

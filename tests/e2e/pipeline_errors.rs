@@ -125,3 +125,20 @@ snapshot!(
     file_that_is_not_a_component,
     "[pipeline]\nname = \"p\"\n[plugins.text]\npath = \"not-a-component.wasm\"\n[stages.a]\nplugin = \"text\"\n"
 );
+
+snapshot!(
+    rollback_reuses_an_unknown_stage,
+    &format!(
+        "{HEAD}[stages.build]\nplugin = \"hello\"\n[stages.b]\nplugin = \"hello\"\nneeds = [\"build\"]\non_failure = \"rollback\"\n[rollback]\nreuse = [\"bulid\"]\n"
+    )
+);
+
+snapshot!(
+    on_failure_rollback_without_a_rollback_section,
+    &format!("{HEAD}[stages.a]\nplugin = \"hello\"\non_failure = \"rollback\"\n")
+);
+
+snapshot!(
+    on_failure_unknown_value,
+    &format!("{HEAD}[stages.a]\nplugin = \"hello\"\non_failure = \"retry\"\n")
+);

@@ -100,6 +100,20 @@ fn rollback_redeploys_the_last_good_image_by_hand_and_when_smoke_tests_fail() {
     assert_eq!(stats["recoveries"], 2);
 }
 
+/// One seeded run: id, environment, kind, undoes, started, ended, status,
+/// verified, and its stages' (name, duration ms, status).
+type Seed<'a> = (
+    &'a str,
+    &'a str,
+    RunKind,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    RunState,
+    Option<bool>,
+    &'a [(&'a str, u64, &'a str)],
+);
+
 /// Seed the store with a history at fixed times, then compare `capstan stats`
 /// with values computed by hand.
 #[test]
@@ -109,7 +123,7 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
     let me = Owner::current();
     // id, env, kind, undoes, started, ended, status, verified, [(stage, ms, status)]
     #[rustfmt::skip]
-    let history: &[(&str, &str, RunKind, Option<&str>, &str, Option<&str>, RunState, Option<bool>, &[(&str, u64, &str)])] = &[
+    let history: &[Seed] = &[
         ("r1", "production", RunKind::Deploy, None, "2026-11-01T10:00:00Z", Some("2026-11-01T10:10:00Z"), RunState::Succeeded, Some(true), &[("plan", 60_000, "succeeded"), ("smoke", 30_000, "succeeded")]),
         ("r2", "production", RunKind::Deploy, None, "2026-11-02T10:00:00Z", Some("2026-11-02T10:20:00Z"), RunState::Failed, Some(false), &[("plan", 120_000, "succeeded"), ("smoke", 60_000, "failed")]),
         ("r3", "production", RunKind::Rollback, Some("r2"), "2026-11-02T10:30:00Z", Some("2026-11-02T10:40:00Z"), RunState::Succeeded, Some(true), &[("plan", 30_000, "succeeded"), ("smoke", 30_000, "succeeded")]),

@@ -244,10 +244,18 @@ impl Validator<'_> {
                 if raw.stages.keys().any(|k| k.get_ref() == name.get_ref()) {
                     reuse.push(name.get_ref().clone());
                 } else {
+                    let stages = raw.stages.keys().map(|k| k.get_ref().as_str());
+                    let help = match diag::closest(name.get_ref(), stages) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => "list the stages whose outputs a rollback takes from the run it redeploys, e.g. reuse = [\"build\"]".into(),
+                    };
                     self.error(
                         Some(name.span()),
-                        format!("[rollback] reuses `{}`, which is not a stage in this pipeline", name.get_ref()),
-                        Some("list the stages whose outputs a rollback takes from the run it redeploys, e.g. reuse = [\"build\"]".into()),
+                        format!(
+                            "[rollback] reuses `{}`, which is not a stage in this pipeline",
+                            name.get_ref()
+                        ),
+                        Some(help),
                     );
                 }
             }

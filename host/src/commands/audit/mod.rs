@@ -1,6 +1,8 @@
 //! `capstan audit`: what each stage may do, from the pipeline file and the
 //! plugins alone. Nothing the plugins do runs except `describe`, which gets
-//! no capabilities at all.
+//! no capabilities at all. With `--run`, what a run's stages did ([`run`]).
+
+mod run;
 
 use std::path::{Path, PathBuf};
 
@@ -23,10 +25,23 @@ use crate::runtime::plugin::LoadedPlugin;
 Examples:
   capstan audit examples/hello/pipeline.toml
   capstan audit examples/hello/pipeline.toml --json | jq '.stages[].missing'
-  capstan audit target/wasm32-wasip2/release/capstan_hello.wasm")]
+  capstan audit target/wasm32-wasip2/release/capstan_hello.wasm
+  capstan audit --run 20261126-101500-7f3a             # what a run's stages did
+  capstan audit --run 20261126-101500-7f3a --denied    # only what was refused")]
 pub struct Args {
     /// A pipeline file, or a plugin `.wasm` to describe on its own.
-    pub target: PathBuf,
+    #[arg(required_unless_present = "run")]
+    pub target: Option<PathBuf>,
+    /// Instead: every capability use and denial recorded for this run (id or
+    /// unique prefix), from the run store.
+    #[arg(long, value_name = "RUN", conflicts_with = "target")]
+    pub run: Option<String>,
+    /// With --run: only this stage.
+    #[arg(long, requires = "run")]
+    pub stage: Option<String>,
+    /// With --run: only denials and limits hit.
+    #[arg(long, requires = "run")]
+    pub denied: bool,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -58,10 +73,13 @@ struct StageReport {
 }
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
-    if args.target.extension().is_some_and(|e| e == "wasm") {
-        return super::plugin::describe_file(&args.target, args.json, cli).await;
+    let Some(target) = &args.target else {
+        return run::exec(args, cli);
+    };
+    if target.extension().is_some_and(|e| e == "wasm") {
+        return super::plugin::describe_file(target, args.json, cli).await;
     }
-    let pipeline = super::load_pipeline(&args.target)?;
+    let pipeline = super::load_pipeline(target)?;
     let runtime = super::new_runtime()?;
     let cache = cli.cache();
     let mut loaded = std::collections::HashMap::new();
