@@ -14,22 +14,15 @@ use crate::store::{ApprovalRow, PendingApproval, RunRow, RunState, RunStore, lat
 #[command(after_help = "\
 Examples:
   capstan approve 20261126-101500-7f3a --as bob --comment \"reviewed the plan\"
-  capstan approve 20261126-101500-7f3a --as bob --digest 3f1c9a0b2d4e   # only if it is still that plan
+  capstan approve 20261126-101500-7f3a --as bob --digest 3f1c9a0b2d4e   # if still that plan
   capstan approve 20261126-101500-7f3a --as carol --emergency \"outage INC-42, rollback now\"
   capstan resume 20261126-101500-7f3a
 
 The run's author may not approve it. When the request names approvers, only
 they may; when it needs N approvals, N different people must approve.")]
 pub struct ApproveArgs {
-    /// The run id (or a unique prefix of it).
-    pub run: String,
-    /// Who approves. Default: $CAPSTAN_ACTOR, the CI actor ($GITHUB_ACTOR,
-    /// $GITLAB_USER_LOGIN), or $USER.
-    #[arg(long = "as", value_name = "NAME")]
-    pub by: Option<String>,
-    /// Why, for the record.
-    #[arg(long)]
-    pub comment: Option<String>,
+    #[command(flatten)]
+    pub answer: Answer,
     /// The digest you reviewed (or its first 12+ characters): refused if the
     /// run now waits on another one (it was re-planned).
     #[arg(long)]
@@ -45,9 +38,17 @@ pub struct ApproveArgs {
 Example:
   capstan reject 20261126-101500-7f3a --as bob --comment \"destroys the database\"")]
 pub struct RejectArgs {
+    #[command(flatten)]
+    pub answer: Answer,
+}
+
+/// Which run, who answers, why.
+#[derive(Debug, clap::Args)]
+pub struct Answer {
     /// The run id (or a unique prefix of it).
     pub run: String,
-    /// Who rejects (default as for `approve`).
+    /// Who answers. Default: $CAPSTAN_ACTOR, the CI actor ($GITHUB_ACTOR,
+    /// $GITLAB_USER_LOGIN), or $USER.
     #[arg(long = "as", value_name = "NAME")]
     pub by: Option<String>,
     /// Why, for the record.
@@ -95,8 +96,8 @@ fn now() -> String {
 
 pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
-    let (run, pending) = waiting(store.as_ref(), &args.run)?;
-    let by = super::identity(args.by.as_deref());
+    let (run, pending) = waiting(store.as_ref(), &args.answer.run)?;
+    let by = super::identity(args.answer.by.as_deref());
     if let Some(reviewed) = &args.digest
         && (reviewed.len() < 12 || !pending.digest.starts_with(reviewed.as_str()))
     {
@@ -113,7 +114,7 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
         decision: "approved".into(),
         by: by.clone(),
         at: now(),
-        comment: args.comment.clone(),
+        comment: args.answer.comment.clone(),
         policy: "manual".into(),
         override_reason: None,
     };
@@ -168,7 +169,7 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
         &run,
         &store,
         &pending.stage,
-        json!({"decision": "approved", "by": by, "digest": pending.digest, "comment": args.comment,
+        json!({"decision": "approved", "by": by, "digest": pending.digest, "comment": args.answer.comment,
                "policy": row.policy, "override_reason": row.override_reason, "via": "capstan approve"}),
     );
     let decisions = store.approvals(&run.id).map_err(super::store_failure)?;
@@ -208,8 +209,8 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
 
 pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
-    let (run, pending) = waiting(store.as_ref(), &args.run)?;
-    let by = super::identity(args.by.as_deref());
+    let (run, pending) = waiting(store.as_ref(), &args.answer.run)?;
+    let by = super::identity(args.answer.by.as_deref());
     let at = now();
     let row = ApprovalRow {
         stage: pending.stage.clone(),
@@ -217,7 +218,7 @@ pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
         decision: "rejected".into(),
         by: by.clone(),
         at: at.clone(),
-        comment: args.comment.clone(),
+        comment: args.answer.comment.clone(),
         policy: "manual".into(),
         override_reason: None,
     };
@@ -228,7 +229,7 @@ pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
         &run,
         &store,
         &pending.stage,
-        json!({"decision": "rejected", "by": by, "digest": pending.digest, "comment": args.comment, "via": "capstan reject"}),
+        json!({"decision": "rejected", "by": by, "digest": pending.digest, "comment": args.answer.comment, "via": "capstan reject"}),
     );
     // The paused stage ends as failed, the run as rejected, and the
     // environment is free again.
@@ -237,7 +238,8 @@ pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
         let attempt = stage.attempt;
         let reason = format!(
             "rejected by {by}{}",
-            args.comment
+            args.answer
+                .comment
                 .as_deref()
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default()

@@ -13,6 +13,21 @@ use crate::run::{Prepared, RunDir, RunOptions, RunRecord, RunStatus, StageRecord
 use crate::runtime::Runtime;
 use crate::store::{NewRun, Owner, RunStore};
 
+/// Flags of every command that drives a run (`run`, `resume`, `rollback`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DriveFlags {
+    /// Do not echo stage logs to the terminal (they are still in the run dir).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print the run record as JSON on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// If another run holds the environment's lock, wait for it this long (e.g. `10m`)
+    /// instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
+}
+
 /// A new run, or one that continues.
 pub enum Begin {
     New(Box<NewRun>),
@@ -28,10 +43,8 @@ pub struct Drive {
     pub store: Arc<dyn RunStore>,
     /// Stages that keep their recorded outcome (see `run::execute`).
     pub done: Vec<StageRecord>,
-    /// How long to wait for the environment lock (`None`: fail at once).
-    pub wait: Option<Duration>,
+    pub flags: DriveFlags,
     pub begin: Begin,
-    pub json: bool,
     /// Record `done` in the store as reused stages (a rollback's).
     pub record_done: bool,
 }
@@ -41,7 +54,7 @@ pub struct Drive {
 pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
     let env = d.opts.environment.clone();
     let id = d.dir.id.clone();
-    match lock::acquire(&d.store, &env, &id, d.wait).await {
+    match lock::acquire(&d.store, &env, &id, d.flags.wait).await {
         Ok(Some(stale)) => eprintln!(
             "note: released a stale lock on `{env}` left by run {} ({}, no longer running)",
             stale.run_id, stale.owner
@@ -82,7 +95,18 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
             },
             &Owner::current(),
         ),
-        Begin::Resume => d.store.claim_run(&id, &Owner::current()),
+        Begin::Resume => match d.store.claim_run(&id, &Owner::current()) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                return Err(Failure::new(
+                    exit::REFUSED,
+                    format!(
+                        "error: run {id} was resumed by another process meanwhile; see `capstan show {id}`"
+                    ),
+                ));
+            }
+            Err(e) => Err(e),
+        },
     };
     let begun = begun.and_then(|()| {
         d.done.iter().filter(|_| d.record_done).try_for_each(|r| {
@@ -125,7 +149,7 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         eprintln!("warning: cannot release the lock on `{env}`: {e}");
     }
     let code = report(&record, &d.dir);
-    if d.json {
+    if d.flags.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&record).expect("run records serialize")

@@ -4,13 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::drive::{Begin, Drive, drive};
+use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
 use crate::run::stage::StageStatus;
 use crate::run::{RunDir, RunOptions, RunStatus, StageRecord};
-use crate::store::{RunRow, StageRow, latest_attempts};
+use crate::store::{RunKind, RunRow, StageRow, latest_attempts};
 
 /// Continue a paused, interrupted or failed run from its first unfinished
 /// stage. Finished stages are not run again (a finished apply never runs
@@ -27,15 +26,8 @@ pub struct Args {
     /// Run this stage and every stage after it again, even if they finished.
     #[arg(long, value_name = "STAGE")]
     pub from: Option<String>,
-    /// Wait this long for the environment's lock (e.g. `10m`).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub wait: Option<Duration>,
-    /// Do not echo stage logs to the terminal.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Print the run record as JSON on stdout at the end.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub flags: DriveFlags,
 }
 
 fn refused(message: String) -> Failure {
@@ -115,29 +107,43 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             .map(|f| format!("; `{f}` and what follows it run again"))
             .unwrap_or_default()
     );
-    let opts = RunOptions {
-        environment: run.environment.clone(),
-        only: run.only.clone(),
-        echo: !args.quiet,
-        author: run.author.clone(),
-    };
-    let (code, _) = drive(Drive {
-        prepared,
+    let opts = opts_of(&run, &args.flags);
+    let (code, record) = drive(Drive {
+        prepared: prepared.clone(),
         runtime,
         dir: RunDir {
             id: run.id.clone(),
             path: PathBuf::from(&run.run_dir),
         },
         opts,
-        store,
+        store: store.clone(),
         done,
-        wait: args.wait,
+        flags: args.flags.clone(),
         begin: Begin::Resume,
-        json: args.json,
         record_done: false,
     })
     .await?;
+    if run.kind == RunKind::Deploy {
+        super::rollback::if_failed(
+            &record,
+            &prepared,
+            &opts_of(&run, &args.flags),
+            &args.flags,
+            cli,
+            &store,
+        )
+        .await;
+    }
     Ok(code)
+}
+
+fn opts_of(run: &RunRow, flags: &DriveFlags) -> RunOptions {
+    RunOptions {
+        environment: run.environment.clone(),
+        only: run.only.clone(),
+        echo: !flags.quiet,
+        author: run.author.clone(),
+    }
 }
 
 /// The plugins must be the ones the run started with: an approved plan is

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::drive::{Begin, Drive, drive};
+use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
+use crate::pipeline::file::OnFailure;
 use crate::run::stage::StageStatus;
-use crate::run::{RunOptions, RunStatus, StageRecord};
+use crate::run::{Prepared, RunOptions, RunRecord, RunStatus, StageRecord};
 use crate::store::{RunFilter, RunKind, RunRow, RunStore, latest_attempts};
 
 /// Roll an environment back to the last good run (or the one named):
@@ -41,15 +42,8 @@ pub struct Args {
     /// Who rolls back (default: $CAPSTAN_ACTOR, the CI actor, or $USER).
     #[arg(long = "as", value_name = "NAME")]
     pub author: Option<String>,
-    /// Wait this long for the environment's lock (e.g. `10m`).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub wait: Option<Duration>,
-    /// Do not echo stage logs to the terminal.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Print the run record as JSON on stdout at the end.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub flags: DriveFlags,
 }
 
 /// A rollback to start (from the command line or `on_failure = "rollback"`).
@@ -60,9 +54,7 @@ pub struct Rollback {
     /// The run being undone (default: the newest deploy run).
     pub undoes: Option<String>,
     pub author: String,
-    pub echo: bool,
-    pub wait: Option<Duration>,
-    pub json: bool,
+    pub flags: DriveFlags,
 }
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
@@ -73,11 +65,49 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         to: args.to.clone(),
         undoes: None,
         author: super::identity(args.author.as_deref()),
-        echo: !args.quiet,
-        wait: args.wait,
-        json: args.json,
+        flags: args.flags.clone(),
     };
     start(&rollback, cli, &store).await
+}
+
+/// `on_failure = "rollback"`: when a deploy run failed in such a stage,
+/// start a rollback of it (waiting up to a minute for the lock by default).
+/// Its outcome is printed; the failed run's exit code stays.
+pub async fn if_failed(
+    record: &RunRecord,
+    prepared: &Prepared,
+    opts: &RunOptions,
+    flags: &DriveFlags,
+    cli: &super::Cli,
+    store: &Arc<dyn RunStore>,
+) {
+    let Some(stage) = record.stages.iter().find(|s| {
+        matches!(s.status, StageStatus::Failed { .. })
+            && prepared.pipeline.stages[&s.name].on_failure == OnFailure::Rollback
+    }) else {
+        return;
+    };
+    if record.status != RunStatus::Failed {
+        return;
+    }
+    eprintln!(
+        "\nstage `{}` failed and rolls back on failure (`on_failure = \"rollback\"`): starting a rollback of run {}",
+        stage.name, record.run_id
+    );
+    let rollback = Rollback {
+        pipeline: Some(prepared.pipeline.file.clone()),
+        environment: opts.environment.clone(),
+        to: None,
+        undoes: Some(record.run_id.clone()),
+        author: opts.author.clone(),
+        flags: DriveFlags {
+            wait: Some(flags.wait.unwrap_or(Duration::from_secs(60))),
+            ..flags.clone()
+        },
+    };
+    if let Err(f) = start(&rollback, cli, store).await {
+        eprintln!("{}", f.message.trim_end());
+    }
 }
 
 fn refused(message: String) -> Failure {
@@ -200,7 +230,7 @@ pub async fn start(
     let opts = RunOptions {
         environment,
         only: Vec::new(),
-        echo: r.echo,
+        echo: !r.flags.quiet,
         author: r.author.clone(),
     };
     let dir = super::create_run_dir(cli)?;
@@ -224,9 +254,8 @@ pub async fn start(
         opts,
         store: store.clone(),
         done,
-        wait: r.wait,
+        flags: r.flags.clone(),
         begin: Begin::New(Box::new(new)),
-        json: r.json,
         record_done: true,
     })
     .await?;

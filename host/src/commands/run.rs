@@ -2,13 +2,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::drive::{Begin, Drive, drive};
+use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
-use crate::pipeline::file::OnFailure;
-use crate::run::stage::StageStatus;
-use crate::run::{RunOptions, RunStatus, selected};
+use crate::run::{RunOptions, selected};
 use crate::store::RunKind;
 
 /// Run a pipeline: check every plugin and grant, then run the stages in
@@ -38,20 +35,12 @@ pub struct Args {
     /// Check everything and show what would run, without running it.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not echo stage logs to the terminal (they are still in the run dir).
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Print the run record as JSON on stdout at the end.
-    #[arg(long)]
-    pub json: bool,
     /// Who starts the run (recorded; may not approve it). Default: $CAPSTAN_ACTOR, the CI
     /// actor ($GITHUB_ACTOR, $GITLAB_USER_LOGIN), or $USER.
     #[arg(long = "as", value_name = "NAME")]
     pub author: Option<String>,
-    /// If another run holds the environment's lock, wait for it this long (e.g. `10m`)
-    /// instead of failing at once.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub wait: Option<Duration>,
+    #[command(flatten)]
+    pub flags: DriveFlags,
 }
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
@@ -80,7 +69,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let opts = RunOptions {
         environment,
         only: args.only.clone(),
-        echo: !args.quiet,
+        echo: !args.flags.quiet,
         author: super::identity(args.author.as_deref()),
     };
     if args.dry_run {
@@ -97,43 +86,13 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         opts: opts.clone(),
         store: store.clone(),
         done: Vec::new(),
-        wait: args.wait,
+        flags: args.flags.clone(),
         begin: Begin::New(Box::new(new)),
-        json: args.json,
         record_done: false,
     })
     .await?;
-    let rollback_on = record.stages.iter().find(|s| {
-        matches!(s.status, StageStatus::Failed { .. })
-            && prepared.pipeline.stages[&s.name].on_failure == OnFailure::Rollback
-    });
-    match (record.status, rollback_on) {
-        (RunStatus::Failed, Some(stage)) => {
-            eprintln!(
-                "\nstage `{}` failed and rolls back on failure (`on_failure = \"rollback\"`): starting a rollback of run {}",
-                stage.name, record.run_id
-            );
-            let rollback = super::rollback::Rollback {
-                pipeline: Some(args.pipeline.clone()),
-                environment: opts.environment.clone(),
-                to: None,
-                undoes: Some(record.run_id.clone()),
-                author: opts.author.clone(),
-                echo: opts.echo,
-                wait: Some(args.wait.unwrap_or(Duration::from_secs(60))),
-                json: args.json,
-            };
-            let rolled = super::rollback::start(&rollback, cli, &store).await;
-            match rolled {
-                Ok(_) => Ok(code),
-                Err(f) => {
-                    eprintln!("{}", f.message.trim_end());
-                    Ok(code)
-                }
-            }
-        }
-        _ => Ok(code),
-    }
+    super::rollback::if_failed(&record, &prepared, &opts, &args.flags, cli, &store).await;
+    Ok(code)
 }
 
 fn dry_run(prepared: &crate::run::Prepared, opts: &RunOptions) {

@@ -17,11 +17,20 @@ impl Owner {
     /// This process.
     pub fn current() -> Owner {
         let pid = std::process::id();
-        Owner {
+        Owner::of(pid).unwrap_or(Owner {
             pid,
-            start: start_time(pid).unwrap_or(0),
+            start: 0,
             host: host_name(),
-        }
+        })
+    }
+
+    /// A running process of this host, if there is one with this pid.
+    pub fn of(pid: u32) -> Option<Owner> {
+        Some(Owner {
+            pid,
+            start: start_time(pid)?,
+            host: host_name(),
+        })
     }
 
     /// Whether the process still runs. A process on another host cannot be

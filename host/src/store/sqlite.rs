@@ -207,13 +207,14 @@ impl RunStore for SqliteStore {
         })
     }
 
-    fn claim_run(&self, id: &str, owner: &Owner) -> Result<()> {
+    fn claim_run(&self, id: &str, owner: &Owner) -> Result<bool> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE runs SET status = 'running', ended = NULL, owner_pid = ?2, owner_start = ?3, owner_host = ?4 WHERE id = ?1",
+            let changed = tx.execute(
+                "UPDATE runs SET status = 'running', ended = NULL, owner_pid = ?2, owner_start = ?3, owner_host = ?4
+                 WHERE id = ?1 AND status IN ('awaiting-approval', 'interrupted', 'failed')",
                 params![id, owner.pid, owner.start as i64, owner.host],
             )?;
-            Ok(())
+            Ok(changed == 1)
         })
     }
 
@@ -405,9 +406,9 @@ impl RunStore for SqliteStore {
         self.write(|tx| {
             let holder = tx
                 .query_row(
-                    // The run's owner changes when it is resumed: check that one.
-                    "SELECT l.run_id, COALESCE(r.owner_pid, l.owner_pid), COALESCE(r.owner_start, l.owner_start),
-                            COALESCE(r.owner_host, l.owner_host), l.acquired, r.status, r.author
+                    // The lock's owner is the process that runs (or last ran) the
+                    // run: a resume takes the lock over.
+                    "SELECT l.run_id, l.owner_pid, l.owner_start, l.owner_host, l.acquired, r.status, r.author
                      FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.environment = ?1",
                     [environment],
                     |r| {
@@ -425,6 +426,15 @@ impl RunStore for SqliteStore {
                 )
                 .optional()?;
             let mut released_stale = None;
+            if let Some(h) = &holder
+                && h.run_id == run
+                && h.owner != *me
+                && h.run_status == Some(RunState::Running)
+                && h.owner.is_alive()
+            {
+                // Another process is resuming this same run right now.
+                return Ok(Lock::Held(h.clone()));
+            }
             if let Some(h) = holder.filter(|h| h.run_id != run) {
                 let live = match h.run_status {
                     Some(RunState::AwaitingApproval) => true,

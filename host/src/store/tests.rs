@@ -192,16 +192,31 @@ fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones() {
     // A paused run holds its lock although no process runs it.
     s.finish_run("a", RunState::AwaitingApproval, "t", None)
         .unwrap();
-    s.claim_run("a", &dead_owner()).unwrap();
-    s.finish_run("a", RunState::AwaitingApproval, "t", None)
-        .unwrap();
     assert!(matches!(
         s.try_lock("prod", "b", &me).unwrap(),
         Lock::Held(_)
     ));
 
+    // Resumed by one process: no other may claim it, nor take its lock.
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let other_owner = Owner::of(other.id()).unwrap();
+    assert!(matches!(
+        s.try_lock("prod", "a", &other_owner).unwrap(),
+        Lock::Acquired { .. }
+    ));
+    assert!(s.claim_run("a", &other_owner).unwrap());
+    assert!(!s.claim_run("a", &me).unwrap(), "claimed once");
+    assert!(
+        matches!(s.try_lock("prod", "a", &me).unwrap(), Lock::Held(_)),
+        "another live process resumes it"
+    );
+
     // A running run whose process died loses it, and is marked interrupted.
-    s.claim_run("a", &dead_owner()).unwrap();
+    other.kill().unwrap();
+    other.wait().unwrap();
     match s.try_lock("prod", "b", &me).unwrap() {
         Lock::Acquired {
             released_stale: Some(h),

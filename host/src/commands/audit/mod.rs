@@ -19,7 +19,8 @@ use crate::runtime::plugin::LoadedPlugin;
 /// Show, per stage, the plugin (path, sha256, contract), the capabilities it
 /// requests with reasons, what the pipeline grants, and what is requested
 /// but not granted. Exits 4 when a request is not granted or a plugin
-/// cannot be loaded.
+/// cannot be loaded. With `--run`: what a run's stages did, every use and
+/// denial.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
