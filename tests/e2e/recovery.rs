@@ -138,7 +138,7 @@ fn killed_before_build_plan_or_approval_or_during_ansible_then_resumed() {
 }
 
 #[test]
-fn killed_before_or_after_apply_or_before_smoke_then_resumed() {
+fn killed_before_during_or_after_apply_or_before_smoke_then_resumed() {
     let sb = Sandbox::new();
     let pipeline = example(&sb, |t| t);
     for (n, (point, stage)) in [
@@ -162,6 +162,18 @@ fn killed_before_or_after_apply_or_before_smoke_then_resumed() {
             "{point}:{stage}"
         );
     }
+    // Killed just after `terraform apply` started: Terraform outlives the
+    // host (its output goes to files, not to a pipe that would break) and
+    // finishes; the next attempt waits for its state lock, finds the state
+    // moved on, and does not apply again.
+    new_image(&sb, 7);
+    let before = serial(&sb, "staging");
+    killed_at(&sb, &pipeline, "staging", "exec-start", "apply/apply");
+    let done = resume_and_check(&sb, "staging", "apply", before);
+    assert_eq!(
+        latest(&done, "apply")["outputs"]["applied_by_earlier_attempt"],
+        Value::Bool(true)
+    );
 }
 
 /// A pipeline whose one stage holds its run for `secs` seconds.

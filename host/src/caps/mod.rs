@@ -8,6 +8,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod child_output;
 pub mod env;
 pub mod exec;
 pub mod fs;

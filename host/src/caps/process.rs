@@ -1,7 +1,8 @@
 //! Host side of `capstan:plugin/process`: runs a program for a plugin after
 //! checking it against the stage's exec grants, streams its output to the
-//! stage log, records it in the audit log, and kills its whole process group
-//! on timeout or when the stage is cancelled.
+//! stage log (through files, see [`super::child_output`]), records it in the
+//! audit log, and kills its whole process group on timeout or when the stage
+//! is cancelled.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,13 +11,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::StageAudit;
+use super::child_output::ChildOutput;
 use super::exec::{self, Denial, ExecPolicy};
 use super::fs;
 use super::log::LogSink;
+use crate::run::fault;
 use crate::runtime::StageState;
 use crate::runtime::bindings::capstan::plugin::process as wit;
 
@@ -122,6 +125,15 @@ impl ProcessHost {
         self.log
             .line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
 
+        let (mut output, stdout, stderr) = match ChildOutput::create() {
+            Ok(files) => files,
+            Err(e) => {
+                return Ok(Err(wit::Error::Failed(format!(
+                    "cannot create the files for `{}`'s output: {e}",
+                    cmd.program
+                ))));
+            }
+        };
         let mut child = match tokio::process::Command::new(&policy.path)
             .args(&cmd.args)
             .current_dir(&cwd)
@@ -132,8 +144,8 @@ impl ProcessHost {
             } else {
                 Stdio::null()
             })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
@@ -163,27 +175,39 @@ impl ProcessHost {
                 let _ = stdin.write_all(&input).await;
             });
         }
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
+        fault::point(
+            "exec-start",
+            &format!(
+                "{}/{}",
+                self.audit.stage,
+                cmd.args.first().map_or("", String::as_str)
+            ),
+        );
         let cap = if cmd.capture { self.capture_cap } else { 0 };
-        let pgid = guard.0;
         let logged = !cmd.unlogged;
         if cmd.unlogged {
             self.log
                 .line("[capstan] (output not logged, at the plugin's request)");
         }
-        let pump = async {
-            let (out, err) = tokio::join!(
-                pump(stdout, &self.log, logged, cap, pgid),
-                pump(stderr, &self.log, logged, cap, pgid)
-            );
-            let status = child.wait().await;
-            (out, err, status)
+        let log = self.log.clone();
+        let watch = async {
+            loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    () = tokio::time::sleep(POLL) => {}
+                }
+                // Past the stage's output cap the child's group is killed
+                // (the guard), so the wait ends too.
+                if output.drain(&log, logged, cap).is_err() {
+                    guard.kill();
+                }
+            }
         };
-        let outcome = tokio::time::timeout(timeout, pump).await;
+        let outcome = tokio::time::timeout(timeout, watch).await;
+        let _ = output.drain(&log, logged, cap);
         let elapsed = started.elapsed();
         let duration_ms = elapsed.as_millis() as u64;
-        let Ok((out, err, status)) = outcome else {
+        let Ok(status) = outcome else {
             guard.kill();
             let reason = format!(
                 "`{}` timed out after {}",
@@ -204,8 +228,7 @@ impl ProcessHost {
         };
         // The leader exited; make sure no straggler of its group lives on.
         guard.kill();
-        let (stdout, out_truncated) = out;
-        let (stderr, err_truncated) = err;
+        let (stdout, stderr, truncated) = output.finish();
         if self.log.exceeded() {
             self.audit.log.record(
                 &self.audit.stage,
@@ -255,47 +278,14 @@ impl ProcessHost {
             status: exit,
             stdout,
             stderr,
-            truncated: out_truncated || err_truncated,
+            truncated,
             duration_ms,
         }))
     }
 }
 
-/// Copy a child stream to the stage log, keeping up to `cap` bytes. Past the
-/// stage's output cap the child's group is killed, so the other stream and
-/// the wait end too.
-async fn pump(
-    mut stream: impl AsyncRead + Unpin,
-    log: &LogSink,
-    logged: bool,
-    cap: usize,
-    pgid: Option<i32>,
-) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let appended = if logged {
-            log.write(&buf[..n])
-        } else {
-            log.count(&buf[..n])
-        };
-        if appended.is_err() {
-            if let Some(pgid) = pgid {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            }
-            break;
-        }
-        let room = cap.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-        truncated |= n > room;
-    }
-    (kept, truncated)
-}
+/// How often a running child's output is copied to the stage log.
+const POLL: Duration = Duration::from_millis(20);
 
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)

@@ -5,7 +5,10 @@
 //! - `stage-start`: the stage's attempt is recorded as running, the plugin
 //!   has not been called;
 //! - `stage-end`: the plugin has returned (its tools ran to the end), the
-//!   outcome is not recorded yet — the worst moment for an apply.
+//!   outcome is not recorded yet — the worst moment for an apply;
+//! - `exec-start` with `<stage>/<first argument>` (e.g.
+//!   `exec-start:apply/apply`): a child was just started; it outlives the
+//!   host and runs to its end.
 //!
 //! Killing the host is all it can do, so it is harmless to leave in the
 //! binary; the e2e tests also kill the host from outside at random moments.
