@@ -4,7 +4,9 @@
 //! for this digest), a terminal prompt, or are answered `pending` (the run
 //! then stops, waiting for approval, and `capstan resume` asks again).
 
-use std::io::{BufRead, IsTerminal, Write};
+mod prompt;
+mod rules;
+
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -14,6 +16,8 @@ use super::audit::StageAudit;
 use crate::runtime::StageState;
 use crate::runtime::bindings::capstan::plugin::approval as wit;
 use crate::store::{ApprovalRow, PendingApproval, RunStore};
+pub use prompt::interactive;
+pub use rules::{Recorded, approver_problem, recorded};
 
 /// Who started the run, and where, for approval rules and messages.
 #[derive(Debug, Clone)]
@@ -38,104 +42,7 @@ pub struct ApprovalHost {
     pub store: Option<Arc<dyn RunStore>>,
 }
 
-/// Why `name` may not approve a request, if they may not: the run's author
-/// never approves their own run, only listed approvers approve (when there
-/// is a list), and each approver counts once.
-pub fn approver_problem(
-    name: &str,
-    author: &str,
-    approvers: &[String],
-    already: &[String],
-) -> Option<String> {
-    if name.trim().is_empty() {
-        return Some("an approver needs a name".into());
-    }
-    if name == author {
-        return Some(format!(
-            "{name} started this run and may not approve it; another person must"
-        ));
-    }
-    if !approvers.is_empty() && !approvers.iter().any(|a| a == name) {
-        return Some(format!(
-            "{name} is not an approver of this request ({})",
-            approvers.join(", ")
-        ));
-    }
-    if already.iter().any(|a| a == name) {
-        return Some(format!(
-            "{name} has already approved; another person must give the next approval"
-        ));
-    }
-    None
-}
-
-/// What the run store says about a request: decided, or how far along.
-#[derive(Debug)]
-pub enum Recorded {
-    Approved(Vec<wit::Answer>),
-    Rejected(wit::Answer),
-    Open {
-        approved_by: Vec<String>,
-        /// Approvals given for another digest (an earlier plan).
-        stale: Vec<(String, String)>,
-    },
-}
-
-/// Decide `request` from the decisions recorded for `stage`: only those for
-/// the request's digest count.
-pub fn recorded(
-    decisions: &[ApprovalRow],
-    stage: &str,
-    request_digest: &str,
-    author: &str,
-    approvers: &[String],
-    required: u32,
-) -> Recorded {
-    let answer = |d: &ApprovalRow| wit::Answer {
-        by: d.by.clone(),
-        at: d.at.clone(),
-        comment: d.comment.clone(),
-    };
-    let mine = decisions.iter().filter(|d| d.stage == stage);
-    let mut approved: Vec<&ApprovalRow> = Vec::new();
-    let mut stale = Vec::new();
-    for d in mine {
-        if d.digest != request_digest {
-            if d.decision == "approved" && d.policy != "automatic" {
-                stale.push((d.by.clone(), d.digest.clone()));
-            }
-            continue;
-        }
-        match (d.decision.as_str(), d.policy.as_str()) {
-            ("rejected", _) => return Recorded::Rejected(answer(d)),
-            ("approved", "emergency-override") => return Recorded::Approved(vec![answer(d)]),
-            ("approved", "manual" | "terminal") => {
-                let already: Vec<String> = approved.iter().map(|a| a.by.clone()).collect();
-                if approver_problem(&d.by, author, approvers, &already).is_none() {
-                    approved.push(d);
-                }
-            }
-            _ => {}
-        }
-    }
-    if approved.len() >= required.max(1) as usize {
-        return Recorded::Approved(approved.into_iter().map(answer).collect());
-    }
-    Recorded::Open {
-        approved_by: approved.iter().map(|a| a.by.clone()).collect(),
-        stale,
-    }
-}
-
-/// One prompt at a time, whatever the number of stages asking.
-static PROMPT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Whether this process can prompt a human.
-pub fn interactive() -> bool {
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
-}
-
-fn now() -> String {
+pub fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
@@ -211,11 +118,11 @@ impl ApprovalHost {
         if !self.interactive {
             return Ok(self.wait_for_approvers(&request, &approved_by, &stale));
         }
-        let _one_at_a_time = PROMPT.lock().await;
+        let _one_at_a_time = prompt::PROMPT.lock().await;
         let run = self.run.clone();
         let stage = self.audit.stage.clone();
         let asked = request.clone();
-        let decision = tokio::task::spawn_blocking(move || prompt(&asked, &run, &stage))
+        let decision = tokio::task::spawn_blocking(move || prompt::prompt(&asked, &run, &stage))
             .await
             .map_err(|e| wit::Error::Unavailable(format!("the prompt failed: {e}")))?
             .map_err(|e| wit::Error::Unavailable(format!("cannot read the answer: {e}")))?;
@@ -294,76 +201,6 @@ impl ApprovalHost {
     }
 }
 
-/// Ask on the terminal until `required` distinct approvers said yes, one
-/// said no, or nobody answered.
-fn prompt(request: &wit::Request, run: &RunInfo, stage: &str) -> std::io::Result<wit::Decision> {
-    let mut err = std::io::stderr().lock();
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    let mut ask = |err: &mut std::io::StderrLock, question: &str| -> std::io::Result<String> {
-        write!(err, "{question}")?;
-        err.flush()?;
-        Ok(lines
-            .next()
-            .transpose()?
-            .unwrap_or_default()
-            .trim()
-            .to_string())
-    };
-    writeln!(
-        err,
-        "\n━━ approval needed: stage `{stage}` of run {} (environment {}) ━━",
-        run.run_id, run.environment
-    )?;
-    writeln!(err, "{}\ndigest: {}", request.subject, request.digest)?;
-    if !request.details.is_empty() {
-        writeln!(err, "\n{}\n", request.details.trim_end())?;
-    }
-    for item in &request.checklist {
-        writeln!(err, "  [ ] {item}")?;
-    }
-    let who = if request.approvers.is_empty() {
-        "anyone".to_string()
-    } else {
-        request.approvers.join(", ")
-    };
-    writeln!(
-        err,
-        "approvers: {who}; {} required; the run's author ({}) may not approve",
-        request.required.max(1),
-        run.author
-    )?;
-    let mut answers: Vec<wit::Answer> = Vec::new();
-    while answers.len() < request.required.max(1) as usize {
-        let name = ask(&mut err, "approver name (empty: leave it pending): ")?;
-        if name.is_empty() {
-            return Ok(wit::Decision::Pending(format!(
-                "nobody approved at the prompt; run it again from a terminal to approve stage `{stage}`"
-            )));
-        }
-        let already: Vec<String> = answers.iter().map(|a| a.by.clone()).collect();
-        if let Some(problem) = approver_problem(&name, &run.author, &request.approvers, &already) {
-            writeln!(err, "{problem}.")?;
-            continue;
-        }
-        let yes = ask(
-            &mut err,
-            &format!("{name}: approve {}? [yes/no]: ", short(&request.digest)),
-        )?;
-        let comment = ask(&mut err, "comment (optional): ")?;
-        let answer = wit::Answer {
-            by: name,
-            at: now(),
-            comment: (!comment.is_empty()).then_some(comment),
-        };
-        match yes.to_ascii_lowercase().as_str() {
-            "yes" | "y" => answers.push(answer),
-            _ => return Ok(wit::Decision::Rejected(answer)),
-        }
-    }
-    Ok(wit::Decision::Approved(answers))
-}
-
 pub fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
@@ -432,97 +269,4 @@ impl wit::Host for ApprovalHost {
 
 pub fn add_to_linker(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<StageState, HasSelf<ApprovalHost>>(linker, |s| &mut s.approval)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(by: &str, digest: &str, decision: &str, policy: &str) -> ApprovalRow {
-        ApprovalRow {
-            stage: "approve".into(),
-            digest: digest.into(),
-            decision: decision.into(),
-            by: by.into(),
-            at: "t".into(),
-            comment: None,
-            policy: policy.into(),
-            override_reason: None,
-        }
-    }
-
-    fn by(r: Recorded) -> String {
-        match r {
-            Recorded::Approved(a) => format!(
-                "approved:{}",
-                a.iter()
-                    .map(|a| a.by.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            Recorded::Rejected(a) => format!("rejected:{}", a.by),
-            Recorded::Open { approved_by, stale } => format!(
-                "open:{}|stale:{}",
-                approved_by.join(","),
-                stale
-                    .iter()
-                    .map(|(b, d)| format!("{b}@{d}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-        }
-    }
-
-    #[test]
-    fn only_decisions_for_the_requested_digest_count() {
-        let none: Vec<String> = vec![];
-        let two = vec!["bob".to_string(), "carol".to_string(), "dave".to_string()];
-        #[rustfmt::skip]
-        let cases: Vec<(Vec<ApprovalRow>, &[String], u32, &str)> = vec![
-            (vec![], &none, 1, "open:|stale:"),
-            (vec![row("bob", "D2", "approved", "manual")], &none, 1, "approved:bob"),
-            // approved for an earlier plan: does not count, and is reported
-            (vec![row("bob", "D1", "approved", "manual")], &none, 1, "open:|stale:bob@D1"),
-            // the author's own approval never counts
-            (vec![row("alice", "D2", "approved", "manual")], &none, 1, "open:|stale:"),
-            // N of M: two different listed approvers
-            (vec![row("bob", "D2", "approved", "manual")], &two, 2, "open:bob|stale:"),
-            (vec![row("bob", "D2", "approved", "manual"), row("bob", "D2", "approved", "manual")], &two, 2, "open:bob|stale:"),
-            (vec![row("bob", "D2", "approved", "manual"), row("eve", "D2", "approved", "manual")], &two, 2, "open:bob|stale:"),
-            (vec![row("bob", "D2", "approved", "manual"), row("carol", "D2", "approved", "terminal")], &two, 2, "approved:bob,carol"),
-            // a rejection ends it; an emergency override alone approves it
-            (vec![row("bob", "D2", "approved", "manual"), row("carol", "D2", "rejected", "manual")], &two, 2, "rejected:carol"),
-            (vec![row("alice", "D2", "approved", "emergency-override")], &two, 2, "approved:alice"),
-            // an automatic approval (dev) is not a manual one
-            (vec![row("capstan", "D2", "approved", "automatic")], &none, 1, "open:|stale:"),
-        ];
-        for (decisions, approvers, required, want) in cases {
-            let got = by(recorded(
-                &decisions, "approve", "D2", "alice", approvers, required,
-            ));
-            assert_eq!(got, want, "{decisions:?}");
-        }
-    }
-
-    #[test]
-    fn approver_rules() {
-        let list = vec!["bob".to_string()];
-        assert!(approver_problem("bob", "alice", &list, &[]).is_none());
-        assert!(
-            approver_problem("alice", "alice", &[], &[])
-                .unwrap()
-                .contains("started this run")
-        );
-        assert!(
-            approver_problem("eve", "alice", &list, &[])
-                .unwrap()
-                .contains("not an approver")
-        );
-        assert!(
-            approver_problem("bob", "alice", &list, &["bob".into()])
-                .unwrap()
-                .contains("already approved")
-        );
-        assert!(approver_problem(" ", "alice", &[], &[]).is_some());
-    }
 }
