@@ -346,3 +346,40 @@ fn no_hung_child_survives(run: &Run) {
         "sleep 1000 still running: pids {survivors}"
     );
 }
+
+/// A plugin that could write Capstan's state dir could forge an approval in
+/// the run store or rewrite an audit log: no read or write grant may
+/// overlap it, and nothing runs when one does.
+#[test]
+fn grants_over_capstans_own_state_are_refused() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path().join(".capstan/runs")).unwrap();
+    for (grant, inside) in [
+        (r#"write = ["."]"#, "write"),
+        (r#"read = [".capstan/runs"]"#, "read"),
+    ] {
+        let tamper = stage("tamper", r#"{ action = "context" }"#, "");
+        let tamper = if inside == "write" {
+            tamper.replace(r#"write = ["rw"]"#, grant)
+        } else {
+            tamper.replace(r#"read = ["ro"]"#, grant)
+        };
+        let pipeline = sb.pipeline(&format!(
+            "[pipeline]\nname = \"p\"\n[plugins.adversary]\npath = \"{{adversary}}\"\n{tamper}"
+        ));
+        let ran = sb.capstan(&["run", pipeline.to_str().unwrap(), "-q"]);
+        assert_eq!(ran.code, 4, "{ran:?}");
+        assert!(
+            ran.stderr.contains(&format!("the {inside} grant"))
+                && ran.stderr.contains("overlaps Capstan's own state"),
+            "{ran:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(sb.path().join(".capstan/runs"))
+                .unwrap()
+                .count(),
+            0,
+            "nothing ran"
+        );
+    }
+}

@@ -107,11 +107,15 @@ pub fn main() -> ExitCode {
 
 impl Cli {
     /// Open the run store, and mark runs whose host died as interrupted.
-    pub fn store(&self) -> Result<Arc<dyn RunStore>, Failure> {
-        let path = self
-            .store
+    /// Where the run store is: `--store`, else `<state-dir>/capstan.db`.
+    pub fn store_path(&self) -> PathBuf {
+        self.store
             .clone()
-            .unwrap_or_else(|| self.state_dir.join("capstan.db"));
+            .unwrap_or_else(|| self.state_dir.join("capstan.db"))
+    }
+
+    pub fn store(&self) -> Result<Arc<dyn RunStore>, Failure> {
+        let path = self.store_path();
         let store = SqliteStore::open(&path).map_err(|e| {
             Failure::new(
                 exit::INTERNAL,
@@ -162,15 +166,18 @@ pub async fn prepare_pipeline(
     cli: &Cli,
 ) -> Result<Prepared, Failure> {
     let file = pipeline.file.clone();
-    prepare(pipeline, runtime, &cli.cache()).await.map_err(|e| {
-        Failure::new(
-            exit::PLUGIN_OR_GRANT,
-            format!(
-                "{e}\n{} cannot run until these are fixed; no stage ran.",
-                file.display()
-            ),
-        )
-    })
+    let protected = [cli.state_dir.clone(), cli.store_path()];
+    prepare(pipeline, runtime, &cli.cache(), &protected)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                exit::PLUGIN_OR_GRANT,
+                format!(
+                    "{e}\n{} cannot run until these are fixed; no stage ran.",
+                    file.display()
+                ),
+            )
+        })
 }
 
 /// Who is acting: `--as`, or the first identity the environment gives

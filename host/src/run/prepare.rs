@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -30,6 +31,8 @@ pub struct PrepareErrors {
     pub missing: Vec<(String, String, Missing)>,
     pub programs: Vec<String>,
     pub configs: Vec<String>,
+    /// Grants that would expose Capstan's own state to a plugin.
+    pub grants: Vec<String>,
 }
 
 impl PrepareErrors {
@@ -38,6 +41,7 @@ impl PrepareErrors {
             && self.missing.is_empty()
             && self.programs.is_empty()
             && self.configs.is_empty()
+            && self.grants.is_empty()
     }
 }
 
@@ -46,7 +50,12 @@ impl fmt::Display for PrepareErrors {
         for p in &self.plugins {
             writeln!(f, "error: {p}")?;
         }
-        for p in self.programs.iter().chain(&self.configs) {
+        for p in self
+            .programs
+            .iter()
+            .chain(&self.configs)
+            .chain(&self.grants)
+        {
             writeln!(f, "error: {p}")?;
         }
         for (stage, plugin, m) in &self.missing {
@@ -72,12 +81,32 @@ fn indent(text: &str) -> String {
 }
 
 /// Load every plugin the pipeline declares and check every stage's grants.
+/// No read or write grant may cover a `protected` path (Capstan's state dir
+/// and run store: a plugin that could write them could forge an approval or
+/// rewrite the audit log).
 pub async fn prepare(
     pipeline: Pipeline,
     runtime: &Runtime,
     cache: &Cache,
+    protected: &[PathBuf],
 ) -> Result<Prepared, PrepareErrors> {
     let mut errors = PrepareErrors::default();
+    for stage in pipeline.stages.values() {
+        for (kind, dirs) in [("read", &stage.read_dirs), ("write", &stage.write_dirs)] {
+            for dir in dirs {
+                if let Some(p) = protected.iter().find(|p| covers(dir, p) || covers(p, dir)) {
+                    errors.grants.push(format!(
+                        "stage `{}`: the {kind} grant {} overlaps Capstan's own state ({}: run store, \
+                         audit logs, other runs' work dirs); grant a directory outside it, or move the \
+                         state with --state-dir / --store",
+                        stage.name,
+                        dir.display(),
+                        p.display()
+                    ));
+                }
+            }
+        }
+    }
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
         match LoadedPlugin::load(runtime, cache, &plugin.path, Some(&plugin.digest)).await {
@@ -127,4 +156,39 @@ pub async fn prepare(
         policies,
         unrequested,
     })
+}
+
+/// Whether `outer` is `inner` or one of its ancestors, compared by
+/// components on canonical paths (absolute ones for paths that do not
+/// exist yet).
+fn covers(outer: &Path, inner: &Path) -> bool {
+    let real = |p: &Path| {
+        p.canonicalize()
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    real(inner).starts_with(real(outer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_path_covers_its_descendants_by_components() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("project/.capstan")).unwrap();
+        std::fs::create_dir_all(root.join("project-evil")).unwrap();
+        let state = root.join("project/.capstan");
+        assert!(covers(&root.join("project"), &state));
+        assert!(covers(&state, &state));
+        assert!(covers(
+            &root.join("project"),
+            &root.join("project/not-yet/capstan.db")
+        ));
+        assert!(!covers(&root.join("project-evil"), &state));
+        assert!(covers(&state, &root.join("project/.capstan/runs")));
+        assert!(!covers(&root.join("project/.capstan/runs"), &state));
+    }
 }
