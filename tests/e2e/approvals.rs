@@ -113,6 +113,16 @@ fn a_paused_production_run_is_approved_from_another_process_and_resumed() {
             .join("gi/work/targets/production/web-1/var/lib/capstan/deployed.json")
             .exists()
     );
+
+    // History: the stage logs, and the run listed under its environment only.
+    let log = sb.capstan(&["logs", &id, "apply"]);
+    assert_eq!(log.code, 0, "{log:?}");
+    assert!(log.stdout.contains("$ terraform apply"), "{log:?}");
+    let all = sb.capstan(&["logs", &id]);
+    assert!(all.stdout.contains("── plan ──") && all.stdout.contains("── smoke ──"), "{all:?}");
+    assert_eq!(sb.capstan(&["logs", &id, "nosuch"]).code, 2);
+    assert_eq!(sb.json(&["runs", "--env", "production", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(sb.json(&["runs", "--env", "dev", "--json"]), serde_json::json!([]));
 }
 
 #[test]
