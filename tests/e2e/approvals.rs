@@ -119,10 +119,22 @@ fn a_paused_production_run_is_approved_from_another_process_and_resumed() {
     assert_eq!(log.code, 0, "{log:?}");
     assert!(log.stdout.contains("$ terraform apply"), "{log:?}");
     let all = sb.capstan(&["logs", &id]);
-    assert!(all.stdout.contains("── plan ──") && all.stdout.contains("── smoke ──"), "{all:?}");
+    assert!(
+        all.stdout.contains("── plan ──") && all.stdout.contains("── smoke ──"),
+        "{all:?}"
+    );
     assert_eq!(sb.capstan(&["logs", &id, "nosuch"]).code, 2);
-    assert_eq!(sb.json(&["runs", "--env", "production", "--json"]).as_array().unwrap().len(), 1);
-    assert_eq!(sb.json(&["runs", "--env", "dev", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        sb.json(&["runs", "--env", "production", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        sb.json(&["runs", "--env", "dev", "--json"]),
+        serde_json::json!([])
+    );
 }
 
 #[test]

@@ -235,3 +235,40 @@ fn the_compiled_cache_is_used_on_the_second_run() {
     assert_eq!(sb.capstan(&["run", path, "-q"]).code, 0);
     assert_ne!(std::fs::read(&entries[0]).unwrap(), b"garbage");
 }
+
+/// The run store lives where `--store` or `CAPSTAN_STORE` says, and what a
+/// run records there matches its run directory.
+#[test]
+fn the_run_store_can_live_elsewhere_and_matches_the_run_dir() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let store = sb.path().join("elsewhere/runs.db");
+    let ran = sb
+        .command(&["run", pipeline.to_str().unwrap(), "-q"])
+        .env("CAPSTAN_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    assert!(store.exists() && !sb.path().join(".capstan/capstan.db").exists());
+    let run = sb.last_run();
+    let id = run.record["run_id"].as_str().unwrap();
+    let shown = sb.json(&["show", id, "--json", "--store", store.to_str().unwrap()]);
+    assert_eq!(shown["run"]["status"], "succeeded");
+    assert_eq!(shown["run"]["verified"], true, "its sink stage succeeded");
+    for stage in ["greet", "answer"] {
+        let row = shown["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == stage)
+            .unwrap();
+        assert_eq!(row["outputs"], run.stage(stage)["outputs"], "{stage}");
+        assert_eq!(row["attempt"], 1);
+    }
+    let not_there = sb.capstan(&["show", id]);
+    assert_eq!(
+        not_there.code, 2,
+        "the default store has no such run: {not_there:?}"
+    );
+    assert!(not_there.stderr.contains("no run"), "{not_there:?}");
+}
