@@ -356,4 +356,26 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     assert_eq!(approval["detail"]["policy"], "manual");
     assert_eq!(approval["detail"]["by"], serde_json::json!(["alice"]));
     assert_eq!(approval["detail"]["author"], "carol");
+
+    // Nobody answers at the prompt: the run waits, and is approved later
+    // from another process like any paused run.
+    let mut script = sb.tool("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    script
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = script.spawn().expect("script (util-linux) runs");
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{screen}");
+    let id = sb.newest_run_id();
+    assert!(
+        screen.contains(&format!("capstan approve {id}")),
+        "{screen}"
+    );
+    assert_eq!(sb.capstan(&["approve", &id, "--as", "alice"]).code, 0);
+    let resumed = sb.capstan(&["resume", &id, "-q"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
 }

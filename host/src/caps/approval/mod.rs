@@ -142,9 +142,10 @@ impl ApprovalHost {
                 );
                 self.store_decision(&request, "rejected", "terminal", a, None);
             }
-            wit::Decision::Pending(how) => {
-                self.record(&request, "pending", json!({ "policy": "manual" }));
-                *self.pending.lock().expect("pending lock") = Some(how.clone());
+            // Nobody answered at the prompt: pending, as without a terminal,
+            // so that `capstan approve` can answer it later.
+            wit::Decision::Pending(_) => {
+                return Ok(self.wait_for_approvers(&request, &approved_by, &stale));
             }
         }
         Ok(decision)

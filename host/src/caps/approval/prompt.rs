@@ -61,7 +61,7 @@ pub fn prompt(
         let name = ask(&mut err, "approver name (empty: leave it pending): ")?;
         if name.is_empty() {
             return Ok(wit::Decision::Pending(format!(
-                "nobody approved at the prompt; run it again from a terminal to approve stage `{stage}`"
+                "nobody approved stage `{stage}` at the prompt"
             )));
         }
         let already: Vec<String> = answers.iter().map(|a| a.by.clone()).collect();
