@@ -77,17 +77,24 @@ fn waiting(store: &dyn RunStore, id: &str) -> Result<(RunRow, PendingApproval), 
     Ok((run, pending))
 }
 
-fn audit(
-    run: &RunRow,
+/// Keep a decision in the run store and append it to the run's audit.jsonl.
+fn record(
     store: &std::sync::Arc<dyn RunStore>,
-    stage: &str,
-    detail: serde_json::Value,
-) {
+    run: &RunRow,
+    row: &ApprovalRow,
+    via: &str,
+) -> Result<(), Failure> {
+    store
+        .record_approval(&run.id, row)
+        .map_err(super::store_failure)?;
+    let detail = json!({"decision": row.decision, "by": row.by, "digest": row.digest, "comment": row.comment,
+                        "policy": row.policy, "override_reason": row.override_reason, "via": via});
     let path = std::path::Path::new(&run.run_dir).join("audit.jsonl");
     match AuditLog::open(&path, store.clone(), &run.id) {
-        Ok(log) => log.record(stage, "capstan", "approval", true, detail, None),
+        Ok(log) => log.record(&row.stage, "capstan", "approval", true, detail, None),
         Err(e) => eprintln!("warning: cannot append to {}: {e}", path.display()),
     }
+    Ok(())
 }
 
 fn now() -> String {
@@ -162,16 +169,7 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
             row
         }
     };
-    store
-        .record_approval(&run.id, &row)
-        .map_err(super::store_failure)?;
-    audit(
-        &run,
-        &store,
-        &pending.stage,
-        json!({"decision": "approved", "by": by, "digest": pending.digest, "comment": args.answer.comment,
-               "policy": row.policy, "override_reason": row.override_reason, "via": "capstan approve"}),
-    );
+    record(&store, &run, &row, "capstan approve")?;
     let decisions = store.approvals(&run.id).map_err(super::store_failure)?;
     match recorded(
         &decisions,
@@ -222,15 +220,7 @@ pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
         policy: "manual".into(),
         override_reason: None,
     };
-    store
-        .record_approval(&run.id, &row)
-        .map_err(super::store_failure)?;
-    audit(
-        &run,
-        &store,
-        &pending.stage,
-        json!({"decision": "rejected", "by": by, "digest": pending.digest, "comment": args.answer.comment, "via": "capstan reject"}),
-    );
+    record(&store, &run, &row, "capstan reject")?;
     // The paused stage ends as failed, the run as rejected, and the
     // environment is free again.
     let stages = latest_attempts(store.stages(&run.id).map_err(super::store_failure)?);
