@@ -42,6 +42,15 @@ fn a_paused_production_run_is_approved_from_another_process_and_resumed() {
         .unwrap()
         .to_string();
     assert_eq!(paused["pending_approval"]["digest"], digest.as_str());
+    let events = sb.json(&["audit", "--run", &id, "--stage", "approve", "--json"]);
+    let ends: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["capability"] == "stage" && e["detail"]["event"] != "start")
+        .map(|e| &e["detail"]["event"])
+        .collect();
+    assert_eq!(ends, [&Value::from("awaiting-approval")], "{events:#}");
 
     // The environment stays locked while the run waits: its plan must be the one applied.
     let second = sb.capstan(&[

@@ -171,7 +171,11 @@ impl StageRun {
             );
             sink.line(&format!("[capstan] stage failed: {reason}"));
         } else {
-            audit.allowed("stage", json!({"event": "succeeded"}));
+            let event = match status {
+                StageStatus::AwaitingApproval { .. } => "awaiting-approval",
+                _ => "succeeded",
+            };
+            audit.allowed("stage", json!({ "event": event }));
         }
         status
     }

@@ -83,19 +83,29 @@ fn what(e: &AuditRow) -> String {
                 args.join(" ")
             )
         }
-        "approval" => format!(
-            "{} {} {}",
-            text(&d["decision"]).unwrap_or_default(),
-            d.get("by")
-                .map(|b| format!(
-                    "by {}",
-                    b.as_str().map_or_else(|| b.to_string(), str::to_string)
-                ))
-                .unwrap_or_default(),
-            text(&d["digest"])
-                .map(|g| format!("for {}", g.get(..12).unwrap_or(&g)))
-                .unwrap_or_default()
-        ),
+        "approval" => {
+            // `by` is one name, or the list of approvers of a decision.
+            let by = match &d["by"] {
+                Value::Array(names) => names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => text(other).unwrap_or_default(),
+            };
+            format!(
+                "{}{}{}",
+                text(&d["decision"]).unwrap_or_default(),
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {by}")
+                },
+                text(&d["digest"])
+                    .map(|g| format!(" for {}", g.get(..12).unwrap_or(&g)))
+                    .unwrap_or_default()
+            )
+        }
         "stage" => text(&d["event"]).unwrap_or_else(|| d.to_string()),
         _ => d.to_string(),
     }
