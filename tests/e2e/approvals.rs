@@ -217,3 +217,57 @@ fn an_approval_is_for_one_plan_and_a_rejection_ends_the_run() {
     ]);
     assert_eq!(next.code, 5, "the lock was released: {next:?}");
 }
+
+/// Two of three listed approvers, each counted once; others are refused.
+#[test]
+fn two_of_three_listed_approvers_are_needed() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| {
+        t.replace(
+            r#"production = { mode = "manual", required = 1 }"#,
+            r#"production = { mode = "manual", approvers = ["bob", "carol", "dave"], required = 2 }"#,
+        )
+    });
+    let (code, stderr, _) = run(&sb, &pipeline, &["--env", "production", "--as", "alice"]);
+    assert_eq!(code, 5, "{stderr}");
+    let id = sb.newest_run_id();
+    let pending = sb.show(&id)["pending_approval"].clone();
+    assert_eq!(
+        (
+            pending["required"].as_u64(),
+            pending["approvers"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(3))
+    );
+
+    let bob = sb.capstan(&["approve", &id, "--as", "bob"]);
+    assert_eq!(bob.code, 0, "{bob:?}");
+    assert!(
+        bob.stderr.contains("1 of 2 approvals") && bob.stderr.contains("1 more needed"),
+        "{bob:?}"
+    );
+    let twice = sb.capstan(&["approve", &id, "--as", "bob"]);
+    assert_eq!(twice.code, 7, "{twice:?}");
+    assert!(twice.stderr.contains("already approved"), "{twice:?}");
+    let outsider = sb.capstan(&["approve", &id, "--as", "eve"]);
+    assert_eq!(outsider.code, 7, "{outsider:?}");
+    assert!(outsider.stderr.contains("not an approver"), "{outsider:?}");
+    let half = sb.capstan(&["resume", &id, "-q"]);
+    assert_eq!(half.code, 5, "one approval of two is not enough: {half:?}");
+    assert!(
+        half.stderr.contains("1 of 2 approvals so far (by bob)"),
+        "{half:?}"
+    );
+
+    assert_eq!(sb.capstan(&["approve", &id, "--as", "carol"]).code, 0);
+    let done = sb.capstan(&["resume", &id, "-q"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    let record = Run::read(std::path::Path::new(
+        sb.show(&id)["run"]["run_dir"].as_str().unwrap(),
+    ));
+    assert_eq!(
+        record.output("approve", "approvers"),
+        serde_json::json!(["bob", "carol"])
+    );
+    assert_eq!(applies(&record), 1);
+}
