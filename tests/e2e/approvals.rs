@@ -271,3 +271,50 @@ fn two_of_three_listed_approvers_are_needed() {
     );
     assert_eq!(applies(&record), 1);
 }
+
+/// An emergency override approves alone, needs a reason, and is recorded
+/// with it.
+#[test]
+fn an_emergency_override_needs_a_reason_and_is_recorded() {
+    let sb = Sandbox::new();
+    let pipeline = example(&sb, |t| t);
+    assert_eq!(
+        run(&sb, &pipeline, &["--env", "production", "--as", "alice"]).0,
+        5
+    );
+    let id = sb.newest_run_id();
+    let blank = sb.capstan(&["approve", &id, "--as", "oncall", "--emergency", " "]);
+    assert_eq!(blank.code, 7, "{blank:?}");
+    assert!(blank.stderr.contains("needs a reason"), "{blank:?}");
+    let ok = sb.capstan(&[
+        "approve",
+        &id,
+        "--as",
+        "oncall",
+        "--emergency",
+        "INC-42: site down",
+    ]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stderr.contains("EMERGENCY OVERRIDE"), "{ok:?}");
+    assert_eq!(sb.capstan(&["resume", &id, "-q"]).code, 0);
+    let approvals = sb.show(&id)["approvals"].clone();
+    let manual: Vec<&Value> = approvals
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["policy"] != "automatic")
+        .collect();
+    assert_eq!(manual.len(), 1, "{approvals:#}");
+    assert_eq!(
+        (
+            manual[0]["by"].as_str(),
+            manual[0]["policy"].as_str(),
+            manual[0]["override_reason"].as_str()
+        ),
+        (
+            Some("oncall"),
+            Some("emergency-override"),
+            Some("INC-42: site down")
+        )
+    );
+}
