@@ -5,6 +5,7 @@ pub mod config;
 pub mod fault;
 pub mod lock;
 pub mod prepare;
+pub mod record;
 pub mod rundir;
 pub mod stage;
 
@@ -12,7 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -22,8 +22,10 @@ use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
 use crate::runtime::bindings::capstan::plugin::types as wit;
 pub use crate::store::RunState as RunStatus;
-use crate::store::{RunStore, StageRow, StoreError};
+use crate::store::{RunStore, StoreError};
 pub use prepare::{Prepared, prepare};
+use record::verified;
+pub use record::{PluginRecord, RunRecord, StageRecord, plugin_records};
 pub use rundir::RunDir;
 use stage::{StageRun, StageStatus, path_text};
 
@@ -39,46 +41,6 @@ pub struct RunOptions {
     pub author: String,
 }
 
-/// One stage's record in `run.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageRecord {
-    pub name: String,
-    pub plugin: String,
-    #[serde(flatten)]
-    pub status: StageStatus,
-    pub started: Option<String>,
-    pub duration_ms: Option<u64>,
-    pub log: String,
-}
-
-/// What a run did, as written to `run.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub pipeline: String,
-    pub pipeline_file: String,
-    pub environment: String,
-    pub author: String,
-    pub status: RunStatus,
-    pub started: String,
-    pub duration_ms: u64,
-    pub plugins: Vec<PluginRecord>,
-    pub stages: Vec<StageRecord>,
-}
-
-/// How a plugin was loaded for the run.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginRecord {
-    pub name: String,
-    pub path: String,
-    pub sha256: String,
-    pub contract: String,
-    /// Whether the compiled form came from the cache.
-    pub cache: crate::runtime::cache::CacheUse,
-    /// Read, check, compile or deserialize, link, describe.
-    pub load_ms: f64,
-}
-
 /// Why a run could not be recorded (the stages' own failures are not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -90,60 +52,6 @@ pub enum ExecError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl StageRecord {
-    /// The record as a run-store row.
-    pub fn row(&self, ended: Option<String>) -> StageRow {
-        let (status, message, outputs, artifacts, report) = match &self.status {
-            StageStatus::Succeeded {
-                summary,
-                outputs,
-                artifacts,
-                report,
-            } => (
-                "succeeded",
-                summary.clone(),
-                Value::Object(outputs.clone()),
-                serde_json::json!(artifacts),
-                report.clone(),
-            ),
-            StageStatus::Failed { reason } => {
-                ("failed", reason.clone(), Value::Null, Value::Null, None)
-            }
-            StageStatus::AwaitingApproval { reason } => (
-                "awaiting-approval",
-                reason.clone(),
-                Value::Null,
-                Value::Null,
-                None,
-            ),
-            StageStatus::Skipped { reason } => {
-                ("skipped", reason.clone(), Value::Null, Value::Null, None)
-            }
-        };
-        StageRow {
-            name: self.name.clone(),
-            attempt: 0,
-            plugin: self.plugin.clone(),
-            status: status.into(),
-            message,
-            outputs: if outputs.is_null() {
-                Value::Object(Map::new())
-            } else {
-                outputs
-            },
-            artifacts: if artifacts.is_null() {
-                Value::Array(vec![])
-            } else {
-                artifacts
-            },
-            report,
-            started: self.started.clone(),
-            ended,
-            duration_ms: self.duration_ms,
-        }
-    }
 }
 
 /// The stages to run: `only` and everything they need, in this environment.
@@ -349,40 +257,6 @@ pub async fn execute(
     dir.write_record(&run).map_err(io)?;
     store.finish_run(&dir.id, status, &now(), verified(pipeline, &run.stages))?;
     Ok(run)
-}
-
-/// Whether the pipeline's verification stages (those no other stage needs,
-/// e.g. smoke tests) all ran and passed; `None` if any did not run.
-fn verified(pipeline: &crate::pipeline::Pipeline, stages: &[StageRecord]) -> Option<bool> {
-    let sinks = pipeline
-        .stages
-        .keys()
-        .filter(|name| !pipeline.stages.values().any(|s| s.needs.contains(name)));
-    let mut all = true;
-    for sink in sinks {
-        match stages.iter().find(|s| &s.name == sink).map(|s| &s.status) {
-            Some(StageStatus::Succeeded { .. }) => {}
-            Some(StageStatus::Failed { .. }) => all = false,
-            _ => return None,
-        }
-    }
-    Some(all)
-}
-
-/// How each plugin of the run was loaded.
-pub fn plugin_records(prepared: &Prepared) -> Vec<PluginRecord> {
-    prepared
-        .plugins
-        .iter()
-        .map(|(name, p)| PluginRecord {
-            name: name.clone(),
-            path: path_text(&p.path),
-            sha256: p.digest.clone(),
-            contract: p.contract.clone(),
-            cache: p.cache,
-            load_ms: p.load_time.as_secs_f64() * 1000.0,
-        })
-        .collect()
 }
 
 /// One line per finished stage, as it finishes.

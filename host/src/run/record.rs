@@ -1,0 +1,136 @@
+//! What a run did, as `run.json` has it and as run-store rows.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::stage::{StageStatus, path_text};
+use super::{Prepared, RunStatus};
+use crate::store::StageRow;
+
+/// One stage's record in `run.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub plugin: String,
+    #[serde(flatten)]
+    pub status: StageStatus,
+    pub started: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub log: String,
+}
+
+/// What a run did, as written to `run.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub pipeline_file: String,
+    pub environment: String,
+    pub author: String,
+    pub status: RunStatus,
+    pub started: String,
+    pub duration_ms: u64,
+    pub plugins: Vec<PluginRecord>,
+    pub stages: Vec<StageRecord>,
+}
+
+/// How a plugin was loaded for the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+    pub contract: String,
+    /// Whether the compiled form came from the cache.
+    pub cache: crate::runtime::cache::CacheUse,
+    /// Read, check, compile or deserialize, link, describe.
+    pub load_ms: f64,
+}
+
+impl StageRecord {
+    /// The record as a run-store row.
+    pub fn row(&self, ended: Option<String>) -> StageRow {
+        let (status, message, outputs, artifacts, report) = match &self.status {
+            StageStatus::Succeeded {
+                summary,
+                outputs,
+                artifacts,
+                report,
+            } => (
+                "succeeded",
+                summary.clone(),
+                Value::Object(outputs.clone()),
+                serde_json::json!(artifacts),
+                report.clone(),
+            ),
+            StageStatus::Failed { reason } => {
+                ("failed", reason.clone(), Value::Null, Value::Null, None)
+            }
+            StageStatus::AwaitingApproval { reason } => (
+                "awaiting-approval",
+                reason.clone(),
+                Value::Null,
+                Value::Null,
+                None,
+            ),
+            StageStatus::Skipped { reason } => {
+                ("skipped", reason.clone(), Value::Null, Value::Null, None)
+            }
+        };
+        StageRow {
+            name: self.name.clone(),
+            attempt: 0,
+            plugin: self.plugin.clone(),
+            status: status.into(),
+            message,
+            outputs: if outputs.is_null() {
+                Value::Object(Map::new())
+            } else {
+                outputs
+            },
+            artifacts: if artifacts.is_null() {
+                Value::Array(vec![])
+            } else {
+                artifacts
+            },
+            report,
+            started: self.started.clone(),
+            ended,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+/// Whether the pipeline's verification stages (those no other stage needs,
+/// e.g. smoke tests) all ran and passed; `None` if any did not run.
+pub fn verified(pipeline: &crate::pipeline::Pipeline, stages: &[StageRecord]) -> Option<bool> {
+    let sinks = pipeline
+        .stages
+        .keys()
+        .filter(|name| !pipeline.stages.values().any(|s| s.needs.contains(name)));
+    let mut all = true;
+    for sink in sinks {
+        match stages.iter().find(|s| &s.name == sink).map(|s| &s.status) {
+            Some(StageStatus::Succeeded { .. }) => {}
+            Some(StageStatus::Failed { .. }) => all = false,
+            _ => return None,
+        }
+    }
+    Some(all)
+}
+
+/// How each plugin of the run was loaded.
+pub fn plugin_records(prepared: &Prepared) -> Vec<PluginRecord> {
+    prepared
+        .plugins
+        .iter()
+        .map(|(name, p)| PluginRecord {
+            name: name.clone(),
+            path: path_text(&p.path),
+            sha256: p.digest.clone(),
+            contract: p.contract.clone(),
+            cache: p.cache,
+            load_ms: p.load_time.as_secs_f64() * 1000.0,
+        })
+        .collect()
+}
