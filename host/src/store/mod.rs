@@ -237,8 +237,8 @@ pub trait RunStore: Send + Sync {
     /// Record a new run, owned by `owner`, in state `running`.
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()>;
     /// Take over a paused, interrupted or failed run to continue it
-    /// (`capstan resume`); `false` if it is in no such state (e.g. another
-    /// process claimed it first).
+    /// (`capstan resume`), and its lock if it has one; `false` if it is in
+    /// no such state (e.g. another process claimed it first).
     fn claim_run(&self, id: &str, owner: &Owner) -> Result<bool>;
     /// Record how the run ended (or paused), and whether its verification
     /// stages passed.

@@ -214,6 +214,14 @@ impl RunStore for SqliteStore {
                  WHERE id = ?1 AND status IN ('awaiting-approval', 'interrupted', 'failed')",
                 params![id, owner.pid, owner.start as i64, owner.host],
             )?;
+            if changed == 1 {
+                // The run's lock follows it to its new owner, whoever took
+                // the lock a moment before.
+                tx.execute(
+                    "UPDATE locks SET owner_pid = ?2, owner_start = ?3, owner_host = ?4 WHERE run_id = ?1",
+                    params![id, owner.pid, owner.start as i64, owner.host],
+                )?;
+            }
             Ok(changed == 1)
         })
     }

@@ -207,6 +207,12 @@ fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones() {
         s.try_lock("prod", "a", &other_owner).unwrap(),
         Lock::Acquired { .. }
     ));
+    // Both take the lock before either claims the run: the claim decides,
+    // and the lock follows the run to the one that claimed it.
+    assert!(matches!(
+        s.try_lock("prod", "a", &me).unwrap(),
+        Lock::Acquired { .. }
+    ));
     assert!(s.claim_run("a", &other_owner).unwrap());
     assert!(!s.claim_run("a", &me).unwrap(), "claimed once");
     assert!(
