@@ -22,6 +22,7 @@ use super::log::LogSink;
 use crate::run::fault;
 use crate::runtime::StageState;
 use crate::runtime::bindings::capstan::plugin::process as wit;
+use crate::store::Owner;
 
 /// Per-stage state of the `process` interface.
 pub struct ProcessHost {
@@ -169,6 +170,14 @@ impl ProcessHost {
             }
         };
         let mut guard = GroupGuard(child.id().map(|id| id as i32));
+        // Recorded so that a resumed stage can wait for a child that outlived
+        // a killed host (see `commands/resume.rs`).
+        if let Some(owner) = child.id().and_then(Owner::of) {
+            self.audit.allowed(
+                "exec-started",
+                json!({ "program": cmd.program, "pid": owner.pid, "start": owner.start, "host": owner.host }),
+            );
+        }
         let started = Instant::now();
         if let (Some(input), Some(mut stdin)) = (cmd.stdin, child.stdin.take()) {
             tokio::spawn(async move {

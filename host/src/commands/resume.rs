@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
 use crate::run::stage::StageStatus;
 use crate::run::{RunDir, RunOptions, RunStatus, StageRecord};
-use crate::store::{RunKind, RunRow, StageRow, latest_attempts};
+use crate::store::{Owner, RunKind, RunRow, RunStore, StageRow, latest_attempts};
 
 /// Continue a paused, interrupted or failed run from its first unfinished
 /// stage. Finished stages are not run again (a finished apply never runs
@@ -86,6 +87,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
     same_plugins(&run, &prepared)?;
     let rows = latest_attempts(store.stages(&run.id).map_err(super::store_failure)?);
+    wait_for_leftovers(store.as_ref(), &run, &rows, &prepared).await?;
     let rerun = |name: &str| {
         args.from.as_ref().is_some_and(|from| {
             name == from || prepared.pipeline.stages[name].upstream.contains(from)
@@ -184,4 +186,60 @@ pub fn finished(row: StageRow, run: &RunRow) -> StageRecord {
         duration_ms: row.duration_ms,
         log: dir.display().to_string(),
     }
+}
+
+/// Programs an interrupted attempt started outlive the host that was killed
+/// (they finish their work rather than stop halfway): wait for them before
+/// the stage runs again, so that it never runs twice at once.
+async fn wait_for_leftovers(
+    store: &dyn RunStore,
+    run: &RunRow,
+    rows: &[StageRow],
+    prepared: &crate::run::Prepared,
+) -> Result<(), Failure> {
+    let interrupted: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.status == "interrupted")
+        .map(|r| r.name.as_str())
+        .collect();
+    if interrupted.is_empty() {
+        return Ok(());
+    }
+    let events = store.audit_events(&run.id).map_err(super::store_failure)?;
+    let children = events
+        .into_iter()
+        .filter(|e| e.capability == "exec-started" && interrupted.contains(&e.stage.as_str()));
+    for event in children {
+        let Ok(child) = serde_json::from_value::<Owner>(event.detail.clone()) else {
+            continue;
+        };
+        if !child.is_alive() {
+            continue;
+        }
+        let program = event.detail["program"].as_str().unwrap_or("?");
+        let limit = prepared
+            .pipeline
+            .stages
+            .get(&event.stage)
+            .map_or(Duration::from_secs(600), |s| s.timeout);
+        eprintln!(
+            "waiting for `{program}` ({child}), started by the interrupted attempt of stage `{}`, \
+             to finish (up to {})…",
+            event.stage,
+            humantime::format_duration(limit)
+        );
+        let deadline = Instant::now() + limit;
+        while child.is_alive() {
+            if Instant::now() >= deadline {
+                return Err(refused(format!(
+                    "`{program}` ({child}), started by the interrupted attempt of stage `{}`, still \
+                     runs after {}; let it finish or stop it, then resume again",
+                    event.stage,
+                    humantime::format_duration(limit)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
 }
