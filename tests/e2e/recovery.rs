@@ -268,4 +268,22 @@ fn runs_on_one_environment_are_serialized_and_a_dead_runs_lock_is_released() {
         "{next:?}"
     );
     assert_eq!(sb.show(&d)["run"]["status"], "interrupted");
+
+    // Not to be resumed: cancelled, for the record, and final.
+    let cancelled = sb.capstan(&["cancel", &d, "--as", "alice", "--reason", "superseded"]);
+    assert_eq!(cancelled.code, 0, "{cancelled:?}");
+    assert_eq!(sb.show(&d)["run"]["status"], "cancelled");
+    assert_eq!(sb.capstan(&["resume", &d]).code, 7);
+    assert_eq!(sb.capstan(&["cancel", &d]).code, 7);
+    let events = sb.json(&["audit", "--run", &d, "--json"]);
+    let last = events.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["capability"].as_str(),
+            last["detail"]["event"].as_str(),
+            last["detail"]["by"].as_str()
+        ),
+        (Some("run"), Some("cancelled"), Some("alice"))
+    );
+    assert_eq!(sb.json(&["stats", "--json"])["runs"]["cancelled"], 1);
 }

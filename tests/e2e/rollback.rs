@@ -188,7 +188,7 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
     // r0 started before --since, r7 is another environment: both left out.
     assert_eq!(
         stats["runs"],
-        json!({"total": 6, "succeeded": 3, "failed": 1, "rejected": 1, "awaiting_approval": 1, "running": 0, "interrupted": 0})
+        json!({"total": 6, "succeeded": 3, "failed": 1, "rejected": 1, "awaiting_approval": 1, "running": 0, "interrupted": 0, "cancelled": 0})
     );
     // 3 succeeded / (3 succeeded + 1 failed + 1 rejected)
     assert_eq!(stats["success_rate"], json!(0.6));

@@ -3,6 +3,7 @@
 
 mod approve;
 mod audit;
+mod cancel;
 mod drive;
 mod logs;
 mod plugin;
@@ -63,6 +64,7 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     Reject(approve::RejectArgs),
     Resume(resume::Args),
+    Cancel(cancel::Args),
     Rollback(rollback::Args),
     Stats(stats::Args),
 }
@@ -92,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Approve(args) => approve::approve(args, &cli),
             Command::Reject(args) => approve::reject(args, &cli),
             Command::Resume(args) => resume::exec(args, &cli).await,
+            Command::Cancel(args) => cancel::exec(args, &cli),
             Command::Rollback(args) => rollback::exec(args, &cli).await,
             Command::Stats(args) => stats::exec(args, &cli),
         }

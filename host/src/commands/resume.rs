@@ -46,15 +46,15 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
                 run.id, run.owner
             )));
         }
-        RunStatus::Succeeded | RunStatus::Rejected => {
+        RunStatus::Succeeded | RunStatus::Rejected | RunStatus::Cancelled => {
+            let how = match run.status {
+                RunStatus::Succeeded => "already succeeded",
+                RunStatus::Rejected => "was rejected",
+                _ => "was cancelled",
+            };
             return Err(refused(format!(
-                "run {} {}; start a new run instead",
-                run.id,
-                if run.status == RunStatus::Succeeded {
-                    "already succeeded"
-                } else {
-                    "was rejected"
-                }
+                "run {} {how}; start a new run instead",
+                run.id
             )));
         }
     }

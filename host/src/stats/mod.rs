@@ -181,6 +181,8 @@ pub struct RunCounts {
     pub running: u64,
     /// Runs that were interrupted.
     pub interrupted: u64,
+    /// Runs ended by `capstan cancel` (neither a success nor a failure).
+    pub cancelled: u64,
 }
 
 /// Durations of one stage's finished attempts in the window.
@@ -282,6 +284,7 @@ fn count_runs(runs: &[&RunFacts]) -> RunCounts {
             RunOutcome::AwaitingApproval => &mut c.awaiting_approval,
             RunOutcome::Running => &mut c.running,
             RunOutcome::Interrupted => &mut c.interrupted,
+            RunOutcome::Cancelled => &mut c.cancelled,
         } += 1;
     }
     c

@@ -36,6 +36,7 @@ impl Stats {
                 (r.awaiting_approval, "awaiting approval"),
                 (r.running, "running"),
                 (r.interrupted, "interrupted"),
+                (r.cancelled, "cancelled"),
             ]
             .into_iter()
             .filter(|&(n, _)| n > 0)
@@ -117,7 +118,7 @@ impl Stats {
         let r = &self.runs;
         let runs = m.count(
             "runs",
-            "Runs in the window, by outcome (succeeded, failed, rejected, awaiting_approval, running, interrupted)",
+            "Runs in the window, by outcome (succeeded, failed, rejected, awaiting_approval, running, interrupted, cancelled)",
         );
         for (outcome, n) in [
             ("succeeded", r.succeeded),
@@ -126,6 +127,7 @@ impl Stats {
             ("awaiting_approval", r.awaiting_approval),
             ("running", r.running),
             ("interrupted", r.interrupted),
+            ("cancelled", r.cancelled),
         ] {
             runs.get_or_create(&with(&[("outcome", outcome)])).set(n);
         }

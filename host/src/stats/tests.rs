@@ -138,6 +138,7 @@ fn prod_window_by_hand() {
             awaiting_approval: 1,
             running: 0,
             interrupted: 1,
+            cancelled: 0,
         }
     );
     // 4 / (4 + 1 + 1) = 4/6
@@ -282,6 +283,7 @@ fn all_environments_walk_recovery_per_environment() {
             awaiting_approval: 1,
             running: 1,
             interrupted: 1,
+            cancelled: 0,
         }
     );
     // 6 / (6 + 2 + 1) = 6/9

@@ -70,6 +70,8 @@ pub enum RunState {
     Rejected,
     /// The host running it died (e.g. SIGKILL); `capstan resume` continues it.
     Interrupted,
+    /// Ended by `capstan cancel` without finishing (and without a decision).
+    Cancelled,
 }
 
 impl RunState {
@@ -81,6 +83,7 @@ impl RunState {
             RunState::AwaitingApproval => "awaiting-approval",
             RunState::Rejected => "rejected",
             RunState::Interrupted => "interrupted",
+            RunState::Cancelled => "cancelled",
         }
     }
 
@@ -90,7 +93,10 @@ impl RunState {
 
     /// Whether nothing more will happen to the run without someone acting.
     pub fn is_final(self) -> bool {
-        matches!(self, RunState::Succeeded | RunState::Rejected)
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Rejected | RunState::Cancelled
+        )
     }
 }
 
