@@ -121,11 +121,17 @@ fn killed_before_build_plan_or_approval_or_during_ansible_then_resumed() {
             .flatten()
             .map(|e| e.path())
             .find(|p| !earlier.contains(p));
-        let log = this_run.map(|d| d.join("logs/configure.log"));
-        if log.is_some_and(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)) {
+        // Once ansible-playbook runs (a few seconds): the host dies mid-configure.
+        let audit = this_run.and_then(|d| std::fs::read_to_string(d.join("audit.jsonl")).ok());
+        if audit.is_some_and(|a| {
+            a.lines().any(|l| {
+                l.contains(r#""capability":"exec-started""#)
+                    && l.contains(r#""program":"ansible-playbook""#)
+            })
+        }) {
             break;
         }
-        assert!(Instant::now() < deadline, "configure never started");
+        assert!(Instant::now() < deadline, "ansible-playbook never started");
         assert!(
             host.try_wait().unwrap().is_none(),
             "the run ended before configure"
@@ -138,7 +144,7 @@ fn killed_before_build_plan_or_approval_or_during_ansible_then_resumed() {
     // rather than configure the hosts twice at once.
     let (_, resumed) = resume_and_check(&sb, "dev", "configure", before);
     assert!(
-        resumed.contains("waiting for `ansible")
+        resumed.contains("waiting for `ansible-playbook`")
             && resumed.contains("interrupted attempt of stage `configure`"),
         "{resumed}"
     );
@@ -254,17 +260,36 @@ fn runs_on_one_environment_are_serialized_and_a_dead_runs_lock_is_released() {
         "the waiting run started after the first ended: {runs:#}"
     );
 
-    // A run whose host is killed leaves its lock: the next run takes it over.
+    // A run whose host is killed keeps its environment while the programs
+    // it started still run (they outlive the host); then the next run may go.
     let mut dead = sb.command(&["run", p, "-q"]).spawn().unwrap();
     let d = wait_until_running(&sb);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sb
+        .json(&["audit", "--run", &d, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["capability"] == "exec-started")
+    {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     dead.kill().unwrap();
     dead.wait().unwrap();
-    let next = sb.capstan(&["run", p, "-q"]);
+    let held = sb.capstan(&["run", p, "-q"]);
+    assert_eq!(held.code, 6, "{held:?}");
+    assert!(
+        held.stderr.contains(&format!(
+            "run {d} was interrupted (its host process is gone)"
+        )) && held.stderr.contains("programs it started still run (pid "),
+        "{held:?}"
+    );
+    let next = sb.capstan(&["run", p, "-q", "--wait", "60s"]);
     assert_eq!(next.code, 0, "{next:?}");
     assert!(
-        next.stderr.contains(&format!(
-            "run {d} was interrupted (its host process is gone) and its environment lock released"
-        )),
+        next.stderr
+            .contains(&format!("released a stale lock on `prod` left by run {d}")),
         "{next:?}"
     );
     assert_eq!(sb.show(&d)["run"]["status"], "interrupted");

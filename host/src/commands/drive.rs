@@ -70,6 +70,14 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
                     "waits for approval; approve it (`capstan approve {0} --as <name>`, then `capstan resume {0}`) or reject it (`capstan reject {0} --as <name>`)",
                     h.run_id
                 ),
+                Some(RunStatus::Interrupted) => format!(
+                    "was interrupted, but programs it started still run ({}); the environment is free when they end",
+                    h.live_children
+                        .iter()
+                        .map(|c| format!("pid {}", c.pid))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 _ => format!("is running ({}, since {})", h.owner, h.acquired),
             };
             return Err(Failure::new(

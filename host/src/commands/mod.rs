@@ -132,8 +132,7 @@ impl Cli {
             .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
         for id in dead {
             eprintln!(
-                "note: run {id} was interrupted (its host process is gone) and its environment lock released; \
-                 `capstan resume {id}` continues it"
+                "note: run {id} was interrupted (its host process is gone); `capstan resume {id}` continues it"
             );
         }
         Ok(Arc::new(store))

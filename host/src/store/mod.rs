@@ -236,6 +236,8 @@ pub struct LockHolder {
     pub acquired: String,
     pub run_status: Option<RunState>,
     pub author: Option<String>,
+    /// Programs the run started that still run (they outlive a killed host).
+    pub live_children: Vec<Owner>,
 }
 
 /// The run store. One call, one transaction.

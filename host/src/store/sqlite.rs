@@ -186,8 +186,27 @@ fn interrupt(tx: &Transaction, run: &str, owner: &Owner) -> rusqlite::Result<()>
         "UPDATE stages SET status = 'interrupted', message = ?2 WHERE run_id = ?1 AND status = 'running'",
         params![run, why],
     )?;
-    tx.execute("DELETE FROM locks WHERE run_id = ?1", [run])?;
+    // Programs it started outlive the host: the environment stays locked
+    // until they end too (the next lock request sees them gone).
+    if live_children(tx, run)?.is_empty() {
+        tx.execute("DELETE FROM locks WHERE run_id = ?1", [run])?;
+    }
     Ok(())
+}
+
+/// Programs the run started (its `exec-started` audit events) that still run.
+fn live_children(conn: &Connection, run: &str) -> rusqlite::Result<Vec<Owner>> {
+    let mut q = conn.prepare(
+        "SELECT detail FROM audit_events WHERE run_id = ?1 AND capability = 'exec-started'",
+    )?;
+    let details: Vec<String> = q
+        .query_map([run], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(details
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Owner>(d).ok())
+        .filter(Owner::is_alive)
+        .collect())
 }
 
 impl RunStore for SqliteStore {
@@ -429,6 +448,7 @@ impl RunStore for SqliteStore {
                                 .get::<_, Option<String>>(5)?
                                 .and_then(|s| RunState::parse(&s)),
                             author: r.get(6)?,
+                            live_children: Vec::new(),
                         })
                     },
                 )
@@ -444,15 +464,20 @@ impl RunStore for SqliteStore {
                 return Ok(Lock::Held(h.clone()));
             }
             if let Some(h) = holder.filter(|h| h.run_id != run) {
+                let children = live_children(tx, &h.run_id)?;
                 let live = match h.run_status {
                     Some(RunState::AwaitingApproval) => true,
                     // No row yet: the holder is between taking the lock and
                     // recording its run.
-                    Some(RunState::Running) | None => h.owner.is_alive(),
+                    Some(RunState::Running) | None => h.owner.is_alive() || !children.is_empty(),
+                    Some(RunState::Interrupted) => !children.is_empty(),
                     _ => false,
                 };
                 if live {
-                    return Ok(Lock::Held(h));
+                    return Ok(Lock::Held(LockHolder {
+                        live_children: children,
+                        ..h
+                    }));
                 }
                 if h.run_status == Some(RunState::Running) {
                     interrupt(tx, &h.run_id, &h.owner)?;

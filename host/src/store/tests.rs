@@ -296,3 +296,53 @@ fn a_store_from_a_newer_capstan_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
+    let (_d, s) = store();
+    let dead = dead_owner();
+    let me = Owner::current();
+    s.create_run(&new_run("r1", "dev"), &dead).unwrap();
+    assert!(matches!(
+        s.try_lock("dev", "r1", &dead).unwrap(),
+        Lock::Acquired { .. }
+    ));
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let orphan = Owner::of(child.id()).unwrap();
+    let mut detail = serde_json::to_value(&orphan).unwrap();
+    detail["program"] = json!("terraform");
+    s.audit(
+        "r1",
+        &AuditRow {
+            time: "t".into(),
+            stage: "apply".into(),
+            plugin: "terraform".into(),
+            capability: "exec-started".into(),
+            allowed: true,
+            detail,
+            reason: None,
+        },
+    )
+    .unwrap();
+    s.create_run(&new_run("r2", "dev"), &me).unwrap();
+
+    assert_eq!(s.reap().unwrap(), vec!["r1".to_string()]);
+    match s.try_lock("dev", "r2", &me).unwrap() {
+        Lock::Held(h) => assert_eq!(
+            (h.run_status, h.live_children),
+            (Some(RunState::Interrupted), vec![orphan])
+        ),
+        other => panic!("{other:?}"),
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(matches!(
+        s.try_lock("dev", "r2", &me).unwrap(),
+        Lock::Acquired {
+            released_stale: Some(_)
+        }
+    ));
+}
