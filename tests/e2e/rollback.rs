@@ -175,7 +175,8 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
             .unwrap();
     }
     drop(store);
-    let stats = sb.json(&[
+    // Production, over the ten days 2026-11-01 .. 2026-11-11.
+    let window = [
         "stats",
         "--env",
         "production",
@@ -183,8 +184,8 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
         "2026-11-01",
         "--until",
         "2026-11-11",
-        "--json",
-    ]);
+    ];
+    let stats = sb.json(&[&window[..], &["--json"]].concat());
     // r0 started before --since, r7 is another environment: both left out.
     assert_eq!(
         stats["runs"],
@@ -233,16 +234,7 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
         ]
     );
 
-    let prom = sb.capstan(&[
-        "stats",
-        "--env",
-        "production",
-        "--since",
-        "2026-11-01",
-        "--until",
-        "2026-11-11",
-        "--prometheus",
-    ]);
+    let prom = sb.capstan(&[&window[..], &["--prometheus"]].concat());
     assert_eq!(prom.code, 0, "{prom:?}");
     assert!(
         prom.stdout

@@ -186,7 +186,7 @@ impl ProcessHost {
         }
         fault::point(
             "exec-start",
-            &format!(
+            format_args!(
                 "{}/{}",
                 self.audit.stage,
                 cmd.args.first().map_or("", String::as_str)

@@ -114,7 +114,17 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
             run.id, pending.digest, pending.subject, run.id
         )));
     }
-    let decisions = store.approvals(&run.id).map_err(super::store_failure)?;
+    let mut decisions = store.approvals(&run.id).map_err(super::store_failure)?;
+    let tally = |decisions: &[ApprovalRow]| {
+        recorded(
+            decisions,
+            &pending.stage,
+            &pending.digest,
+            &run.author,
+            &pending.approvers,
+            pending.required,
+        )
+    };
     let row = ApprovalRow {
         stage: pending.stage.clone(),
         digest: pending.digest.clone(),
@@ -143,14 +153,7 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
             }
         }
         None => {
-            let Recorded::Open { approved_by, .. } = recorded(
-                &decisions,
-                &pending.stage,
-                &pending.digest,
-                &run.author,
-                &pending.approvers,
-                pending.required,
-            ) else {
+            let Recorded::Open { approved_by, .. } = tally(&decisions) else {
                 return Err(refused(format!(
                     "run {} is already decided for {}; `capstan resume {}` continues it",
                     run.id,
@@ -170,15 +173,8 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
         }
     };
     record(&store, &run, &row, "capstan approve")?;
-    let decisions = store.approvals(&run.id).map_err(super::store_failure)?;
-    match recorded(
-        &decisions,
-        &pending.stage,
-        &pending.digest,
-        &run.author,
-        &pending.approvers,
-        pending.required,
-    ) {
+    decisions.push(row);
+    match tally(&decisions) {
         Recorded::Approved(answers) => eprintln!(
             "approved {} for stage `{}` of run {} by {}. Continue it with: capstan resume {}",
             short(&pending.digest),

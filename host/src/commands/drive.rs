@@ -9,8 +9,9 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use crate::exit::{self, Failure};
 use crate::run::lock::{self, LockError};
 use crate::run::stage::StageStatus;
-use crate::run::{Prepared, RunDir, RunOptions, RunRecord, RunStatus, StageRecord, execute};
+use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
+use crate::store::RunState;
 use crate::store::{NewRun, Owner, RunStore};
 
 /// Flags of every command that drives a run (`run`, `resume`, `rollback`).
@@ -66,11 +67,11 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
                 let _ = std::fs::remove_dir_all(&d.dir.path);
             }
             let what = match h.run_status {
-                Some(RunStatus::AwaitingApproval) => format!(
+                Some(RunState::AwaitingApproval) => format!(
                     "waits for approval; approve it (`capstan approve {0} --as <name>`, then `capstan resume {0}`) or reject it (`capstan reject {0} --as <name>`)",
                     h.run_id
                 ),
-                Some(RunStatus::Interrupted) => format!(
+                Some(RunState::Interrupted) => format!(
                     "was interrupted, but programs it started still run ({}); the environment is free when they end",
                     h.live_children
                         .iter()
@@ -117,7 +118,10 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         },
     };
     let begun = begun.and_then(|()| {
-        d.done.iter().filter(|_| d.record_done).try_for_each(|r| {
+        if !d.record_done {
+            return Ok(());
+        }
+        d.done.iter().try_for_each(|r| {
             let mut row = r.row(r.started.clone());
             row.status = "reused".into();
             d.store.end_stage(&id, None, &row)
@@ -151,7 +155,7 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
             ));
         }
     };
-    if record.status != RunStatus::AwaitingApproval
+    if record.status != RunState::AwaitingApproval
         && let Err(e) = d.store.unlock(&env, &id)
     {
         eprintln!("warning: cannot release the lock on `{env}`: {e}");
@@ -187,9 +191,9 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
     }
     eprintln!("{table}");
     let (word, code) = match record.status {
-        RunStatus::Succeeded => ("succeeded", exit::OK),
-        RunStatus::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
-        RunStatus::Rejected => ("was REJECTED", exit::STAGE_FAILED),
+        RunState::Succeeded => ("succeeded", exit::OK),
+        RunState::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
+        RunState::Rejected => ("was REJECTED", exit::STAGE_FAILED),
         _ => ("FAILED", exit::STAGE_FAILED),
     };
     eprintln!(

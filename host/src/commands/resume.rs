@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
 use crate::run::stage::StageStatus;
-use crate::run::{RunDir, RunOptions, RunStatus, StageRecord};
-use crate::store::{Owner, RunKind, RunRow, RunStore, StageRow, latest_attempts};
+use crate::run::{RunDir, RunOptions, StageRecord};
+use crate::store::{Owner, RunKind, RunRow, RunState, RunStore, StageRow, latest_attempts};
 
 /// Continue a paused, interrupted or failed run from its first unfinished
 /// stage. Finished stages are not run again (a finished apply never runs
@@ -39,17 +39,17 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
     let run = store.run(&args.run).map_err(super::store_failure)?;
     match run.status {
-        RunStatus::AwaitingApproval | RunStatus::Interrupted | RunStatus::Failed => {}
-        RunStatus::Running => {
+        RunState::AwaitingApproval | RunState::Interrupted | RunState::Failed => {}
+        RunState::Running => {
             return Err(refused(format!(
                 "run {} is running ({}); it cannot be resumed twice",
                 run.id, run.owner
             )));
         }
-        RunStatus::Succeeded | RunStatus::Rejected | RunStatus::Cancelled => {
+        RunState::Succeeded | RunState::Rejected | RunState::Cancelled => {
             let how = match run.status {
-                RunStatus::Succeeded => "already succeeded",
-                RunStatus::Rejected => "was rejected",
+                RunState::Succeeded => "already succeeded",
+                RunState::Rejected => "was rejected",
                 _ => "was cancelled",
             };
             return Err(refused(format!(

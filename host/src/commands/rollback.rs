@@ -12,8 +12,8 @@ use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
 use crate::pipeline::file::OnFailure;
 use crate::run::stage::StageStatus;
-use crate::run::{Prepared, RunOptions, RunRecord, RunStatus, StageRecord};
-use crate::store::{RunFilter, RunKind, RunRow, RunStore, latest_attempts};
+use crate::run::{Prepared, RunOptions, RunRecord, StageRecord};
+use crate::store::{RunFilter, RunKind, RunRow, RunState, RunStore, latest_attempts};
 
 /// Roll an environment back to the last good run (or the one named):
 /// plan, approval, apply, configure and smoke tests run again with the
@@ -87,7 +87,7 @@ pub async fn if_failed(
     }) else {
         return;
     };
-    if record.status != RunStatus::Failed {
+    if record.status != RunState::Failed {
         return;
     }
     eprintln!(
@@ -131,7 +131,7 @@ pub fn targets(
         Some(id) => runs.iter().find(|r| r.id == id),
         None => runs.iter().find(|r| {
             r.kind == RunKind::Deploy
-                && !matches!(r.status, RunStatus::Running | RunStatus::AwaitingApproval)
+                && !matches!(r.status, RunState::Running | RunState::AwaitingApproval)
         }),
     };
     let target = match to {
@@ -143,7 +143,7 @@ pub fn targets(
                     run.id, run.environment
                 )));
             }
-            if run.status != RunStatus::Succeeded {
+            if run.status != RunState::Succeeded {
                 return Err(refused(format!(
                     "run {} is {}, not a good run to roll back to",
                     run.id,
@@ -154,8 +154,8 @@ pub fn targets(
         }
         None => runs
             .iter()
-            .filter(|r| undone.is_none_or(|u| r.id < u.id && r.id != u.id))
-            .find(|r| r.status == RunStatus::Succeeded)
+            .filter(|r| undone.is_none_or(|u| r.id < u.id))
+            .find(|r| r.status == RunState::Succeeded)
             .cloned()
             .ok_or_else(|| {
                 refused(format!(

@@ -13,14 +13,24 @@
 //! Killing the host is all it can do, so it is harmless to leave in the
 //! binary; the e2e tests also kill the host from outside at random moments.
 
+use std::sync::OnceLock;
+
 use nix::sys::signal::{Signal, raise};
 
 pub const ENV: &str = "CAPSTAN_FAULT";
 
-/// Die here if `CAPSTAN_FAULT` names this point of this stage.
-pub fn point(point: &str, stage: &str) {
-    if std::env::var(ENV).is_ok_and(|spec| spec == format!("{point}:{stage}")) {
-        eprintln!("capstan: {ENV}={point}:{stage}: killing this host process with SIGKILL");
+/// `CAPSTAN_FAULT`, read once: `point` is on the path of every exec.
+fn armed() -> Option<&'static str> {
+    static SPEC: OnceLock<Option<String>> = OnceLock::new();
+    SPEC.get_or_init(|| std::env::var(ENV).ok()).as_deref()
+}
+
+/// Die here if `CAPSTAN_FAULT` is `<point>:<target>` (`target` is only
+/// formatted when a fault is armed).
+pub fn point(point: &str, target: impl std::fmt::Display) {
+    let Some(spec) = armed() else { return };
+    if spec.split_once(':') == Some((point, target.to_string().as_str())) {
+        eprintln!("capstan: {ENV}={spec}: killing this host process with SIGKILL");
         let _ = raise(Signal::SIGKILL);
     }
 }

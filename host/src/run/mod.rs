@@ -21,8 +21,7 @@ use crate::caps::audit::AuditLog;
 use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
 use crate::runtime::bindings::capstan::plugin::types as wit;
-pub use crate::store::RunState as RunStatus;
-use crate::store::{RunStore, StoreError};
+use crate::store::{RunState, RunStore, StoreError};
 pub use prepare::{Prepared, prepare};
 use record::verified;
 pub use record::{PluginRecord, RunRecord, StageRecord, plugin_records};
@@ -232,14 +231,14 @@ pub async fn execute(
         .any(|a| a.decision == "rejected");
     let status = if has(|s| matches!(s, StageStatus::Failed { .. })) {
         if rejected {
-            RunStatus::Rejected
+            RunState::Rejected
         } else {
-            RunStatus::Failed
+            RunState::Failed
         }
     } else if has(|s| matches!(s, StageStatus::AwaitingApproval { .. })) {
-        RunStatus::AwaitingApproval
+        RunState::AwaitingApproval
     } else {
-        RunStatus::Succeeded
+        RunState::Succeeded
     };
     let run = RunRecord {
         run_id: dir.id.clone(),

@@ -3,8 +3,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::Prepared;
 use super::stage::{StageStatus, path_text};
-use super::{Prepared, RunStatus};
+use crate::store::RunState;
 use crate::store::StageRow;
 
 /// One stage's record in `run.json`.
@@ -27,7 +28,7 @@ pub struct RunRecord {
     pub pipeline_file: String,
     pub environment: String,
     pub author: String,
-    pub status: RunStatus,
+    pub status: RunState,
     pub started: String,
     pub duration_ms: u64,
     pub plugins: Vec<PluginRecord>,
@@ -50,54 +51,38 @@ pub struct PluginRecord {
 impl StageRecord {
     /// The record as a run-store row.
     pub fn row(&self, ended: Option<String>) -> StageRow {
-        let (status, message, outputs, artifacts, report) = match &self.status {
+        let mut row = StageRow {
+            name: self.name.clone(),
+            attempt: 0,
+            plugin: self.plugin.clone(),
+            status: String::new(),
+            message: String::new(),
+            outputs: Value::Object(Map::new()),
+            artifacts: Value::Array(Vec::new()),
+            report: None,
+            started: self.started.clone(),
+            ended,
+            duration_ms: self.duration_ms,
+        };
+        let (status, message) = match &self.status {
             StageStatus::Succeeded {
                 summary,
                 outputs,
                 artifacts,
                 report,
-            } => (
-                "succeeded",
-                summary.clone(),
-                Value::Object(outputs.clone()),
-                serde_json::json!(artifacts),
-                report.clone(),
-            ),
-            StageStatus::Failed { reason } => {
-                ("failed", reason.clone(), Value::Null, Value::Null, None)
+            } => {
+                row.outputs = Value::Object(outputs.clone());
+                row.artifacts = serde_json::json!(artifacts);
+                row.report = report.clone();
+                ("succeeded", summary)
             }
-            StageStatus::AwaitingApproval { reason } => (
-                "awaiting-approval",
-                reason.clone(),
-                Value::Null,
-                Value::Null,
-                None,
-            ),
-            StageStatus::Skipped { reason } => {
-                ("skipped", reason.clone(), Value::Null, Value::Null, None)
-            }
+            StageStatus::Failed { reason } => ("failed", reason),
+            StageStatus::AwaitingApproval { reason } => ("awaiting-approval", reason),
+            StageStatus::Skipped { reason } => ("skipped", reason),
         };
-        StageRow {
-            name: self.name.clone(),
-            attempt: 0,
-            plugin: self.plugin.clone(),
-            status: status.into(),
-            message,
-            outputs: if outputs.is_null() {
-                Value::Object(Map::new())
-            } else {
-                outputs
-            },
-            artifacts: if artifacts.is_null() {
-                Value::Array(vec![])
-            } else {
-                artifacts
-            },
-            report,
-            started: self.started.clone(),
-            ended,
-            duration_ms: self.duration_ms,
-        }
+        row.status = status.into();
+        row.message = message.clone();
+        row
     }
 }
 

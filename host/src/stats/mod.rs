@@ -78,7 +78,7 @@ use percentile::nearest_rank;
 
 /// Deploy or rollback, and where a run is in its life: the run store's
 /// own types.
-pub use crate::store::{RunKind, RunState as RunOutcome};
+pub use crate::store::{RunKind, RunState};
 
 /// One finished attempt (succeeded or failed) of a stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +103,7 @@ pub struct RunFacts {
     /// For a rollback run: the id of the run it undid.
     pub undoes: Option<String>,
     /// How the run ended, or where it stands.
-    pub status: RunOutcome,
+    pub status: RunState,
     /// When the run started.
     pub started: Timestamp,
     /// When the run ended; `None` while it runs or waits for approval.
@@ -278,13 +278,13 @@ fn count_runs(runs: &[&RunFacts]) -> RunCounts {
     };
     for r in runs {
         *match r.status {
-            RunOutcome::Succeeded => &mut c.succeeded,
-            RunOutcome::Failed => &mut c.failed,
-            RunOutcome::Rejected => &mut c.rejected,
-            RunOutcome::AwaitingApproval => &mut c.awaiting_approval,
-            RunOutcome::Running => &mut c.running,
-            RunOutcome::Interrupted => &mut c.interrupted,
-            RunOutcome::Cancelled => &mut c.cancelled,
+            RunState::Succeeded => &mut c.succeeded,
+            RunState::Failed => &mut c.failed,
+            RunState::Rejected => &mut c.rejected,
+            RunState::AwaitingApproval => &mut c.awaiting_approval,
+            RunState::Running => &mut c.running,
+            RunState::Interrupted => &mut c.interrupted,
+            RunState::Cancelled => &mut c.cancelled,
         } += 1;
     }
     c

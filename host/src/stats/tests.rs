@@ -23,7 +23,7 @@ fn run(
     environment: &str,
     kind: RunKind,
     undoes: Option<&str>,
-    status: RunOutcome,
+    status: RunState,
     started: &str,
     ended: Option<&str>,
     verified: Option<bool>,
@@ -50,7 +50,7 @@ fn run(
 }
 
 use RunKind::{Deploy, Rollback};
-use RunOutcome::*;
+use RunState::*;
 
 /// Twelve runs, two environments, listed out of time order on purpose
 /// (the store may hand them over in any order).

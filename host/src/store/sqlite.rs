@@ -139,15 +139,7 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
         ended: r.get("ended")?,
         verified: r.get("verified")?,
         plugins: json(r.get("plugins")?),
-        owner: owner(r)?,
-    })
-}
-
-fn owner(r: &Row) -> rusqlite::Result<Owner> {
-    Ok(Owner {
-        pid: r.get("owner_pid")?,
-        start: r.get::<_, i64>("owner_start")? as u64,
-        host: r.get("owner_host")?,
+        owner: owner_at(r, r.as_ref().column_index("owner_pid")?)?,
     })
 }
 
@@ -464,13 +456,18 @@ impl RunStore for SqliteStore {
                 return Ok(Lock::Held(h.clone()));
             }
             if let Some(h) = holder.filter(|h| h.run_id != run) {
-                let children = live_children(tx, &h.run_id)?;
+                // Programs its dead host started count only where the host
+                // is gone (read lazily: `--wait` polls this).
+                let mut children = Vec::new();
                 let live = match h.run_status {
                     Some(RunState::AwaitingApproval) => true,
                     // No row yet: the holder is between taking the lock and
                     // recording its run.
-                    Some(RunState::Running) | None => h.owner.is_alive() || !children.is_empty(),
-                    Some(RunState::Interrupted) => !children.is_empty(),
+                    Some(RunState::Running) | None if h.owner.is_alive() => true,
+                    Some(RunState::Running | RunState::Interrupted) | None => {
+                        children = live_children(tx, &h.run_id)?;
+                        !children.is_empty()
+                    }
                     _ => false,
                 };
                 if live {

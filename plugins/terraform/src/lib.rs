@@ -96,6 +96,8 @@ mod config;
 mod digest;
 mod outputs;
 mod plan;
+#[cfg(test)]
+mod samples;
 
 use config::{Action, Config};
 

@@ -159,26 +159,11 @@ mod tests {
         }
     }
 
-    /// Real `terraform output -json` samples of the golden-image example,
-    /// when present (examples/golden-image/infrastructure/testdata).
+    /// Real `terraform output -json` samples of the golden-image example.
     #[test]
     fn golden_image_output_samples() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/golden-image/infrastructure/testdata"
-        );
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            eprintln!("no samples in {dir} yet");
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if !(name.starts_with("output") && name.ends_with(".json")) {
-                continue;
-            }
-            let outputs = parse(&std::fs::read_to_string(&path).unwrap())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (name, text) in crate::samples::golden_image("output") {
+            let outputs = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
             let inventory = outputs
                 .inventory("ansible_inventory", true)
                 .unwrap_or_else(|e| panic!("{name}: {e}"))

@@ -1011,34 +1011,21 @@ mod tests {
         );
     }
 
-    /// Real plans written by the golden-image example's tests, when they
-    /// exist (examples/golden-image/infrastructure/testdata/*.json).
+    /// Real plans written by the golden-image example
+    /// (examples/golden-image/infrastructure/testdata/plan*.json).
     #[test]
     fn golden_image_samples_parse() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/golden-image/infrastructure/testdata"
-        );
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            eprintln!("no samples in {dir} yet");
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
+        for (name, text) in crate::samples::golden_image("plan") {
             let value: Value = serde_json::from_str(&text).unwrap();
             // Only plans: the directory may hold `output -json` samples too.
             if value.get("format_version").is_none() || value.get("planned_values").is_none() {
                 continue;
             }
-            let p = parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let p = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(p.format_version.starts_with("0.") || p.format_version.starts_with("1."));
             // The example has no resources (offline: no providers).
-            assert!(p.destroyed().is_empty(), "{}", path.display());
-            eprintln!("{}: {}", path.display(), p.summary_text("plan"));
+            assert!(p.destroyed().is_empty(), "{name}");
+            eprintln!("{name}: {}", p.summary_text("plan"));
             if p.counts.output_changes > 0 {
                 assert!(p.summary_text("plan").contains("output change"));
                 assert!(p.has_changes());
