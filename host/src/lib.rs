@@ -5,7 +5,7 @@
 //! concern: [`pipeline`] (file model and validation), [`runtime`] (engine,
 //! cache, linker, limits), [`caps`] (capabilities and the host side of every
 //! interface), [`run`] (scheduler and run directory), [`commands`] (one file
-//! per subcommand).
+//! per subcommand), [`text`] (plugin text made safe for a terminal).
 
 pub mod caps;
 pub mod commands;
@@ -15,3 +15,4 @@ pub mod run;
 pub mod runtime;
 pub mod stats;
 pub mod store;
+pub mod text;

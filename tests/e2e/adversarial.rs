@@ -371,7 +371,7 @@ fn grants_over_capstans_own_state_are_refused() {
         assert_eq!(ran.code, 4, "{ran:?}");
         assert!(
             ran.stderr.contains(&format!("the {inside} grant"))
-                && ran.stderr.contains("overlaps Capstan's own state"),
+                && ran.stderr.contains("reaches Capstan's state dir"),
             "{ran:?}"
         );
         assert_eq!(

@@ -318,3 +318,115 @@ fn an_emergency_override_needs_a_reason_and_is_recorded() {
         )
     );
 }
+
+/// A pipeline of one approval stage, with the real approval plugin: `with`
+/// is the stage's config (TOML inline table body).
+fn approval_only(sb: &Sandbox, with: &str) -> std::path::PathBuf {
+    sb.pipeline(&format!(
+        "[pipeline]\nname = \"gate\"\nenvironments = [\"dev\", \"production\"]\nprotected = [\"production\"]\n\
+         [plugins.approval]\npath = {:?}\n\
+         [stages.approve]\nplugin = \"approval\"\nwith = {{ digest = \"d1g3st0000000000\", {with} }}\n\
+         [stages.approve.grants]\napproval = true\n",
+        capstan_test_artifacts::APPROVAL
+    ))
+}
+
+/// The audit record of the approval decision of the newest run.
+fn decision(sb: &Sandbox) -> Value {
+    let dir = sb.show(&sb.newest_run_id())["run"]["run_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Run::read(std::path::Path::new(&dir))
+        .audit_of("approve")
+        .into_iter()
+        .find(|e| e["capability"] == "approval")
+        .expect("approval recorded")
+        .clone()
+}
+
+/// In a protected environment the host asks humans, whatever the plugin's
+/// `with` says (auto, or an override naming someone); elsewhere a plugin
+/// override is recorded as the operator's, never under the name it gives;
+/// the operator's own `capstan approve --emergency` still works.
+#[test]
+fn a_protected_environment_asks_humans_whatever_the_plugin_asks() {
+    let sb = Sandbox::new();
+    let run = |pipeline: &std::path::Path, env: &str| {
+        sb.capstan(&[
+            "run",
+            pipeline.to_str().unwrap(),
+            "-q",
+            "--env",
+            env,
+            "--as",
+            "alice",
+        ])
+    };
+
+    let auto = approval_only(&sb, r#"policy = { dev = "auto", production = "auto" }"#);
+    assert_eq!(run(&auto, "dev").code, 0, "dev is not protected");
+    assert_eq!(decision(&sb)["detail"]["policy"], "automatic");
+    let paused = run(&auto, "production");
+    assert_eq!(paused.code, 5, "{paused:?}");
+    let d = decision(&sb);
+    assert_eq!(
+        (&d["detail"]["decision"], &d["detail"]["requested_policy"]),
+        (&Value::from("pending"), &Value::from("automatic")),
+        "{d:#}"
+    );
+    assert!(
+        d["detail"]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("environment `production` is protected"),
+        "{d:#}"
+    );
+    let id = sb.newest_run_id();
+    assert_eq!(sb.capstan(&["reject", &id, "--as", "bob"]).code, 0);
+
+    let claimed = approval_only(
+        &sb,
+        r#"override = { by = "security-lead", reason = "INC-7" }"#,
+    );
+    let paused = run(&claimed, "production");
+    assert_eq!(paused.code, 5, "{paused:?}");
+    let d = decision(&sb);
+    assert_eq!(
+        (
+            &d["detail"]["decision"],
+            &d["detail"]["requested_policy"],
+            &d["detail"]["claimed_by"]
+        ),
+        (
+            &Value::from("pending"),
+            &Value::from("emergency-override"),
+            &Value::from("security-lead")
+        ),
+        "{d:#}"
+    );
+    // The operator's own override is honoured in a protected environment.
+    let id = sb.newest_run_id();
+    let ok = sb.capstan(&["approve", &id, "--as", "oncall", "--emergency", "INC-7"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(sb.capstan(&["resume", &id, "-q"]).code, 0);
+
+    // Not protected: the plugin's override approves, as the operator's.
+    assert_eq!(run(&claimed, "dev").code, 0);
+    let d = decision(&sb);
+    assert_eq!(
+        (
+            &d["detail"]["policy"],
+            &d["detail"]["by"],
+            &d["detail"]["claimed_by"]
+        ),
+        (
+            &Value::from("emergency-override"),
+            &Value::from("alice"),
+            &Value::from("security-lead")
+        ),
+        "{d:#}"
+    );
+    let approvals = sb.show(&sb.newest_run_id())["approvals"].clone();
+    assert_eq!(approvals[0]["by"], "alice", "{approvals:#}");
+}

@@ -142,3 +142,29 @@ snapshot!(
     on_failure_unknown_value,
     &format!("{HEAD}[stages.a]\nplugin = \"hello\"\non_failure = \"retry\"\n")
 );
+
+snapshot!(
+    double_star_that_is_not_the_last_argument_pattern,
+    &format!(
+        "{HEAD}[stages.a]\nplugin = \"hello\"\n[[stages.a.grants.exec]]\nprogram = \"echo\"\nargs = [\"-n\", \"**\", \"--force\"]\n"
+    )
+);
+
+snapshot!(
+    double_star_inside_a_pattern,
+    &format!(
+        "{HEAD}[stages.a]\nplugin = \"hello\"\n[[stages.a.grants.exec]]\nprogram = \"echo\"\nargs = [\"*\", \"-out=**|x\"]\n"
+    )
+);
+
+snapshot!(
+    connect_pattern_with_a_name_wildcard,
+    &format!(
+        "{HEAD}[stages.a]\nplugin = \"hello\"\n[stages.a.grants]\nconnect = [\"127.0.0.1:*\", \"*.internal:22\"]\n"
+    )
+);
+
+snapshot!(
+    protected_names_an_unknown_environment,
+    "[pipeline]\nname = \"p\"\nenvironments = [\"dev\", \"production\"]\nprotected = [\"producton\"]\n[plugins.hello]\npath = \"{hello}\"\n[stages.a]\nplugin = \"hello\"\n"
+);

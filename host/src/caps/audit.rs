@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::log::LogSink;
 use crate::store::{AuditRow, RunStore};
 
 /// One audit record.
@@ -55,7 +56,7 @@ impl AuditLog {
         }
     }
 
-    /// Append one event as a line.
+    /// Append one event as a line; returns the line's length.
     pub fn record(
         &self,
         stage: &str,
@@ -64,7 +65,7 @@ impl AuditLog {
         allowed: bool,
         detail: Value,
         reason: Option<String>,
-    ) {
+    ) -> u64 {
         let event = Event {
             time: jiff::Timestamp::now().to_string(),
             stage,
@@ -76,8 +77,11 @@ impl AuditLog {
         };
         let mut line = serde_json::to_vec(&event).expect("audit events serialize");
         line.push(b'\n');
+        let size = line.len() as u64;
         let mut file = self.file.lock().expect("audit lock");
-        let Some(file) = file.as_mut() else { return };
+        let Some(file) = file.as_mut() else {
+            return size;
+        };
         // One write per line so concurrent stages never interleave a record.
         if let Err(e) = file.write_all(&line) {
             eprintln!("capstan: cannot append to the audit log: {e}");
@@ -97,25 +101,31 @@ impl AuditLog {
                 eprintln!("capstan: {e} (the event is in the run's audit.jsonl)");
             }
         }
+        size
     }
 }
 
-/// An `AuditLog` bound to one stage.
+/// An `AuditLog` bound to one stage, whose records count against the
+/// stage's output limit (a stage cannot flood the audit log with denials).
 #[derive(Clone)]
 pub struct StageAudit {
     pub log: AuditLog,
     pub stage: String,
     pub plugin: String,
+    /// The stage's output budget (its log sink).
+    pub budget: LogSink,
 }
 
 impl StageAudit {
     pub fn allowed(&self, capability: &str, detail: Value) {
-        self.log
+        let n = self
+            .log
             .record(&self.stage, &self.plugin, capability, true, detail, None);
+        let _ = self.budget.charge(n);
     }
 
     pub fn denied(&self, capability: &str, detail: Value, reason: impl Into<String>) {
-        self.log.record(
+        let n = self.log.record(
             &self.stage,
             &self.plugin,
             capability,
@@ -123,5 +133,30 @@ impl StageAudit {
             detail,
             Some(reason.into()),
         );
+        let _ = self.budget.charge(n);
+    }
+
+    /// Record an event the host decided on (a failure, a limit) without
+    /// charging the stage for it.
+    pub fn host(&self, capability: &str, allowed: bool, detail: Value, reason: Option<String>) {
+        self.log.record(
+            &self.stage,
+            &self.plugin,
+            capability,
+            allowed,
+            detail,
+            reason,
+        );
+    }
+
+    /// Refuse further requests once the stage is over its output limit: the
+    /// stage ends, named, instead of producing more records.
+    pub fn within_budget(&self) -> wasmtime::Result<()> {
+        if self.budget.exceeded() {
+            return Err(wasmtime::Error::msg(
+                "output limit exceeded: the stage's output and audit records passed its max_output",
+            ));
+        }
+        Ok(())
     }
 }

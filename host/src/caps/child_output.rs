@@ -34,10 +34,9 @@ impl ChildOutput {
 
     /// Copy what the child appended since the last call to the stage log
     /// (or only count it, for unlogged output), keeping up to `cap` bytes
-    /// of each stream for the plugin.
-    pub fn drain(&mut self, log: &LogSink, logged: bool, cap: usize) -> Result<(), OutputLimit> {
-        self.stdout.drain(log, logged, cap)?;
-        self.stderr.drain(log, logged, cap)
+    /// of each stream for the plugin. Returns how many bytes it read.
+    pub fn drain(&mut self, log: &LogSink, logged: bool, cap: usize) -> Result<u64, OutputLimit> {
+        Ok(self.stdout.drain(log, logged, cap)? + self.stderr.drain(log, logged, cap)?)
     }
 
     /// What was kept of stdout and stderr, and whether either was cut.
@@ -63,13 +62,15 @@ impl Stream {
         Ok((stream, Stdio::from(writer)))
     }
 
-    fn drain(&mut self, log: &LogSink, logged: bool, cap: usize) -> Result<(), OutputLimit> {
-        let mut buf = [0u8; 16 * 1024];
+    fn drain(&mut self, log: &LogSink, logged: bool, cap: usize) -> Result<u64, OutputLimit> {
+        let mut buf = [0u8; 64 * 1024];
+        let mut total = 0u64;
         loop {
             let n = match self.file.read(&mut buf) {
-                Ok(0) | Err(_) => return Ok(()),
+                Ok(0) | Err(_) => return Ok(total),
                 Ok(n) => n,
             };
+            total += n as u64;
             let chunk = &buf[..n];
             if logged {
                 log.write(chunk)?;

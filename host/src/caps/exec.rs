@@ -5,10 +5,12 @@
 //! side of the `process` interface that enforces it is [`super::process`].
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -29,6 +31,54 @@ pub struct ExecPolicy {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
+    /// The program file that was hashed, kept open: children run this very
+    /// file (exec'd from the descriptor), never whatever `path` leads to later.
+    pub file: Arc<ProgramFile>,
+}
+
+/// An open program file and what it was like when it was hashed.
+#[derive(Debug)]
+pub struct ProgramFile {
+    pub file: File,
+    stamp: Stamp,
+}
+
+/// What changes when a file's content is rewritten in place (ctime cannot
+/// be set back by anyone but the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &File) -> std::io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+impl ProgramFile {
+    /// The path that executes this open file (`execve` of
+    /// `/proc/self/fd/N`, as `fexecve` does); the descriptor must stay open
+    /// across `exec` in the child for `#!` scripts, whose interpreter opens it.
+    pub fn exec_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// Whether the file was modified in place since it was hashed.
+    pub fn unchanged(&self) -> bool {
+        Stamp::of(&self.file).is_ok_and(|s| s == self.stamp)
+    }
 }
 
 /// A grant whose program cannot be used.
@@ -47,7 +97,7 @@ pub enum ResolveError {
         actual: String,
         pinned: String,
     },
-    #[error("cannot read program `{program}` ({path}) to check its pin: {source}")]
+    #[error("cannot open program `{program}` ({path}) to hash it: {source}")]
     Read {
         program: String,
         path: String,
@@ -92,6 +142,10 @@ pub enum Denial {
     Env { program: String, name: String },
     #[error("working directory `{cwd}` is outside the stage's granted directories")]
     Cwd { cwd: String },
+    #[error(
+        "program `{program}` ({path}) was modified since it was checked when the pipeline loaded; it is not run"
+    )]
+    Changed { program: String, path: String },
 }
 
 impl ExecPolicy {
@@ -102,11 +156,13 @@ impl ExecPolicy {
             reason: e.to_string(),
         })?;
         let path = path.canonicalize().unwrap_or(path);
-        let digest = file_digest(&path).map_err(|source| ResolveError::Read {
+        let read_error = |source| ResolveError::Read {
             program: grant.program.clone(),
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let file = File::open(&path).map_err(read_error)?;
+        let (digest, stamp) = file_digest(&file).map_err(read_error)?;
         if let Some(pinned) = &grant.sha256
             && !pinned.eq_ignore_ascii_case(&digest)
         {
@@ -124,6 +180,7 @@ impl ExecPolicy {
             args: grant.args.clone(),
             env: grant.env.clone(),
             timeout: grant.timeout,
+            file: Arc::new(ProgramFile { file, stamp }),
         })
     }
 
@@ -178,30 +235,43 @@ impl ExecPolicy {
     }
 }
 
-/// sha256 (hex) of a program file, streamed (tools are often 100 MB) and
-/// remembered per path, size and modification time, so that a pipeline
-/// granting `terraform` to three stages hashes it once.
-fn file_digest(path: &Path) -> std::io::Result<String> {
-    type Key = (PathBuf, u64, SystemTime);
-    static SEEN: Mutex<Option<HashMap<Key, String>>> = Mutex::new(None);
-    let meta = std::fs::metadata(path)?;
-    let key = (path.to_path_buf(), meta.len(), meta.modified()?);
+/// sha256 (hex) of an open program file, streamed (tools are often 100 MB)
+/// and remembered per file identity and change stamp, so that a pipeline
+/// granting `terraform` to three stages hashes it once. The stamp is taken
+/// before and after hashing: a file rewritten meanwhile is refused.
+fn file_digest(file: &File) -> std::io::Result<(String, Stamp)> {
+    static SEEN: Mutex<Option<HashMap<Stamp, String>>> = Mutex::new(None);
+    let stamp = Stamp::of(file)?;
     if let Some(digest) = SEEN
         .lock()
         .expect("digest memo")
         .as_ref()
-        .and_then(|m| m.get(&key))
+        .and_then(|m| m.get(&stamp))
     {
-        return Ok(digest.clone());
+        return Ok((digest.clone(), stamp));
     }
     let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    if Stamp::of(file)? != stamp {
+        return Err(std::io::Error::other(
+            "the file changed while it was hashed",
+        ));
+    }
     let digest = hex::encode(hasher.finalize());
     SEEN.lock()
         .expect("digest memo")
         .get_or_insert_default()
-        .insert(key, digest.clone());
-    Ok(digest)
+        .insert(stamp, digest.clone());
+    Ok((digest, stamp))
 }
 
 /// The policy for the program a plugin names. Only the granted name is
@@ -257,6 +327,8 @@ mod tests {
     use super::*;
 
     fn policy(args: &[&str], env: &[&str]) -> ExecPolicy {
+        let file = File::open(std::env::current_exe().unwrap()).unwrap();
+        let stamp = Stamp::of(&file).unwrap();
         ExecPolicy {
             program: "terraform".into(),
             path: "/usr/bin/terraform".into(),
@@ -264,7 +336,27 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|s| s.to_string()).collect(),
             timeout: None,
+            file: Arc::new(ProgramFile { file, stamp }),
         }
+    }
+
+    #[test]
+    fn a_program_rewritten_in_place_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tool");
+        std::fs::write(&path, "#!/bin/sh\necho one\n").unwrap();
+        let file = File::open(&path).unwrap();
+        let (digest, stamp) = file_digest(&file).unwrap();
+        let program = ProgramFile { file, stamp };
+        assert!(program.unchanged());
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "#!/bin/sh\necho two\n").unwrap();
+        assert!(!program.unchanged());
+        let (again, _) = file_digest(&File::open(&path).unwrap()).unwrap();
+        assert_ne!(
+            digest, again,
+            "the memo must not answer for changed content"
+        );
     }
 
     fn strings(v: &[&str]) -> Vec<String> {

@@ -31,6 +31,12 @@ struct Inner {
     echo: Option<String>,
     /// Partial line not yet echoed.
     pending: Vec<u8>,
+    /// The file is at the start of a line (nothing kept yet, or the last
+    /// byte kept was `\n`): a host line can be written as it is.
+    fresh: bool,
+    /// Everything kept since the last line start is spaces or tabs: a
+    /// plugin's next bytes may still begin a line that looks like the host's.
+    blank: bool,
     /// The last bytes written, to explain a crash (e.g. a panic message).
     tail: Vec<u8>,
 }
@@ -67,6 +73,8 @@ impl LogSink {
                 exceeded: false,
                 echo,
                 pending: Vec::new(),
+                fresh: true,
+                blank: true,
                 tail: Vec::new(),
             })),
         }
@@ -83,40 +91,31 @@ impl LogSink {
         self.append(bytes, false)
     }
 
+    /// Plugin bytes (its stdout/stderr, its children's output): kept with
+    /// every line that would pass for a host line neutralised, or counted.
     fn append(&self, bytes: &[u8], keep: bool) -> Result<(), OutputLimit> {
         let mut inner = self.inner.lock().expect("log lock");
-        if inner.exceeded {
-            return Err(OutputLimit(inner.cap));
+        if !keep {
+            return inner.put(bytes, false);
         }
-        let room = inner.cap.saturating_sub(inner.written) as usize;
-        let take = bytes.len().min(room);
-        inner.written += take as u64;
-        if keep {
-            if let Some(file) = &mut inner.file {
-                let _ = file.write_all(&bytes[..take]);
-            }
-            inner.echo_lines(&bytes[..take]);
-            inner.tail.extend_from_slice(&bytes[..take]);
-            let excess = inner.tail.len().saturating_sub(TAIL);
-            inner.tail.drain(..excess);
-        }
-        if take < bytes.len() {
-            inner.exceeded = true;
-            let cap = inner.cap;
-            if let Some(file) = &mut inner.file {
-                let _ = writeln!(
-                    file,
-                    "\n[capstan] output limit of {cap} bytes exceeded; the stage is stopped"
-                );
-            }
-            return Err(OutputLimit(cap));
-        }
-        Ok(())
+        let bytes = inner.neutralise(bytes);
+        inner.put(&bytes, true)
     }
 
-    /// Write one line of the host's own (e.g. "$ terraform plan").
+    /// Write one line of the host's own (e.g. "$ terraform plan"). It is
+    /// always a whole line: it starts on a fresh line if the plugin left a
+    /// partial one, and plugin text it quotes cannot break it into more
+    /// lines (control characters are escaped, see [`crate::text::inline`]).
     pub fn line(&self, text: &str) {
-        let _ = self.write(format!("{text}\n").as_bytes());
+        let mut inner = self.inner.lock().expect("log lock");
+        let text = crate::text::inline(text);
+        let mut line = String::with_capacity(text.len() + 2);
+        if !inner.fresh {
+            line.push('\n');
+        }
+        line.push_str(&text);
+        line.push('\n');
+        let _ = inner.put(line.as_bytes(), true);
     }
 
     /// Whether the cap was hit.
@@ -133,9 +132,141 @@ impl LogSink {
     pub fn written(&self) -> u64 {
         self.inner.lock().expect("log lock").written
     }
+
+    /// Count `n` bytes the stage caused to be written elsewhere (the audit
+    /// lines its requests produce) against the same cap.
+    pub fn charge(&self, n: u64) -> Result<(), OutputLimit> {
+        let mut inner = self.inner.lock().expect("log lock");
+        if inner.exceeded {
+            return Err(OutputLimit(inner.cap));
+        }
+        inner.written = inner.written.saturating_add(n);
+        if inner.written > inner.cap {
+            inner.exceeded = true;
+            let cap = inner.cap;
+            if let Some(file) = &mut inner.file {
+                let _ = writeln!(
+                    file,
+                    "\n[capstan] output limit of {cap} bytes exceeded (audit records count too); the stage is stopped"
+                );
+            }
+            return Err(OutputLimit(cap));
+        }
+        Ok(())
+    }
+}
+
+/// How the host's own lines in a stage log begin ("[capstan] …" and
+/// "$ program args"): a plugin line may not.
+const HOST_MARKERS: [&[u8]; 2] = [b"[capstan]", b"$ "];
+
+/// Put before a plugin line that would otherwise pass for a host line.
+const NEUTRAL: &[u8] = b"[plugin] ";
+
+fn is_blank(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t')
+}
+
+/// Whether a plugin line whose bytes, from this write on, are `rest` could
+/// pass for a host line: after spaces and tabs it begins with a host marker,
+/// or the write ends before that can be told (what came is the start of a
+/// marker, and the next write could complete it).
+fn looks_like_host(rest: &[u8]) -> bool {
+    let end = rest.iter().position(|b| *b == b'\n');
+    let line = &rest[..end.unwrap_or(rest.len())];
+    let line = &line[line.iter().take_while(|b| is_blank(b)).count()..];
+    !line.is_empty()
+        && HOST_MARKERS
+            .iter()
+            .any(|m| line.starts_with(m) || (end.is_none() && m.starts_with(line)))
 }
 
 impl Inner {
+    /// `bytes` from the plugin with `[plugin] ` put before each line that
+    /// would look like the host's. Lines are tracked across writes (`blank`),
+    /// so a marker split over two writes is caught too. Borrows when no line
+    /// needs it.
+    fn neutralise<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let starts = self.blank.then_some(0).into_iter().chain(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(at, _)| at + 1),
+        );
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        for at in starts {
+            if !looks_like_host(&bytes[at..]) {
+                continue;
+            }
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len() + NEUTRAL.len()));
+            out.extend_from_slice(&bytes[copied..at]);
+            out.extend_from_slice(NEUTRAL);
+            copied = at;
+        }
+        match out {
+            None => std::borrow::Cow::Borrowed(bytes),
+            Some(mut out) => {
+                out.extend_from_slice(&bytes[copied..]);
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Keep (or only count) `bytes` against the cap; past it, write a
+    /// marker once and refuse.
+    fn put(&mut self, bytes: &[u8], keep: bool) -> Result<(), OutputLimit> {
+        if self.exceeded {
+            return Err(OutputLimit(self.cap));
+        }
+        let room = self.cap.saturating_sub(self.written) as usize;
+        let take = bytes.len().min(room);
+        self.written += take as u64;
+        if keep {
+            let kept = &bytes[..take];
+            if let Some(file) = &mut self.file {
+                let _ = file.write_all(kept);
+            }
+            self.echo_lines(kept);
+            self.tail.extend_from_slice(kept);
+            let excess = self.tail.len().saturating_sub(TAIL);
+            self.tail.drain(..excess);
+            self.track_lines(kept);
+        }
+        if take < bytes.len() {
+            self.exceeded = true;
+            let cap = self.cap;
+            let fresh = if self.fresh { "" } else { "\n" };
+            if let Some(file) = &mut self.file {
+                let _ = writeln!(
+                    file,
+                    "{fresh}[capstan] output limit of {cap} bytes exceeded; the stage is stopped"
+                );
+            }
+            return Err(OutputLimit(cap));
+        }
+        Ok(())
+    }
+
+    /// Where the file stands after `kept` was written: at a line start, and
+    /// whether the current line is blank so far.
+    fn track_lines(&mut self, kept: &[u8]) {
+        match kept.iter().rposition(|b| *b == b'\n') {
+            Some(at) => {
+                let rest = &kept[at + 1..];
+                self.fresh = rest.is_empty();
+                self.blank = rest.iter().all(is_blank);
+            }
+            None => {
+                self.fresh &= kept.is_empty();
+                self.blank &= kept.iter().all(is_blank);
+            }
+        }
+    }
+
+    /// Echo whole lines to stderr, escaped for the terminal (the file keeps
+    /// the raw bytes).
     fn echo_lines(&mut self, bytes: &[u8]) {
         let Some(prefix) = self.echo.clone() else {
             return;
@@ -143,7 +274,8 @@ impl Inner {
         self.pending.extend_from_slice(bytes);
         while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            eprint!("{prefix} | {}", String::from_utf8_lossy(&line));
+            let line = String::from_utf8_lossy(&line);
+            eprint!("{prefix} | {}", crate::text::block(&line));
         }
     }
 }
@@ -216,4 +348,141 @@ impl wit::Host for LogHost {
 
 pub fn add_to_linker(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<StageState, wasmtime::component::HasSelf<LogHost>>(linker, |s| &mut s.log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One call on the sink: plugin bytes kept (`P`), plugin bytes only
+    /// counted (`C`), a host line (`H`).
+    enum W {
+        P(&'static str),
+        C(&'static str),
+        H(&'static str),
+    }
+    use W::*;
+
+    fn file_after(calls: &[W]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage.log");
+        let sink = LogSink::create(&path, 1 << 20, None).unwrap();
+        for call in calls {
+            match call {
+                P(s) => sink.write(s.as_bytes()).unwrap(),
+                C(s) => sink.count(s.as_bytes()).unwrap(),
+                H(s) => sink.line(s),
+            }
+        }
+        std::fs::read_to_string(&path).unwrap()
+    }
+
+    #[test]
+    fn plugin_lines_never_pass_for_host_lines() {
+        let table: &[(&[W], &str)] = &[
+            (&[P("hello\n")], "hello\n"),
+            (&[P("[info] fine\n")], "[info] fine\n"),
+            (&[P("[capstan] forged\n")], "[plugin] [capstan] forged\n"),
+            (&[P("$ rm -rf /\n")], "[plugin] $ rm -rf /\n"),
+            (
+                &[P("ok\n[capstan] x\n$ y\nz\n")],
+                "ok\n[plugin] [capstan] x\n[plugin] $ y\nz\n",
+            ),
+            (&[P("mid [capstan] $ x\n")], "mid [capstan] $ x\n"),
+            (&[P("$5 and $HOME\n")], "$5 and $HOME\n"),
+            (&[P("$\n[capstan\n")], "$\n[capstan\n"),
+            // A marker split over two writes.
+            (
+                &[P("[cap"), P("stan] split\n")],
+                "[plugin] [capstan] split\n",
+            ),
+            (&[P("$"), P(" ls\n")], "[plugin] $ ls\n"),
+            (&[P("ok\n["), P("capstan]\n")], "ok\n[plugin] [capstan]\n"),
+            // A write that ends on the start of a marker is neutralised
+            // even if the line turns out not to be one.
+            (&[P("[capstan"), P("\n")], "[plugin] [capstan\n"),
+            // Indented, and indented across writes.
+            (&[P("  [capstan] x\n")], "[plugin]   [capstan] x\n"),
+            (
+                &[P("  "), P("[capstan] indented\n")],
+                "  [plugin] [capstan] indented\n",
+            ),
+            (&[P("\t$ x\n")], "[plugin] \t$ x\n"),
+            (&[P("\n"), P("[capstan]\n")], "\n[plugin] [capstan]\n"),
+            (&[P("a"), P("[capstan]\n")], "a[capstan]\n"),
+            // Control sequences stay raw in the file (escaped on display).
+            (&[P("\x1b[2K[capstan] x\n")], "\x1b[2K[capstan] x\n"),
+        ];
+        for (calls, want) in table {
+            assert_eq!(file_after(calls), *want);
+        }
+    }
+
+    #[test]
+    fn host_lines_are_whole_lines() {
+        let table: &[(&[W], &str)] = &[
+            (&[H("[capstan] start")], "[capstan] start\n"),
+            (
+                &[H("$ echo hi"), P("hi\n"), H("[capstan] done")],
+                "$ echo hi\nhi\n[capstan] done\n",
+            ),
+            (
+                &[P("partial"), H("[capstan] host")],
+                "partial\n[capstan] host\n",
+            ),
+            (&[P("a\nb"), H("$ x")], "a\nb\n$ x\n"),
+            (&[P("  "), H("$ x")], "  \n$ x\n"),
+            // Output only counted is not in the file: the line is still open.
+            (&[P("x"), C("y\n"), H("h")], "x\nh\n"),
+            (&[C("y"), H("h")], "h\n"),
+            // Plugin text a host line quotes cannot add lines to it.
+            (
+                &[H("[capstan] denied: `sh\n[capstan] ok`")],
+                "[capstan] denied: `sh\\n[capstan] ok`\n",
+            ),
+            (&[H("$ echo a\rb\x1b[2J")], "$ echo a\\rb\\x1b[2J\n"),
+        ];
+        for (calls, want) in table {
+            assert_eq!(file_after(calls), *want);
+        }
+    }
+
+    #[test]
+    fn ordinary_output_is_not_copied() {
+        let sink = LogSink::discard(1 << 20);
+        let inner = sink.inner.lock().unwrap();
+        for bytes in [&b"plain\n"[..], b"a\nb\nc", b"", b"[info] x\n", b"$5\n"] {
+            assert!(matches!(
+                inner.neutralise(bytes),
+                std::borrow::Cow::Borrowed(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn the_prefix_counts_against_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage.log");
+        let sink = LogSink::create(&path, 12, None).unwrap();
+        assert!(sink.write(b"[capstan]\n").is_err());
+        assert!(sink.exceeded());
+        assert_eq!(sink.written(), 12);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[plugin] [ca\n[capstan] output limit of 12 bytes exceeded; the stage is stopped\n"
+        );
+    }
+
+    #[test]
+    fn the_limit_marker_is_a_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage.log");
+        let sink = LogSink::create(&path, 4, None).unwrap();
+        sink.write(b"abc\n").unwrap();
+        assert!(sink.write(b"x").is_err());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "abc\n[capstan] output limit of 4 bytes exceeded; the stage is stopped\n"
+        );
+    }
 }

@@ -148,25 +148,58 @@ pub fn grant_toml(stage: &str, capability: &Capability) -> String {
 }
 
 /// What one stage may actually do: its plugin's requests intersected with
-/// its grants, resolved to absolute paths.
+/// its grants, resolved to open handles (directories and program files are
+/// opened here, once, and used as these objects from then on).
 #[derive(Debug, Clone, Default)]
 pub struct StagePolicy {
     pub exec: Vec<exec::ExecPolicy>,
-    /// Read-only directories (read grants, upstream work dirs).
-    pub read_dirs: Vec<PathBuf>,
-    /// Read-write directories (write grants, the stage work dir).
-    pub write_dirs: Vec<PathBuf>,
+    /// Read-only directories the plugin requested and was granted.
+    pub read_dirs: Vec<fs::GrantDir>,
+    /// Read-write directories the plugin requested and was granted.
+    pub write_dirs: Vec<fs::GrantDir>,
+    /// Every read and write grant, requested or not, as opened: the overlap
+    /// rules check these very handles.
+    pub granted: Vec<(GrantKind, fs::GrantDir)>,
     /// Host env var patterns the plugin may read.
     pub env: Vec<String>,
     pub connect: Vec<String>,
     pub approval: bool,
 }
 
+/// Which kind of directory grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    Read,
+    Write,
+}
+
+impl fmt::Display for GrantKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GrantKind::Read => "read",
+            GrantKind::Write => "write",
+        })
+    }
+}
+
+/// A stage whose grants cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error(transparent)]
+    Program(#[from] exec::ResolveError),
+    #[error("the {kind} grant {path}: {source}")]
+    Dir {
+        kind: GrantKind,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl StagePolicy {
     /// The policy for `stage` given its plugin's `requests`. Exec grants are
     /// resolved (and their pins checked) here, so a missing tool is reported
     /// before any stage runs.
-    pub fn new(stage: &Stage, requests: &[Request]) -> Result<StagePolicy, exec::ResolveError> {
+    pub fn new(stage: &Stage, requests: &[Request]) -> Result<StagePolicy, PolicyError> {
         let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
         // Every grant is resolved, requested or not: a granted program that
         // is missing is a broken pipeline either way.
@@ -177,6 +210,32 @@ impl StagePolicy {
                 exec.push(policy);
             }
         }
+        let mut granted = Vec::new();
+        for (kind, dirs) in [
+            (GrantKind::Read, &stage.read_dirs),
+            (GrantKind::Write, &stage.write_dirs),
+        ] {
+            for path in dirs {
+                let dir = fs::GrantDir::open(path).map_err(|source| PolicyError::Dir {
+                    kind,
+                    path: path.clone(),
+                    source,
+                })?;
+                granted.push((kind, dir));
+            }
+        }
+        let requested = |want: GrantKind, cap: Capability| -> Vec<fs::GrantDir> {
+            if !asked(&cap) {
+                return Vec::new();
+            }
+            granted
+                .iter()
+                .filter(|(k, _)| *k == want)
+                .map(|(_, d)| d.clone())
+                .collect()
+        };
+        let read_dirs = requested(GrantKind::Read, Capability::Read);
+        let write_dirs = requested(GrantKind::Write, Capability::Write);
         let env = requests
             .iter()
             .filter_map(|r| match &r.capability {
@@ -186,16 +245,9 @@ impl StagePolicy {
             .collect();
         Ok(StagePolicy {
             exec,
-            read_dirs: if asked(&Capability::Read) {
-                stage.read_dirs.clone()
-            } else {
-                Vec::new()
-            },
-            write_dirs: if asked(&Capability::Write) {
-                stage.write_dirs.clone()
-            } else {
-                Vec::new()
-            },
+            read_dirs,
+            write_dirs,
+            granted,
             env,
             connect: if asked(&Capability::Connect) {
                 stage.grants.connect.clone()

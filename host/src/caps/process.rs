@@ -4,7 +4,8 @@
 //! audit log, and kills its whole process group on timeout or when the stage
 //! is cancelled.
 
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,9 @@ use crate::store::Owner;
 /// Per-stage state of the `process` interface.
 pub struct ProcessHost {
     pub policies: Vec<ExecPolicy>,
-    /// Directories an exec's cwd may be in (all grants plus the work dir).
-    pub dirs: Vec<PathBuf>,
+    /// Directories an exec's cwd may be in (all grants plus the work dir),
+    /// as opened handles: a cwd is opened beneath one of them.
+    pub dirs: Vec<fs::GrantDir>,
     pub work_dir: PathBuf,
     pub log: LogSink,
     pub audit: StageAudit,
@@ -67,8 +69,9 @@ impl ProcessHost {
         wit::Error::NotPermitted(reason)
     }
 
-    /// Everything checked before a child starts.
-    fn check(&self, cmd: &wit::Command) -> Result<(&ExecPolicy, PathBuf), wit::Error> {
+    /// Everything checked before a child starts; the working directory
+    /// comes back opened (the child enters it with `fchdir`).
+    fn check(&self, cmd: &wit::Command) -> Result<(&ExecPolicy, PathBuf, OwnedFd), wit::Error> {
         let policy =
             exec::find(&self.policies, &cmd.program).map_err(|d| self.deny(cmd, d.to_string()))?;
         policy
@@ -79,17 +82,12 @@ impl ProcessHost {
                 .allows_env(name)
                 .map_err(|d| self.deny(cmd, d.to_string()))?;
         }
-        let cwd = cmd
-            .cwd
-            .as_deref()
-            .map_or_else(|| self.work_dir.clone(), PathBuf::from);
-        if !cwd.exists() {
-            return Err(wit::Error::NotFound(format!(
-                "working directory `{}` does not exist",
-                cwd.display()
-            )));
-        }
-        let cwd = fs::inside(&self.dirs, &cwd).ok_or_else(|| {
+        let cwd = match cmd.cwd.as_deref() {
+            None => self.work_dir.clone(),
+            Some(c) if Path::new(c).is_relative() => self.work_dir.join(c),
+            Some(c) => PathBuf::from(c),
+        };
+        let outside = || {
             self.deny(
                 cmd,
                 Denial::Cwd {
@@ -97,15 +95,34 @@ impl ProcessHost {
                 }
                 .to_string(),
             )
-        })?;
-        Ok((policy, cwd))
+        };
+        let (grant, relative) = fs::resolve_beneath(&self.dirs, &cwd).ok_or_else(outside)?;
+        let dir = match grant.open_dir_beneath(&relative) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(wit::Error::NotFound(format!(
+                    "working directory `{}` does not exist",
+                    cwd.display()
+                )));
+            }
+            Err(_) => return Err(outside()),
+        };
+        if !policy.file.unchanged() {
+            let denial = Denial::Changed {
+                program: policy.program.clone(),
+                path: policy.path.display().to_string(),
+            };
+            return Err(self.deny(cmd, denial.to_string()));
+        }
+        Ok((policy, cwd, dir))
     }
 
     async fn run_checked(
         &mut self,
         cmd: wit::Command,
     ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
-        let (policy, cwd) = match self.check(&cmd) {
+        self.audit.within_budget()?;
+        let (policy, cwd, cwd_dir) = match self.check(&cmd) {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
@@ -135,9 +152,24 @@ impl ProcessHost {
                 ))));
             }
         };
-        let mut child = match tokio::process::Command::new(&policy.path)
+        let mut command = tokio::process::Command::new(policy.file.exec_path());
+        let (program_fd, cwd_fd) = (policy.file.file.as_raw_fd(), cwd_dir.as_raw_fd());
+        // SAFETY: only async-signal-safe calls between fork and exec: the
+        // program's descriptor stays open across exec (a `#!` script's
+        // interpreter opens it), and the child enters the directory that
+        // was checked, by handle.
+        unsafe {
+            command.pre_exec(move || {
+                let flags = libc_fcntl_clear_cloexec(program_fd);
+                if flags < 0 || libc_fchdir(cwd_fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = match command
+            .arg0(&policy.path)
             .args(&cmd.args)
-            .current_dir(&cwd)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(if cmd.stdin.is_some() {
@@ -169,6 +201,7 @@ impl ProcessHost {
                 return Ok(Err(wit::Error::Failed(reason)));
             }
         };
+        drop(cwd_dir);
         let mut guard = GroupGuard(child.id().map(|id| id as i32));
         // Recorded so that a resumed stage can wait for a child that outlived
         // a killed host (see `commands/resume.rs`).
@@ -200,15 +233,20 @@ impl ProcessHost {
         }
         let log = self.log.clone();
         let watch = async {
+            let mut pause = POLL;
             loop {
                 tokio::select! {
                     status = child.wait() => break status,
-                    () = tokio::time::sleep(POLL) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
                 // Past the stage's output cap the child's group is killed
-                // (the guard), so the wait ends too.
-                if output.drain(&log, logged, cap).is_err() {
-                    guard.kill();
+                // (the guard), so the wait ends too. A child that is
+                // writing is read again at once: what it can write beyond
+                // the cap before it is stopped stays small.
+                match output.drain(&log, logged, cap) {
+                    Err(_) => guard.kill(),
+                    Ok(0) => pause = POLL,
+                    Ok(_) => pause = BUSY_POLL,
                 }
             }
         };
@@ -293,8 +331,23 @@ impl ProcessHost {
     }
 }
 
+fn libc_fcntl_clear_cloexec(fd: i32) -> i32 {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: `fd` is the program file, open in this (child) process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap_or(-1)
+}
+
+fn libc_fchdir(fd: i32) -> i32 {
+    // SAFETY: `fd` is the checked working directory, open in this process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::unistd::fchdir(fd).map_or(-1, |()| 0)
+}
+
 /// How often a running child's output is copied to the stage log.
 const POLL: Duration = Duration::from_millis(20);
+/// How soon it is read again when the child is writing.
+const BUSY_POLL: Duration = Duration::from_millis(1);
 
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)

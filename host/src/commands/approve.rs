@@ -8,6 +8,7 @@ use crate::caps::approval::{Recorded, approver_problem, recorded, short};
 use crate::caps::audit::AuditLog;
 use crate::exit::{self, Failure};
 use crate::store::{ApprovalRow, PendingApproval, RunRow, RunState, RunStore, latest_attempts};
+use crate::text::inline;
 
 /// Approve what a paused run waits for (then `capstan resume` it).
 #[derive(Debug, clap::Args)]
@@ -91,7 +92,9 @@ fn record(
                         "policy": row.policy, "override_reason": row.override_reason, "via": via});
     let path = std::path::Path::new(&run.run_dir).join("audit.jsonl");
     match AuditLog::open(&path, store.clone(), &run.id) {
-        Ok(log) => log.record(&row.stage, "capstan", "approval", true, detail, None),
+        Ok(log) => {
+            log.record(&row.stage, "capstan", "approval", true, detail, None);
+        }
         Err(e) => eprintln!("warning: cannot append to {}: {e}", path.display()),
     }
     Ok(())
@@ -111,7 +114,10 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
         return Err(refused(format!(
             "you reviewed {reviewed}, but run {} waits for approval of {} ({}), not of what you reviewed \
              (it may have been re-planned). Review it (`capstan show {}`) and approve that digest.",
-            run.id, pending.digest, pending.subject, run.id
+            run.id,
+            inline(&pending.digest),
+            inline(&pending.subject),
+            run.id
         )));
     }
     let mut decisions = store.approvals(&run.id).map_err(super::store_failure)?;
@@ -157,7 +163,7 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
                 return Err(refused(format!(
                     "run {} is already decided for {}; `capstan resume {}` continues it",
                     run.id,
-                    short(&pending.digest),
+                    inline(short(&pending.digest)),
                     run.id
                 )));
             };
@@ -165,8 +171,10 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
                 approver_problem(&by, &run.author, &pending.approvers, &approved_by)
             {
                 return Err(refused(format!(
-                    "{problem} (run {}, environment `{}`)",
-                    run.id, run.environment
+                    "{} (run {}, environment `{}`)",
+                    inline(&problem),
+                    run.id,
+                    run.environment
                 )));
             }
             row
@@ -177,19 +185,21 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
     match tally(&decisions) {
         Recorded::Approved(answers) => eprintln!(
             "approved {} for stage `{}` of run {} by {}. Continue it with: capstan resume {}",
-            short(&pending.digest),
+            inline(short(&pending.digest)),
             pending.stage,
             run.id,
-            answers
-                .iter()
-                .map(|a| a.by.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            inline(
+                &answers
+                    .iter()
+                    .map(|a| a.by.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             run.id
         ),
         Recorded::Open { approved_by, .. } => eprintln!(
             "{by} approved {}: {} of {} approvals for stage `{}` of run {}; {} more needed from others",
-            short(&pending.digest),
+            inline(short(&pending.digest)),
             approved_by.len(),
             pending.required,
             pending.stage,

@@ -57,14 +57,16 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let by = super::identity(args.by.as_deref());
     let path = std::path::Path::new(&run.run_dir).join("audit.jsonl");
     match AuditLog::open(&path, store.clone(), &run.id) {
-        Ok(log) => log.record(
-            "",
-            "capstan",
-            "run",
-            true,
-            json!({ "event": "cancelled", "by": by, "reason": args.reason, "was": run.status.as_str() }),
-            None,
-        ),
+        Ok(log) => {
+            log.record(
+                "",
+                "capstan",
+                "run",
+                true,
+                json!({ "event": "cancelled", "by": by, "reason": args.reason, "was": run.status.as_str() }),
+                None,
+            );
+        }
         Err(e) => eprintln!("warning: cannot append to {}: {e}", path.display()),
     }
     let now = jiff::Timestamp::now().to_string();

@@ -13,6 +13,7 @@ use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
 use crate::store::RunState;
 use crate::store::{NewRun, Owner, RunStore};
+use crate::text::{self, inline};
 
 /// Flags of every command that drives a run (`run`, `resume`, `rollback`).
 #[derive(Debug, Clone, clap::Args)]
@@ -187,7 +188,7 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
             .duration_ms
             .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
             .unwrap_or_default();
-        table.add_row([s.name.as_str(), status, &time, &one_line(text, 110)]);
+        table.add_row([&*inline(&s.name), status, &time, &one_line(text, 110)]);
     }
     eprintln!("{table}");
     let (word, code) = match record.status {
@@ -205,17 +206,52 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
     );
     for s in &record.stages {
         if let StageStatus::AwaitingApproval { reason } = &s.status {
-            eprintln!("waiting for approval: {reason}");
+            eprintln!("waiting for approval: {}", inline(reason.trim_end()));
         }
     }
     code
 }
 
-/// `text` on one line, cut at `max` characters (the full text is in the store).
+/// `text` on one line for a table cell, cut at `max` characters (the full
+/// text is in the store): runs of spaces become one, and control
+/// characters inside it (line breaks too) are shown escaped, never
+/// interpreted (see [`crate::text::inline`]).
 pub fn one_line(text: &str, max: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = text
+        .trim()
+        .split(|c: char| c.is_whitespace() && !text::escapes(c))
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     match line.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line,
+        Some((at, _)) => format!("{}…", inline(&line[..at])),
+        None => inline(&line).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn one_line_is_one_line_of_inert_text() {
+        let table: &[(&str, usize, &str)] = &[
+            ("plan: 3 to add", 110, "plan: 3 to add"),
+            ("  spaced   out  \n", 110, "spaced out"),
+            ("two\nlines", 110, r"two\nlines"),
+            (
+                "ok\n✓ deploy (0.1s): forged",
+                110,
+                r"ok\n✓ deploy (0.1s): forged",
+            ),
+            ("\x1b[2Jcleared", 110, r"\x1b[2Jcleared"),
+            ("50%\r100%", 110, r"50%\r100%"),
+            ("rtl\u{202e}txt", 110, r"rtl\u{202e}txt"),
+            ("abcdef", 3, "abc…"),
+            ("ab\x1bcdef", 3, r"ab\x1b…"),
+        ];
+        for (text, max, want) in table {
+            assert_eq!(one_line(text, *max), *want, "{text:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::exit::{self, Failure};
 use crate::store::{RunState, latest_attempts};
+use crate::text::{block, inline};
 
 /// Print a run's stage logs (every attempt, in order), or follow them while
 /// the run goes on.
@@ -60,9 +61,12 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
                 continue;
             };
             if args.stage.is_none() {
-                let _ = writeln!(out, "── {stage} ──");
+                let _ = writeln!(out, "── {} ──", inline(stage));
             }
-            let _ = out.write_all(&text);
+            // The log holds what the plugin and its programs printed, raw:
+            // shown escaped, line by line (a lone `\r` or an escape
+            // sequence is shown, never interpreted).
+            let _ = out.write_all(block(&String::from_utf8_lossy(&text)).as_bytes());
         }
         return Ok(exit::OK);
     }
@@ -141,10 +145,11 @@ impl Tail {
         }
     }
 
+    /// One line of the log (ending with `\n`), escaped like the whole logs.
     fn write(&self, out: &mut impl Write, line: &[u8], prefix: bool) {
         if prefix {
-            let _ = write!(out, "[{}] ", self.stage);
+            let _ = write!(out, "[{}] ", inline(&self.stage));
         }
-        let _ = out.write_all(line);
+        let _ = out.write_all(block(&String::from_utf8_lossy(line)).as_bytes());
     }
 }

@@ -71,7 +71,12 @@ pub enum Command {
 
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(failure) = cli.resolve_paths() {
+        eprintln!("{}", failure.message.trim_end());
+        return exit::code(failure.code);
+    }
+    crate::runtime::limits::raise_descriptor_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,16 +104,63 @@ pub fn main() -> ExitCode {
             Command::Stats(args) => stats::exec(args, &cli),
         }
     });
+    // A plugin blocked in a WASI call (opening a FIFO nobody writes) keeps a
+    // blocking thread busy forever; its stage has already ended, so do not
+    // wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(code) => exit::code(code),
         Err(failure) => {
-            eprintln!("{}", failure.message.trim_end());
+            // Messages quote plugin text (names, reasons, subjects): escaped,
+            // with their own line breaks kept.
+            eprintln!("{}", crate::text::block(failure.message.trim_end()));
             exit::code(failure.code)
         }
     }
 }
 
 impl Cli {
+    /// Resolve `--state-dir` and `--store` once: absolute, with every symlink
+    /// in their existing part resolved. Every later use goes by these paths,
+    /// and the overlap rules check these objects, so a symlink re-pointed
+    /// later (or a first run through a symlink) cannot move Capstan's state
+    /// under a grant.
+    fn resolve_paths(&mut self) -> Result<(), Failure> {
+        let resolve = |path: &Path, what: &str| {
+            crate::caps::fs::resolve_existing(path).map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("error: cannot resolve {what} {}: {e}", path.display()),
+                )
+            })
+        };
+        self.state_dir = resolve(&self.state_dir, "--state-dir")?;
+        if let Some(store) = &self.store {
+            self.store = Some(resolve(store, "--store")?);
+        }
+        Ok(())
+    }
+
+    /// What no grant may reach: the state dir and the run store.
+    pub fn protected(&self) -> Result<Vec<crate::caps::fs::Protected>, Failure> {
+        use crate::caps::fs::Protected;
+        let locate = |path: &Path, what: &str| {
+            Protected::locate(path, what).map_err(|e| {
+                Failure::new(
+                    exit::INTERNAL,
+                    format!("error: cannot locate {what} {}: {e}", path.display()),
+                )
+            })
+        };
+        Ok(vec![
+            locate(
+                &self.state_dir,
+                "Capstan's state dir (run store, audit logs, compiled plugins, other runs)",
+            )?,
+            locate(&self.store_path(), "the run store")?,
+        ])
+    }
+
     /// Open the run store, and mark runs whose host died as interrupted.
     /// Where the run store is: `--store`, else `<state-dir>/capstan.db`.
     pub fn store_path(&self) -> PathBuf {
@@ -142,7 +194,7 @@ impl Cli {
         if self.no_cache {
             Cache::disabled()
         } else {
-            Cache::new(self.state_dir.join("cache").join("components"))
+            Cache::new(self.state_dir.join("cache"))
         }
     }
 }
@@ -168,7 +220,7 @@ pub async fn prepare_pipeline(
     cli: &Cli,
 ) -> Result<Prepared, Failure> {
     let file = pipeline.file.clone();
-    let protected = [cli.state_dir.clone(), cli.store_path()];
+    let protected = cli.protected()?;
     prepare(pipeline, runtime, &cli.cache(), &protected)
         .await
         .map_err(|e| {

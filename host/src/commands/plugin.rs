@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::exit::{self, Failure};
 use crate::runtime::bindings::CONTRACT_PACKAGE;
 use crate::runtime::plugin::LoadedPlugin;
+use crate::text::inline;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -53,13 +54,23 @@ pub async fn describe_file(path: &Path, as_json: bool, cli: &super::Cli) -> Resu
             serde_json::to_string_pretty(&doc).expect("plugin info serializes")
         );
     } else {
-        println!("{} {} — {}", info.name, info.version, info.description);
-        println!("  file     {}", plugin.path.display());
+        // What the plugin says about itself is data: shown escaped.
+        println!(
+            "{} {} — {}",
+            inline(&info.name),
+            inline(&info.version),
+            inline(info.description.trim_end())
+        );
+        println!("  file     {}", inline(&plugin.path.display().to_string()));
         println!("  sha256   {}", plugin.digest);
         println!("  contract {CONTRACT_PACKAGE}@{}", plugin.contract);
         println!("  requests:");
         for r in &info.requests {
-            println!("    {:<24} {}", r.capability.to_string(), r.reason);
+            println!(
+                "    {:<24} {}",
+                inline(&r.capability.to_string()),
+                inline(&r.reason)
+            );
         }
         if info.config_schema.is_some() {
             println!("  config schema: published (see --json)");

@@ -216,7 +216,7 @@ async fn wait_for_leftovers(
         if !child.is_alive() {
             continue;
         }
-        let program = event.detail["program"].as_str().unwrap_or("?");
+        let program = crate::text::inline(event.detail["program"].as_str().unwrap_or("?"));
         let limit = prepared
             .pipeline
             .stages

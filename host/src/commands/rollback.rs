@@ -106,7 +106,7 @@ pub async fn if_failed(
         },
     };
     if let Err(f) = start(&rollback, cli, store).await {
-        eprintln!("{}", f.message.trim_end());
+        eprintln!("{}", crate::text::block(f.message.trim_end()));
     }
 }
 

@@ -115,7 +115,8 @@ fn dry_run(prepared: &crate::run::Prepared, opts: &RunOptions) {
         };
         println!(
             "  {mark} {name}: {} {}{needs}",
-            plugin.info.name, plugin.info.version
+            crate::text::inline(&plugin.info.name),
+            crate::text::inline(&plugin.info.version)
         );
     }
 }

@@ -4,6 +4,7 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::exit::{self, Failure};
 use crate::store::{RunFilter, RunKind, RunRow};
+use crate::text::inline;
 
 /// List recorded runs, newest first.
 #[derive(Debug, clap::Args)]
@@ -57,16 +58,16 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     for run in &runs {
         table.add_row([
             run.id.clone(),
-            run.environment.clone(),
+            inline(&run.environment).into_owned(),
             kind(run),
             run.status.as_str().to_string(),
-            run.author.clone(),
+            inline(&run.author).into_owned(),
             run.started
                 .get(..19)
                 .unwrap_or(&run.started)
                 .replace('T', " "),
             took(&run.started, run.ended.as_deref()),
-            run.pipeline.clone(),
+            inline(&run.pipeline).into_owned(),
         ]);
     }
     println!("{table}");

@@ -8,6 +8,7 @@ use super::drive::one_line;
 use super::runs::{kind, took};
 use crate::exit::{self, Failure};
 use crate::store::latest_attempts;
+use crate::text::inline;
 
 /// Show one run: its stages and their attempts, outputs, approvals and the
 /// digests of what ran (pipeline file, plugins, approved plans).
@@ -44,13 +45,15 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
         return Ok(exit::OK);
     }
+    // Below, what a plugin supplied (summaries, reasons, outputs, approval
+    // subjects, digests, names) is shown escaped; `--json` keeps it raw.
     println!(
         "run {} — {} of `{}` in `{}`, by {}",
         run.id,
         kind(&run),
-        run.pipeline,
-        run.environment,
-        run.author
+        inline(&run.pipeline),
+        inline(&run.environment),
+        inline(&run.author)
     );
     println!(
         "status {}; started {}{}",
@@ -66,9 +69,10 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     }
     println!(
         "pipeline {} (sha256 {})",
-        run.pipeline_file, run.pipeline_digest
+        inline(&run.pipeline_file),
+        run.pipeline_digest
     );
-    println!("run dir {}", run.run_dir);
+    println!("run dir {}", inline(&run.run_dir));
 
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_header([
@@ -81,9 +85,9 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     ]);
     for s in &stages {
         table.add_row([
-            s.name.clone(),
+            inline(&s.name).into_owned(),
             s.attempt.to_string(),
-            s.status.clone(),
+            inline(&s.status).into_owned(),
             s.started
                 .as_deref()
                 .and_then(|t| t.get(11..19))
@@ -102,13 +106,13 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         let Some(outputs) = s.outputs.as_object().filter(|o| !o.is_empty()) else {
             continue;
         };
-        println!("  {}:", s.name);
+        println!("  {}:", inline(&s.name));
         for (k, v) in outputs {
             let text = match v {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("    {k} = {}", one_line(&text, 100));
+            println!("    {} = {}", inline(k), one_line(&text, 100));
         }
     }
     if !approvals.is_empty() {
@@ -116,19 +120,19 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         for a in &approvals {
             println!(
                 "  {} {} by {} at {} for {} ({}){}{}",
-                a.stage,
-                a.decision,
-                a.by,
-                a.at,
-                a.digest,
-                a.policy,
+                inline(&a.stage),
+                inline(&a.decision),
+                inline(&a.by),
+                inline(&a.at),
+                inline(&a.digest),
+                inline(&a.policy),
                 a.comment
                     .as_deref()
-                    .map(|c| format!(": {c}"))
+                    .map(|c| format!(": {}", inline(c)))
                     .unwrap_or_default(),
                 a.override_reason
                     .as_deref()
-                    .map(|r| format!(" — OVERRIDE: {r}"))
+                    .map(|r| format!(" — OVERRIDE: {}", inline(r)))
                     .unwrap_or_default(),
             );
         }
@@ -136,14 +140,14 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     if let Some(p) = pending {
         println!(
             "waiting for approval: stage `{}`, {} — digest {}, {} approval(s) required{}",
-            p.stage,
-            p.subject,
-            p.digest,
+            inline(&p.stage),
+            inline(&p.subject),
+            inline(&p.digest),
             p.required,
             if p.approvers.is_empty() {
                 String::new()
             } else {
-                format!(" from {}", p.approvers.join(", "))
+                format!(" from {}", inline(&p.approvers.join(", ")))
             }
         );
         println!(
@@ -155,9 +159,9 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     for p in run.plugins.as_array().into_iter().flatten() {
         println!(
             "  {} {} sha256 {}",
-            p["name"].as_str().unwrap_or("?"),
-            p["path"].as_str().unwrap_or("?"),
-            p["sha256"].as_str().unwrap_or("?")
+            inline(p["name"].as_str().unwrap_or("?")),
+            inline(p["path"].as_str().unwrap_or("?")),
+            inline(p["sha256"].as_str().unwrap_or("?"))
         );
     }
     Ok(exit::OK)

@@ -55,6 +55,10 @@ pub struct Header {
     /// How many independent stages may run at once.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Environments where only humans approve: automatic approvals and
+    /// overrides asked for by a plugin are refused (humans are asked).
+    #[serde(default)]
+    pub protected: Vec<Spanned<String>>,
 }
 
 /// `[plugins.<name>]`
@@ -126,7 +130,9 @@ pub struct Grants {
     /// Host environment variables the plugin may read (`NAME` or `PREFIX_*`).
     #[serde(default)]
     pub env: Vec<String>,
-    /// `host:port` patterns the plugin may probe (`*` wildcards).
+    /// `host:port` patterns the plugin may probe: IP literals (octets may
+    /// be `*`; `*` alone is any IP), `[ipv6]`, or one exact host name; the
+    /// port a number or `*` (grammar in `super::patterns`).
     #[serde(default)]
     pub connect: Vec<String>,
     /// Whether the plugin may ask humans for approval.
@@ -142,7 +148,8 @@ pub struct ExecGrant {
     /// absolute path.
     pub program: String,
     /// One pattern per argument position: `a|b` alternatives, `*` inside a
-    /// pattern matches any text, `**` alone matches all remaining arguments.
+    /// pattern matches any text, `**` alone and last matches all remaining
+    /// arguments (grammar in `super::patterns`; checked at load).
     /// Omitted: the program may only be run without arguments.
     #[serde(default)]
     pub args: Vec<String>,
@@ -156,6 +163,35 @@ pub struct ExecGrant {
     /// Upper bound for one run of this program, e.g. `"5m"`.
     #[serde(default, with = "humantime_serde_opt")]
     pub timeout: Option<Duration>,
+}
+
+/// The same file read again for the places of grant patterns only, when one
+/// is refused (`Grants` keeps plain strings: that is what the capabilities
+/// match against). Unknown keys are ignored: the full model checked them.
+#[derive(Debug, Default, Deserialize)]
+pub struct PatternSpans {
+    #[serde(default)]
+    pub stages: IndexMap<String, StageSpans>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StageSpans {
+    #[serde(default)]
+    pub grants: GrantSpans,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GrantSpans {
+    #[serde(default)]
+    pub exec: Vec<ExecSpans>,
+    #[serde(default)]
+    pub connect: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ExecSpans {
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
 }
 
 /// `Option<Duration>` as a humantime string (`"90s"`, `"10m"`).

@@ -8,6 +8,7 @@ mod dag;
 pub mod diag;
 pub mod file;
 pub mod interpolate;
+pub mod patterns;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub struct Pipeline {
     pub description: Option<String>,
     /// Allowed environments; the first is the default.
     pub environments: Vec<String>,
+    /// `[pipeline] protected`: environments where only humans approve (no
+    /// automatic approval, no override asked for by a plugin).
+    pub protected: Vec<String>,
     pub concurrency: usize,
     pub plugins: IndexMap<String, PluginRef>,
     /// Stages in an order where every stage comes after what it needs.
@@ -128,6 +132,7 @@ impl Pipeline {
             source,
             dir: &dir,
             errors: Vec::new(),
+            spans: None,
         }
         .validate(raw, file.clone())?;
         pipeline.digest = hex::encode(Sha256::digest(source.as_bytes()));
@@ -145,6 +150,8 @@ struct Validator<'a> {
     source: &'a str,
     dir: &'a Path,
     errors: Vec<Diagnostic>,
+    /// Places of grant patterns, read when one is refused.
+    spans: Option<file::PatternSpans>,
 }
 
 impl Validator<'_> {
@@ -172,6 +179,7 @@ impl Validator<'_> {
             Some(envs) => envs.get_ref().clone(),
             None => vec!["default".to_string()],
         };
+        let protected = self.protected(&raw.pipeline.protected, &environments);
         if raw.stages.is_empty() {
             self.error(
                 None,
@@ -228,12 +236,90 @@ impl Validator<'_> {
             name: raw.pipeline.name,
             description: raw.pipeline.description,
             environments,
+            protected,
             concurrency: raw.pipeline.concurrency.unwrap_or(4).max(1),
             plugins,
             stages,
             digest: String::new(),
             rollback_reuse,
         })
+    }
+
+    /// `[pipeline] protected` names environments of the pipeline.
+    fn protected(
+        &mut self,
+        protected: &[toml::Spanned<String>],
+        environments: &[String],
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in protected {
+            let env = name.get_ref();
+            if !environments.contains(env) {
+                let help = match diag::closest(env, environments.iter().map(String::as_str)) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!(
+                        "environments are: {}; a protected environment must be one of them",
+                        environments.join(", ")
+                    ),
+                };
+                self.error(
+                    Some(name.span()),
+                    format!("`protected` names environment `{env}`, which is not in [pipeline] environments"),
+                    Some(help),
+                );
+            } else if !out.contains(env) {
+                out.push(env.clone());
+            }
+        }
+        out
+    }
+
+    /// Every exec `args` and `connect` pattern of a stage follows the
+    /// grammar in [`patterns`], so that each means one thing.
+    fn patterns(&mut self, stage: &str, grants: &Grants) {
+        let mut found = Vec::new();
+        for (e, grant) in grants.exec.iter().enumerate() {
+            for (a, problem) in patterns::args_problems(&grant.args) {
+                found.push((Some((e, a)), None, problem));
+            }
+        }
+        for (c, pattern) in grants.connect.iter().enumerate() {
+            if let Err(problem) = patterns::ConnectPattern::parse(pattern) {
+                found.push((None, Some(c), problem));
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        let source = self.source;
+        let spans = self
+            .spans
+            .get_or_insert_with(|| toml::from_str(source).unwrap_or_default());
+        let grant_spans = spans.stages.get(stage).map(|s| &s.grants);
+        let located: Vec<_> = found
+            .into_iter()
+            .map(|(arg, connect, problem)| {
+                let span = match (arg, connect) {
+                    (Some((e, a)), _) => grant_spans
+                        .and_then(|g| g.exec.get(e))
+                        .and_then(|x| x.args.get(a)),
+                    (_, Some(c)) => grant_spans.and_then(|g| g.connect.get(c)),
+                    _ => None,
+                }
+                .map(|s| s.span());
+                let message = match arg {
+                    Some((e, _)) => format!(
+                        "stage `{stage}`, exec grant of `{}`: {}",
+                        grants.exec[e].program, problem.message
+                    ),
+                    None => format!("stage `{stage}`: {}", problem.message),
+                };
+                (span, message, problem.help)
+            })
+            .collect();
+        for (span, message, help) in located {
+            self.error(span, message, Some(help));
+        }
     }
 
     /// `[rollback] reuse` names stages; `on_failure = "rollback"` needs it.
@@ -395,6 +481,7 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        self.patterns(stage_name, &entry.grants);
         let read_dirs = self.dirs(name, "read", &entry.grants.read);
         let write_dirs = self.dirs(name, "write", &entry.grants.write);
         let with = match &entry.with {

@@ -261,12 +261,17 @@ pub async fn execute(
 /// One line per finished stage, as it finishes.
 fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
     let secs = ms as f64 / 1000.0;
+    // Plugin text on one line, escaped: it can neither drive the terminal
+    // nor start a line of its own that looks like another stage's.
+    let text = |s: &str| crate::text::inline(s.trim_end()).into_owned();
     match status {
-        StageStatus::Succeeded { summary, .. } => format!("✓ {name} ({secs:.1}s): {summary}"),
-        StageStatus::Failed { reason } => format!("✗ {name} ({secs:.1}s): {reason}"),
-        StageStatus::Skipped { reason } => format!("- {name}: skipped, {reason}"),
+        StageStatus::Succeeded { summary, .. } => {
+            format!("✓ {name} ({secs:.1}s): {}", text(summary))
+        }
+        StageStatus::Failed { reason } => format!("✗ {name} ({secs:.1}s): {}", text(reason)),
+        StageStatus::Skipped { reason } => format!("- {name}: skipped, {}", text(reason)),
         StageStatus::AwaitingApproval { reason } => {
-            format!("⏸ {name}: waiting for approval: {reason}")
+            format!("⏸ {name}: waiting for approval: {}", text(reason))
         }
     }
 }
@@ -338,6 +343,7 @@ fn stage_run(
             run_id: dir.id.clone(),
             author: opts.author.clone(),
             environment: opts.environment.clone(),
+            protected: pipeline.protected.contains(&opts.environment),
         },
         store: store.clone(),
     })

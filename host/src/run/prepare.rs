@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::caps::{self, Missing, StagePolicy};
+use crate::caps::fs::Protected;
+use crate::caps::{self, GrantKind, Missing, StagePolicy};
 use crate::pipeline::Pipeline;
 use crate::runtime::Runtime;
-use crate::runtime::cache::Cache;
+use crate::runtime::cache::{Cache, CacheUse};
 use crate::runtime::plugin::LoadedPlugin;
 
 /// A pipeline whose plugins are loaded and whose grants are checked.
@@ -31,7 +31,8 @@ pub struct PrepareErrors {
     pub missing: Vec<(String, String, Missing)>,
     pub programs: Vec<String>,
     pub configs: Vec<String>,
-    /// Grants that would expose Capstan's own state to a plugin.
+    /// Grants that would expose Capstan's own state, a component or a
+    /// program to a plugin.
     pub grants: Vec<String>,
 }
 
@@ -81,36 +82,29 @@ fn indent(text: &str) -> String {
 }
 
 /// Load every plugin the pipeline declares and check every stage's grants.
-/// No read or write grant may cover a `protected` path (Capstan's state dir
+/// No read or write grant may reach a `protected` thing (Capstan's state dir
 /// and run store: a plugin that could write them could forge an approval or
-/// rewrite the audit log).
+/// rewrite the audit log), and no write grant may reach a plugin's component
+/// or a program a stage runs. Compared by identity, on the handles the
+/// stages will use.
 pub async fn prepare(
     pipeline: Pipeline,
     runtime: &Runtime,
     cache: &Cache,
-    protected: &[PathBuf],
+    protected: &[Protected],
 ) -> Result<Prepared, PrepareErrors> {
     let mut errors = PrepareErrors::default();
-    for stage in pipeline.stages.values() {
-        for (kind, dirs) in [("read", &stage.read_dirs), ("write", &stage.write_dirs)] {
-            for dir in dirs {
-                if let Some(p) = protected.iter().find(|p| covers(dir, p) || covers(p, dir)) {
-                    errors.grants.push(format!(
-                        "stage `{}`: the {kind} grant {} overlaps Capstan's own state ({}: run store, \
-                         audit logs, other runs' work dirs); grant a directory outside it, or move the \
-                         state with --state-dir / --store",
-                        stage.name,
-                        dir.display(),
-                        p.display()
-                    ));
-                }
-            }
-        }
-    }
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
         match LoadedPlugin::load(runtime, cache, &plugin.path, Some(&plugin.digest)).await {
             Ok(loaded) => {
+                if loaded.cache == CacheUse::Recompiled {
+                    eprintln!(
+                        "warning: plugin `{name}`: its compiled-cache entry failed verification \
+                         (not made by this host's key for this component); it was not used, the \
+                         plugin was compiled again (recorded in run.json as `recompiled`)"
+                    );
+                }
                 plugins.insert(name.clone(), Arc::new(loaded));
             }
             Err(e) => errors.plugins.push(format!("plugin `{name}`: {e}")),
@@ -147,6 +141,7 @@ pub async fn prepare(
             Err(e) => errors.programs.push(format!("stage `{}`: {e}", stage.name)),
         }
     }
+    errors.grants = overlaps(&pipeline, &policies, protected);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -158,37 +153,72 @@ pub async fn prepare(
     })
 }
 
-/// Whether `outer` is `inner` or one of its ancestors, compared by
-/// components on canonical paths (absolute ones for paths that do not
-/// exist yet).
-fn covers(outer: &Path, inner: &Path) -> bool {
-    let real = |p: &Path| {
-        p.canonicalize()
-            .or_else(|_| std::path::absolute(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    real(inner).starts_with(real(outer))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::covers;
-
-    #[test]
-    fn a_path_covers_its_descendants_by_components() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("project/.capstan")).unwrap();
-        std::fs::create_dir_all(root.join("project-evil")).unwrap();
-        let state = root.join("project/.capstan");
-        assert!(covers(&root.join("project"), &state));
-        assert!(covers(&state, &state));
-        assert!(covers(
-            &root.join("project"),
-            &root.join("project/not-yet/capstan.db")
-        ));
-        assert!(!covers(&root.join("project-evil"), &state));
-        assert!(covers(&state, &root.join("project/.capstan/runs")));
-        assert!(!covers(&root.join("project/.capstan/runs"), &state));
+/// Every grant that reaches something it must not, as a message.
+fn overlaps(
+    pipeline: &Pipeline,
+    policies: &HashMap<String, StagePolicy>,
+    protected: &[Protected],
+) -> Vec<String> {
+    // Written only by the operator: the pipeline file itself (a stage that
+    // could edit it would grant itself anything on the next run), the
+    // components and the programs run.
+    let mut not_writable: Vec<Protected> = Vec::new();
+    match Protected::locate(&pipeline.file, "the pipeline file") {
+        Ok(p) => not_writable.push(p),
+        Err(e) => return vec![format!("cannot locate {}: {e}", pipeline.file.display())],
     }
+    for (name, plugin) in &pipeline.plugins {
+        match Protected::locate(&plugin.path, format!("plugin `{name}`'s component")) {
+            Ok(p) => not_writable.push(p),
+            Err(e) => return vec![format!("cannot locate {}: {e}", plugin.path.display())],
+        }
+    }
+    for policy in policies.values() {
+        for program in &policy.exec {
+            let what = format!("the program `{}`", program.program);
+            match Protected::of_open_file(&program.path, &program.file.file, what) {
+                Ok(p) => not_writable.push(p),
+                Err(e) => return vec![format!("cannot locate {}: {e}", program.path.display())],
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for stage in pipeline.stages.values() {
+        let Some(policy) = policies.get(&stage.name) else {
+            continue;
+        };
+        for (kind, dir) in &policy.granted {
+            let writable = *kind == GrantKind::Write;
+            let reached = protected
+                .iter()
+                .chain(not_writable.iter().filter(|_| writable))
+                .find_map(|p| match p.overlaps(dir) {
+                    Ok(true) => Some(Ok(p)),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                });
+            match reached {
+                None => {}
+                Some(Ok(p)) => problems.push(format!(
+                    "stage `{}`: the {kind} grant {} reaches {} ({}); grant a directory that \
+                     neither contains it nor lies inside it{}",
+                    stage.name,
+                    dir.path.display(),
+                    p.what,
+                    p.path.display(),
+                    if protected.iter().any(|q| std::ptr::eq(q, p)) {
+                        ", or move Capstan's state with --state-dir / --store"
+                    } else {
+                        ""
+                    }
+                )),
+                Some(Err(e)) => problems.push(format!(
+                    "stage `{}`: cannot check the {kind} grant {}: {e}",
+                    stage.name,
+                    dir.path.display()
+                )),
+            }
+        }
+    }
+    problems
 }

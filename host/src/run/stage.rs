@@ -13,6 +13,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::Prepared;
 use crate::caps::approval::{ApprovalHost, RunInfo};
 use crate::caps::audit::{AuditLog, StageAudit};
+use crate::caps::fs::GrantDir;
 use crate::caps::log::{LogHost, LogSink};
 use crate::caps::network::NetworkHost;
 use crate::caps::process::ProcessHost;
@@ -80,11 +81,6 @@ impl StageRun {
     /// Run attempt number `attempt` of the stage.
     pub async fn run(self, attempt: u32) -> StageStatus {
         let stage = self.stage();
-        let audit = StageAudit {
-            log: self.audit.clone(),
-            stage: stage.name.clone(),
-            plugin: stage.plugin.clone(),
-        };
         let echo = self.echo.then(|| stage.name.clone());
         let sink = match LogSink::create(&self.log_path, stage.max_output, echo) {
             Ok(sink) => sink,
@@ -96,6 +92,12 @@ impl StageRun {
                     ),
                 };
             }
+        };
+        let audit = StageAudit {
+            log: self.audit.clone(),
+            stage: stage.name.clone(),
+            plugin: stage.plugin.clone(),
+            budget: sink.clone(),
         };
         if attempt > 1 {
             sink.line(&format!(
@@ -111,19 +113,21 @@ impl StageRun {
             Ok(state) => state,
             Err(reason) => return StageStatus::Failed { reason },
         };
-        audit.allowed(
+        audit.host(
             "stage",
+            true,
             json!({
                 "event": "start",
                 "attempt": attempt,
                 "plugin_digest": self.plugin().digest,
                 "exec": self.policy().exec.iter().map(|p| json!({"program": p.program, "path": p.path, "sha256": p.digest})).collect::<Vec<_>>(),
-                "read": self.policy().read_dirs.iter().chain(&self.upstream_dirs).collect::<Vec<_>>(),
-                "write": self.policy().write_dirs.iter().chain([&self.work_dir]).collect::<Vec<_>>(),
+                "read": self.policy().read_dirs.iter().map(|d| &d.path).chain(&self.upstream_dirs).collect::<Vec<_>>(),
+                "write": self.policy().write_dirs.iter().map(|d| &d.path).chain([&self.work_dir]).collect::<Vec<_>>(),
                 "env": env::select(&self.policy().env, std::env::vars()).into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 "connect": self.policy().connect,
                 "approval": self.policy().approval,
             }),
+            None,
         );
         let mut store = self.runtime.store(state, deadline);
         let call = async {
@@ -161,9 +165,7 @@ impl StageRun {
         };
         if let StageStatus::Failed { reason } = &status {
             let limit = reason.contains("limit");
-            audit.log.record(
-                &audit.stage,
-                &audit.plugin,
+            audit.host(
                 if limit { "limit" } else { "stage" },
                 !limit,
                 json!({"event": "failed"}),
@@ -175,7 +177,7 @@ impl StageRun {
                 StageStatus::AwaitingApproval { .. } => "awaiting-approval",
                 _ => "succeeded",
             };
-            audit.allowed("stage", json!({ "event": event }));
+            audit.host("stage", true, json!({ "event": event }), None);
         }
         status
     }
@@ -192,33 +194,48 @@ impl StageRun {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(sink.clone()).stderr(sink.clone());
         wasi.envs(&env::select(&p.env, std::env::vars()));
-        let writable: Vec<&PathBuf> = p.write_dirs.iter().chain([&self.work_dir]).collect();
-        let readable: Vec<&PathBuf> = p
-            .read_dirs
-            .iter()
-            .chain(&self.upstream_dirs)
-            .filter(|d| !writable.contains(d))
-            .collect();
+        // The work dir and upstream dirs live in the run directory, which no
+        // grant reaches; the grants were opened when the pipeline loaded.
+        let open = |path: &PathBuf| {
+            GrantDir::open(path)
+                .map_err(|e| format!("cannot open the stage directory {}: {e}", path.display()))
+        };
+        let mut writable: Vec<GrantDir> = p.write_dirs.clone();
+        writable.push(open(&self.work_dir)?);
+        let mut readable: Vec<GrantDir> = Vec::new();
+        for dir in p.read_dirs.iter().cloned() {
+            readable.push(dir);
+        }
+        for path in &self.upstream_dirs {
+            readable.push(open(path)?);
+        }
+        readable.retain(|r| !writable.iter().any(|w| w.id == r.id));
         for (dirs, perms) in [
             (&writable, FsPerms::ReadWrite),
             (&readable, FsPerms::ReadOnly),
         ] {
             for dir in dirs {
-                let guest = dir.to_str().ok_or_else(|| {
-                    format!("granted directory {} is not valid UTF-8", dir.display())
+                let guest = dir.path.to_str().ok_or_else(|| {
+                    format!(
+                        "granted directory {} is not valid UTF-8",
+                        dir.path.display()
+                    )
                 })?;
-                wasi.preopened_dir(dir, guest, perms)
-                    .map_err(|e| format!("cannot open granted directory {}: {e}", dir.display()))?;
+                // Preopened from the open handle, never by path again.
+                wasi.preopened_dir(dir.fd_path(), guest, perms)
+                    .map_err(|e| {
+                        format!("cannot open granted directory {}: {e}", dir.path.display())
+                    })?;
             }
         }
-        let all_dirs: Vec<PathBuf> = writable.into_iter().chain(readable).cloned().collect();
+        let all_dirs: Vec<GrantDir> = writable.into_iter().chain(readable).collect();
+        let mut table = wasmtime::component::ResourceTable::new();
+        // One stage cannot exhaust the host's descriptors for the others.
+        table.set_max_capacity(crate::runtime::limits::stage_handle_cap());
         Ok(StageState {
             wasi: wasi.build(),
-            table: Default::default(),
-            limiter: Limiter {
-                memory: self.stage().memory as usize,
-                hit: memory,
-            },
+            table,
+            limiter: Limiter::new(self.stage().memory as usize, memory),
             log: LogHost { sink: sink.clone() },
             process: ProcessHost {
                 policies: p.exec.clone(),
@@ -232,6 +249,7 @@ impl StageRun {
             network: NetworkHost {
                 patterns: p.connect.clone(),
                 audit: audit.clone(),
+                deadline,
             },
             approval: ApprovalHost {
                 granted: p.approval,

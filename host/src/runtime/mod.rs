@@ -3,8 +3,9 @@
 //! component cache.
 
 pub mod bindings;
+pub mod bounds;
 pub mod cache;
-mod limits;
+pub mod limits;
 pub mod plugin;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::bindings::{self, CONTRACT_PACKAGE, CONTRACT_VERSION};
+use super::bounds::{self, BoundsError};
 use super::cache::{Cache, CacheUse};
 use super::{Runtime, StageState};
 use crate::caps::audit::{AuditLog, StageAudit};
@@ -70,6 +71,8 @@ pub enum LoadError {
         import: String,
         hint: String,
     },
+    #[error("plugin `{path}` exceeds Capstan's limits for plugins: {source}")]
+    Bounds { path: PathBuf, source: BoundsError },
     #[error("cannot compile plugin `{path}`: {message}")]
     Compile { path: PathBuf, message: String },
     #[error("plugin `{path}` failed to describe itself: {message}")]
@@ -104,6 +107,11 @@ impl LoadedPlugin {
             });
         }
         check_header(path, &bytes)?;
+        // Before any compiling: its cost grows with the shape, not the size.
+        bounds::check(&bytes).map_err(|source| LoadError::Bounds {
+            path: path.into(),
+            source,
+        })?;
         let (component, cache_use) =
             cache
                 .component(&runtime.engine, &digest, &bytes)
@@ -211,19 +219,33 @@ fn compatible(version: &str) -> bool {
     theirs.major == ours.major && (ours.major > 0 || theirs.minor == ours.minor) && theirs <= ours
 }
 
-/// Call `describe` with no capabilities, 64 MiB and 10 seconds.
+/// How long a plugin has to instantiate (start functions included) and
+/// describe itself. Describing is reading constants: a plugin that takes
+/// longer is broken or hostile, and `validate`, `audit`, `plugin describe`
+/// and `run` must not wait on it.
+pub const DESCRIBE_TIME: Duration = Duration::from_secs(5);
+
+/// The linear memory a plugin may use while describing itself.
+pub const DESCRIBE_MEMORY: usize = 64 << 20;
+
+/// Call `describe` with no capabilities, [`DESCRIBE_MEMORY`] and
+/// [`DESCRIBE_TIME`].
+///
+/// The epoch deadline stops guest code that computes past the budget, but
+/// not a guest blocked in a host call (a WASI clock wait, say), where epochs
+/// are not checked; the outer timeout covers that, dropping the future and
+/// with it the store and the instance.
 async fn describe(runtime: &Runtime, pre: &bindings::StagePre<StageState>) -> Result<Info, String> {
-    let state = StageState::sealed(64 << 20);
-    let mut store = runtime.store(state, Instant::now() + Duration::from_secs(10));
-    let instance = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let info = instance
-        .capstan_plugin_plugin()
-        .call_describe(&mut store)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let state = StageState::sealed(DESCRIBE_MEMORY);
+    let mut store = runtime.store(state, Instant::now() + DESCRIBE_TIME);
+    let info = within(DESCRIBE_TIME, async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .capstan_plugin_plugin()
+            .call_describe(&mut store)
+            .await
+    })
+    .await?;
     let config_schema = match info.config_schema {
         Some(text) => Some(
             serde_json::from_str(&text)
@@ -247,6 +269,30 @@ async fn describe(runtime: &Runtime, pre: &bindings::StagePre<StageState>) -> Re
     })
 }
 
+/// Run `call` (instantiating a plugin and calling `describe`) for at most
+/// `budget`. The store's epoch deadline ends at the same moment and stops
+/// guest code that computes; the timeout stops everything else, a guest
+/// blocked in a host call included. Either way the message is the same.
+async fn within<T>(
+    budget: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, String> {
+    let too_slow = || {
+        format!(
+            "it did not describe itself within {} (instantiating a plugin and calling `describe` must neither wait nor compute for long)",
+            humantime::format_duration(budget)
+        )
+    };
+    match tokio::time::timeout(budget, call).await {
+        Err(_elapsed) => Err(too_slow()),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Err(too_slow()),
+            _ => Err(format!("{e:#}")),
+        },
+    }
+}
+
 impl From<bindings::capstan::plugin::types::Capability> for Capability {
     fn from(c: bindings::capstan::plugin::types::Capability) -> Self {
         use bindings::capstan::plugin::types::Capability as W;
@@ -266,21 +312,19 @@ impl StageState {
     /// A state with no capabilities at all: no preopens, no env, no
     /// programs, no network, no approval; output counted and dropped.
     pub fn sealed(memory: usize) -> StageState {
+        let sink = crate::caps::log::LogSink::discard(1 << 20);
         let audit = StageAudit {
             log: AuditLog::discard(),
             stage: String::new(),
             plugin: String::new(),
+            budget: sink.clone(),
         };
-        let sink = crate::caps::log::LogSink::discard(1 << 20);
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.stdout(sink.clone()).stderr(sink.clone());
         StageState {
             wasi: wasi.build(),
             table: Default::default(),
-            limiter: super::Limiter {
-                memory,
-                hit: super::memory_flag(),
-            },
+            limiter: super::Limiter::new(memory, super::memory_flag()),
             log: crate::caps::log::LogHost { sink: sink.clone() },
             process: crate::caps::process::ProcessHost {
                 policies: Vec::new(),
@@ -294,6 +338,7 @@ impl StageState {
             network: crate::caps::network::NetworkHost {
                 patterns: Vec::new(),
                 audit: audit.clone(),
+                deadline: Instant::now(),
             },
             approval: crate::caps::approval::ApprovalHost {
                 granted: false,
@@ -302,6 +347,7 @@ impl StageState {
                     run_id: String::new(),
                     author: String::new(),
                     environment: String::new(),
+                    protected: false,
                 },
                 interactive: false,
                 pending: Default::default(),
@@ -313,6 +359,110 @@ impl StageState {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::{LoadError, LoadedPlugin, within};
+    use crate::runtime::bounds::{Bound, BoundsError};
+    use crate::runtime::cache::Cache;
+    use crate::runtime::{Runtime, bounds};
+
+    #[tokio::test]
+    async fn a_call_that_waits_past_the_budget_is_ended() {
+        // As a guest blocked in a host call: pending, never interrupted.
+        let err = within::<()>(Duration::from_millis(20), std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("it did not describe itself within 20ms"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_call_says_the_same() {
+        let interrupted = async { Err::<(), _>(wasmtime::Error::from(wasmtime::Trap::Interrupt)) };
+        let err = within(super::DESCRIBE_TIME, interrupted).await.unwrap_err();
+        assert!(
+            err.starts_with("it did not describe itself within 5s"),
+            "{err}"
+        );
+        let failed = async { Err::<(), _>(wasmtime::Error::msg("boom")) };
+        assert_eq!(
+            within(super::DESCRIBE_TIME, failed).await.unwrap_err(),
+            "boom"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_component_over_the_bounds_is_refused_before_compiling() {
+        let mut component = wasm_encoder::Component::new();
+        for _ in 0..20 {
+            let mut outer = wasm_encoder::Component::new();
+            outer.section(&wasm_encoder::NestedComponentSection(&component));
+            component = outer;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested.wasm");
+        std::fs::write(&path, component.finish()).unwrap();
+        let runtime = Runtime::new().unwrap();
+        let Err(err) = LoadedPlugin::load(&runtime, &Cache::disabled(), &path, None).await else {
+            panic!("loaded");
+        };
+        let max = bounds::PLUGIN_LIMITS.depth;
+        assert!(
+            matches!(
+                &err,
+                LoadError::Bounds {
+                    source: BoundsError::Exceeded {
+                        bound: Bound::Depth,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "plugin `{}` exceeds Capstan's limits for plugins: the nesting depth of its components and modules reaches {}, over the limit of {max}",
+                path.display(),
+                max + 1
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_party_plugin_loads_and_describes_itself_within_the_budget() {
+        let runtime = Runtime::new().unwrap();
+        let path = Path::new(capstan_test_artifacts::HELLO);
+        let plugin = LoadedPlugin::load(&runtime, &Cache::disabled(), path, None)
+            .await
+            .unwrap();
+        assert!(!plugin.info.name.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_sleeps_in_describe_is_refused_after_the_budget() {
+        // Blocked in a WASI clock wait, where epoch interruption never fires.
+        let runtime = Runtime::new().unwrap();
+        let path = Path::new(capstan_test_artifacts::SLEEPY_DESCRIBE);
+        let started = std::time::Instant::now();
+        let Err(err) = LoadedPlugin::load(&runtime, &Cache::disabled(), path, None).await else {
+            panic!("loaded");
+        };
+        assert!(started.elapsed() < super::DESCRIBE_TIME * 3);
+        assert!(matches!(err, LoadError::Describe { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "plugin `{}` failed to describe itself: it did not describe itself within 5s (instantiating a plugin and calling `describe` must neither wait nor compute for long)",
+                path.display()
+            )
+        );
+    }
+
     #[test]
     fn contract_compatibility() {
         for (v, ok) in [

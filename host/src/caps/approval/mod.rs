@@ -1,8 +1,13 @@
 //! The `approval` capability: asking humans, bound to a digest. Automatic
-//! approvals and emergency overrides are decided by the plugin's policy but
-//! recorded here; manual ones come from the run store (`capstan approve`,
-//! for this digest), a terminal prompt, or are answered `pending` (the run
-//! then stops, waiting for approval, and `capstan resume` asks again).
+//! approvals and emergency overrides are asked for by the plugin's policy,
+//! but the host decides what counts: in an environment the pipeline marks
+//! `protected` both are refused and humans are asked instead, and an
+//! override is recorded as the operator's (the run's author, who confirms it
+//! on a terminal), never under a name the plugin supplies. Manual decisions
+//! come from the run store (`capstan approve`, for this digest, including
+//! the operator's `--emergency`), a terminal prompt, or are answered
+//! `pending` (the run then stops, waiting for approval, and `capstan resume`
+//! asks again).
 
 mod prompt;
 mod rules;
@@ -23,8 +28,11 @@ pub use rules::{Recorded, approver_problem, recorded};
 #[derive(Debug, Clone)]
 pub struct RunInfo {
     pub run_id: String,
+    /// The operator: `--as`, else the environment (see `commands::identity`).
     pub author: String,
     pub environment: String,
+    /// The environment is in `[pipeline] protected`: only humans approve.
+    pub protected: bool,
 }
 
 /// Per-stage state of the `approval` interface.
@@ -85,7 +93,14 @@ impl ApprovalHost {
         self.audit.allowed("approval", detail);
     }
 
-    async fn manual(&mut self, request: wit::Request) -> Result<wit::Decision, wit::Error> {
+    /// Ask humans. `note` (an object) goes into every audit record of the
+    /// request, e.g. why the host refused the policy the plugin asked for.
+    async fn manual(
+        &mut self,
+        request: wit::Request,
+        note: serde_json::Value,
+    ) -> Result<wit::Decision, wit::Error> {
+        let with = |extra: serde_json::Value| merged(extra, &note);
         let decisions = match &self.store {
             Some(store) => store
                 .approvals(&self.run.run_id)
@@ -105,18 +120,18 @@ impl ApprovalHost {
                 self.record(
                     &request,
                     "approved",
-                    json!({ "policy": "manual", "by": by, "source": "run store" }),
+                    with(json!({ "policy": "manual", "by": by, "source": "run store" })),
                 );
                 return Ok(wit::Decision::Approved(answers));
             }
             Recorded::Rejected(answer) => {
-                self.record(&request, "rejected", json!({ "policy": "manual", "by": answer.by, "comment": answer.comment, "source": "run store" }));
+                self.record(&request, "rejected", with(json!({ "policy": "manual", "by": answer.by, "comment": answer.comment, "source": "run store" })));
                 return Ok(wit::Decision::Rejected(answer));
             }
             Recorded::Open { approved_by, stale } => (approved_by, stale),
         };
         if !self.interactive {
-            return Ok(self.wait_for_approvers(&request, &approved_by, &stale));
+            return Ok(self.wait_for_approvers(&request, &approved_by, &stale, &note));
         }
         let _one_at_a_time = prompt::PROMPT.lock().await;
         let run = self.run.clone();
@@ -129,7 +144,7 @@ impl ApprovalHost {
         match &decision {
             wit::Decision::Approved(answers) => {
                 let by: Vec<&str> = answers.iter().map(|a| a.by.as_str()).collect();
-                self.record(&request, "approved", json!({ "policy": "manual", "by": by, "answers": answers.iter().map(|a| json!({"by": a.by, "at": a.at, "comment": a.comment})).collect::<Vec<_>>() }));
+                self.record(&request, "approved", with(json!({ "policy": "manual", "by": by, "answers": answers.iter().map(|a| json!({"by": a.by, "at": a.at, "comment": a.comment})).collect::<Vec<_>>() })));
                 for a in answers {
                     self.store_decision(&request, "approved", "terminal", a, None);
                 }
@@ -138,14 +153,14 @@ impl ApprovalHost {
                 self.record(
                     &request,
                     "rejected",
-                    json!({ "policy": "manual", "by": a.by, "comment": a.comment }),
+                    with(json!({ "policy": "manual", "by": a.by, "comment": a.comment })),
                 );
                 self.store_decision(&request, "rejected", "terminal", a, None);
             }
             // Nobody answered at the prompt: pending, as without a terminal,
             // so that `capstan approve` can answer it later.
             wit::Decision::Pending(_) => {
-                return Ok(self.wait_for_approvers(&request, &approved_by, &stale));
+                return Ok(self.wait_for_approvers(&request, &approved_by, &stale, &note));
             }
         }
         Ok(decision)
@@ -159,6 +174,7 @@ impl ApprovalHost {
         request: &wit::Request,
         approved_by: &[String],
         stale: &[(String, String)],
+        note: &serde_json::Value,
     ) -> wit::Decision {
         let run = &self.run.run_id;
         let required = request.required.max(1);
@@ -177,6 +193,9 @@ impl ApprovalHost {
             },
             self.run.author
         );
+        if let Some(refused) = note["refused"].as_str() {
+            how.push_str(&format!(" The plugin's policy was not used: {refused}."));
+        }
         for (by, digest) in stale {
             how.push_str(&format!(
                 " The approval by {by} was for {}, an earlier plan: it does not count for this one.",
@@ -196,10 +215,22 @@ impl ApprovalHost {
         if let Some(Err(e)) = self.store.as_ref().map(|s| s.ask_approval(run, &pending)) {
             how.push_str(&format!(" (warning: {e})"));
         }
-        self.record(request, "pending", json!({ "approved_by": approved_by }));
+        self.record(
+            request,
+            "pending",
+            merged(json!({ "approved_by": approved_by }), note),
+        );
         *self.pending.lock().expect("pending lock") = Some(how.clone());
         wit::Decision::Pending(how)
     }
+}
+
+/// `extra`'s fields, then `note`'s (both JSON objects).
+fn merged(mut extra: serde_json::Value, note: &serde_json::Value) -> serde_json::Value {
+    if let (Some(e), Some(n)) = (extra.as_object_mut(), note.as_object()) {
+        e.extend(n.clone());
+    }
+    extra
 }
 
 pub fn short(digest: &str) -> &str {
@@ -211,6 +242,7 @@ impl wit::Host for ApprovalHost {
         &mut self,
         request: wit::Request,
     ) -> wasmtime::Result<Result<wit::Decision, wit::Error>> {
+        self.audit.within_budget()?;
         if !self.granted {
             let reason =
                 "approval is not granted; add `approval = true` to the stage's grants".to_string();
@@ -221,8 +253,11 @@ impl wit::Host for ApprovalHost {
             );
             return Ok(Err(wit::Error::NotPermitted(reason)));
         }
-        Ok(match &request.policy {
-            wit::Policy::Manual => self.manual(request).await,
+        if let Some(note) = rules::refused_in_protected(&request.policy, &self.run) {
+            return Ok(self.manual(request, note).await);
+        }
+        Ok(match request.policy.clone() {
+            wit::Policy::Manual => self.manual(request, json!({})).await,
             wit::Policy::Automatic(why) => {
                 let answer = wit::Answer {
                     by: "capstan (automatic policy)".into(),
@@ -237,34 +272,87 @@ impl wit::Host for ApprovalHost {
                 self.store_decision(&request, "approved", "automatic", &answer, None);
                 Ok(wit::Decision::Approved(vec![answer]))
             }
-            wit::Policy::EmergencyOverride(o)
-                if o.by.trim().is_empty() || o.reason.trim().is_empty() =>
-            {
-                let reason = "an emergency override needs both who invokes it and why".to_string();
-                self.audit.denied("approval", json!({ "subject": request.subject, "digest": request.digest, "policy": "emergency-override" }), &reason);
+            wit::Policy::EmergencyOverride(o) if o.reason.trim().is_empty() => {
+                let reason = "an emergency override needs a reason".to_string();
+                self.audit.denied("approval", json!({ "subject": request.subject, "digest": request.digest, "policy": "emergency-override", "claimed_by": o.by }), &reason);
                 Err(wit::Error::NotPermitted(reason))
             }
-            wit::Policy::EmergencyOverride(o) => {
-                eprintln!(
-                    "\n!!! EMERGENCY OVERRIDE: stage `{}` of run {} approved without review by {}: {}\n",
-                    self.audit.stage, self.run.run_id, o.by, o.reason
-                );
-                self.record(&request, "approved", json!({ "policy": "emergency-override", "override": true, "by": o.by, "reason": o.reason }));
-                let answer = wit::Answer {
-                    by: o.by.clone(),
-                    at: now(),
-                    comment: Some(format!("EMERGENCY OVERRIDE: {}", o.reason)),
-                };
-                self.store_decision(
-                    &request,
-                    "approved",
-                    "emergency-override",
-                    &answer,
-                    Some(o.reason.clone()),
-                );
-                Ok(wit::Decision::Approved(vec![answer]))
-            }
+            wit::Policy::EmergencyOverride(o) => self.emergency_override(request, o).await,
         })
+    }
+}
+
+impl ApprovalHost {
+    /// An override the plugin asked for, outside protected environments.
+    /// It is the operator's: recorded under the run's author, never under
+    /// the name the plugin gives (kept as `claimed_by`); on a terminal the
+    /// operator confirms it first, and declining asks humans as usual.
+    async fn emergency_override(
+        &mut self,
+        request: wit::Request,
+        o: wit::Emergency,
+    ) -> Result<wit::Decision, wit::Error> {
+        let operator = self.run.author.clone();
+        if self.interactive {
+            let one_at_a_time = prompt::PROMPT.lock().await;
+            let (run, stage, asked, claimed) = (
+                self.run.clone(),
+                self.audit.stage.clone(),
+                request.clone(),
+                o.clone(),
+            );
+            let confirmed = tokio::task::spawn_blocking(move || {
+                let stdin = std::io::stdin();
+                prompt::confirm_override(
+                    &mut stdin.lock(),
+                    &mut std::io::stderr().lock(),
+                    &asked,
+                    &claimed,
+                    &run,
+                    &stage,
+                )
+            })
+            .await
+            .map_err(|e| wit::Error::Unavailable(format!("the prompt failed: {e}")))?
+            .map_err(|e| wit::Error::Unavailable(format!("cannot read the answer: {e}")))?;
+            if !confirmed {
+                let note = json!({
+                    "requested_policy": "emergency-override",
+                    "claimed_by": o.by,
+                    "override_reason": o.reason,
+                    "refused": format!("{operator} declined the emergency override at the terminal; humans are asked"),
+                });
+                drop(one_at_a_time);
+                return self.manual(request, note).await;
+            }
+        }
+        eprintln!(
+            "\n!!! EMERGENCY OVERRIDE: stage `{}` of run {} approved without review by {operator} \
+             (the operator running capstan; the plugin names \"{}\"): {}\n",
+            self.audit.stage,
+            self.run.run_id,
+            crate::text::inline(&o.by),
+            crate::text::inline(&o.reason)
+        );
+        self.record(
+            &request,
+            "approved",
+            json!({ "policy": "emergency-override", "override": true, "by": operator, "claimed_by": o.by,
+                    "reason": o.reason, "confirmed_at_terminal": self.interactive }),
+        );
+        let answer = wit::Answer {
+            by: operator,
+            at: now(),
+            comment: Some(format!("EMERGENCY OVERRIDE: {}", o.reason)),
+        };
+        self.store_decision(
+            &request,
+            "approved",
+            "emergency-override",
+            &answer,
+            Some(o.reason.clone()),
+        );
+        Ok(wit::Decision::Approved(vec![answer]))
     }
 }
 

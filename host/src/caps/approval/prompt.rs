@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use super::rules::approver_problem;
 use super::{RunInfo, now, short, wit};
+use crate::text::{block, inline};
 
 /// One prompt at a time, whatever the number of stages asking.
 pub static PROMPT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -38,17 +39,29 @@ pub fn prompt(
         "\n━━ approval needed: stage `{stage}` of run {} (environment {}) ━━",
         run.run_id, run.environment
     )?;
-    writeln!(err, "{}\ndigest: {}", request.subject, request.digest)?;
+    // Everything below that the plugin supplied is data: escaped, so that it
+    // cannot drive the terminal (hide text, clear the screen), and the
+    // details are framed, so that no line of theirs passes for the prompt's.
+    writeln!(
+        err,
+        "{}\ndigest: {}",
+        inline(&request.subject),
+        inline(&request.digest)
+    )?;
     if !request.details.is_empty() {
-        writeln!(err, "\n{}\n", request.details.trim_end())?;
+        writeln!(err)?;
+        for line in block(request.details.trim_end()).lines() {
+            writeln!(err, "  │ {line}")?;
+        }
+        writeln!(err)?;
     }
     for item in &request.checklist {
-        writeln!(err, "  [ ] {item}")?;
+        writeln!(err, "  [ ] {}", inline(item))?;
     }
     let who = if request.approvers.is_empty() {
         "anyone".to_string()
     } else {
-        request.approvers.join(", ")
+        inline(&request.approvers.join(", ")).into_owned()
     };
     writeln!(
         err,
@@ -66,12 +79,16 @@ pub fn prompt(
         }
         let already: Vec<String> = answers.iter().map(|a| a.by.clone()).collect();
         if let Some(problem) = approver_problem(&name, &run.author, &request.approvers, &already) {
-            writeln!(err, "{problem}.")?;
+            writeln!(err, "{}.", inline(&problem))?;
             continue;
         }
         let yes = ask(
             &mut err,
-            &format!("{name}: approve {}? [yes/no]: ", short(&request.digest)),
+            &format!(
+                "{}: approve {}? [yes/no]: ",
+                inline(&name),
+                inline(short(&request.digest))
+            ),
         )?;
         let comment = ask(&mut err, "comment (optional): ")?;
         let answer = wit::Answer {
@@ -85,4 +102,111 @@ pub fn prompt(
         }
     }
     Ok(wit::Decision::Approved(answers))
+}
+
+/// Ask the operator to confirm an emergency override the plugin asked for.
+/// `yes` makes it the operator's own (recorded under the run's author);
+/// anything else, or no answer, declines it, and humans are asked as usual.
+/// What the plugin supplied is shown escaped: it is data, not terminal text.
+pub fn confirm_override(
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+    request: &wit::Request,
+    claimed: &wit::Emergency,
+    run: &RunInfo,
+    stage: &str,
+) -> std::io::Result<bool> {
+    writeln!(
+        out,
+        "\n━━ emergency override asked: stage `{stage}` of run {} (environment {}) ━━",
+        run.run_id, run.environment
+    )?;
+    writeln!(
+        out,
+        "{}\ndigest: {}",
+        inline(&request.subject),
+        inline(&request.digest)
+    )?;
+    writeln!(
+        out,
+        "the stage's config asks to approve this WITHOUT REVIEW, naming \"{}\", because: {}",
+        inline(&claimed.by),
+        inline(&claimed.reason)
+    )?;
+    writeln!(
+        out,
+        "if you confirm, the override is recorded as yours ({}); if not, approvers are asked as usual",
+        run.author
+    )?;
+    write!(
+        out,
+        "{}: approve {} without review? [yes/no]: ",
+        run.author,
+        short(&request.digest)
+    )?;
+    out.flush()?;
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let yes = matches!(line.trim().to_ascii_lowercase().as_str(), "yes" | "y");
+    if !yes {
+        writeln!(out, "override declined.")?;
+    }
+    Ok(yes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_confirms_an_override_or_declines_it() {
+        let request = wit::Request {
+            subject: "apply the plan".into(),
+            digest: "0123456789abcdef".into(),
+            details: String::new(),
+            checklist: vec![],
+            approvers: vec![],
+            required: 1,
+            policy: wit::Policy::Manual,
+        };
+        let claimed = wit::Emergency {
+            by: "mallory\x1b[2J".into(),
+            reason: "outage".into(),
+        };
+        let run = RunInfo {
+            run_id: "R1".into(),
+            author: "alice".into(),
+            environment: "staging".into(),
+            protected: false,
+        };
+        for (typed, want) in [
+            ("yes\n", true),
+            ("Y\n", true),
+            ("no\n", false),
+            ("\n", false),
+            ("", false),
+        ] {
+            let mut screen = Vec::new();
+            let got = confirm_override(
+                &mut typed.as_bytes(),
+                &mut screen,
+                &request,
+                &claimed,
+                &run,
+                "approve",
+            )
+            .unwrap();
+            assert_eq!(got, want, "{typed:?}");
+            let screen = String::from_utf8(screen).unwrap();
+            assert!(
+                screen.contains("recorded as yours (alice)")
+                    && screen.contains("alice: approve 0123456789ab without review?"),
+                "{screen}"
+            );
+            assert!(
+                !screen.contains('\x1b') && screen.contains("mallory\\x1b[2J"),
+                "plugin text is escaped: {screen}"
+            );
+        }
+    }
 }

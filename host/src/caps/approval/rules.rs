@@ -1,9 +1,46 @@
 //! The approval rules, shared by the terminal prompt, the `approval` host
-//! and `capstan approve`: who may approve, and what the recorded decisions
-//! add up to for one request.
+//! and `capstan approve`: who may approve, what the recorded decisions add
+//! up to for one request, and which policies a protected environment refuses.
 
-use super::wit;
+use serde_json::json;
+
+use super::{RunInfo, wit};
 use crate::store::ApprovalRow;
+
+/// In an environment the pipeline marks `protected`, only humans approve:
+/// a plugin asking for an automatic approval or an emergency override is
+/// answered as if it had asked for a manual one (the run store consulted,
+/// humans asked). `Some(note)` says so, for the audit record; `None` when
+/// the policy stands. The operator's own override (`capstan approve
+/// --emergency`) is a manual decision in the run store, so it still counts.
+pub fn refused_in_protected(policy: &wit::Policy, run: &RunInfo) -> Option<serde_json::Value> {
+    if !run.protected {
+        return None;
+    }
+    let because = format!(
+        "environment `{}` is protected ([pipeline] protected): only humans approve there, \
+         so the host asked them instead",
+        run.environment
+    );
+    match policy {
+        wit::Policy::Manual => None,
+        wit::Policy::Automatic(why) => Some(json!({
+            "requested_policy": "automatic",
+            "requested_why": why,
+            "refused": format!("the plugin asked for an automatic approval; {because}"),
+        })),
+        wit::Policy::EmergencyOverride(o) => Some(json!({
+            "requested_policy": "emergency-override",
+            "claimed_by": o.by,
+            "override_reason": o.reason,
+            "refused": format!(
+                "the plugin asked for an emergency override; {because} \
+                 (an operator may still override with `capstan approve {} --emergency <reason>`)",
+                run.run_id
+            ),
+        })),
+    }
+}
 
 /// Why `name` may not approve a request, if they may not: the run's author
 /// never approves their own run, only listed approvers approve (when there
@@ -162,6 +199,46 @@ mod tests {
             ));
             assert_eq!(got, want, "{decisions:?}");
         }
+    }
+
+    #[test]
+    fn a_protected_environment_refuses_automatic_and_plugin_overrides() {
+        let run = |protected| RunInfo {
+            run_id: "R1".into(),
+            author: "alice".into(),
+            environment: "production".into(),
+            protected,
+        };
+        let auto = wit::Policy::Automatic("policy is auto".into());
+        let over = wit::Policy::EmergencyOverride(wit::Emergency {
+            by: "mallory".into(),
+            reason: "trust me".into(),
+        });
+        for policy in [&wit::Policy::Manual, &auto, &over] {
+            assert_eq!(refused_in_protected(policy, &run(false)), None);
+        }
+        assert_eq!(refused_in_protected(&wit::Policy::Manual, &run(true)), None);
+        let note = refused_in_protected(&auto, &run(true)).unwrap();
+        assert_eq!(note["requested_policy"], "automatic");
+        assert!(
+            note["refused"]
+                .as_str()
+                .unwrap()
+                .contains("environment `production` is protected"),
+            "{note}"
+        );
+        let note = refused_in_protected(&over, &run(true)).unwrap();
+        assert_eq!(
+            (&note["requested_policy"], &note["claimed_by"]),
+            (&json!("emergency-override"), &json!("mallory"))
+        );
+        assert!(
+            note["refused"]
+                .as_str()
+                .unwrap()
+                .contains("capstan approve R1 --emergency"),
+            "{note}"
+        );
     }
 
     #[test]

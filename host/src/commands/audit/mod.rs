@@ -15,6 +15,7 @@ use crate::exit::{self, Failure};
 use crate::pipeline::Stage;
 use crate::runtime::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::runtime::plugin::LoadedPlugin;
+use crate::text::{block, inline};
 
 /// Show, per stage, the plugin (path, sha256, contract), the capabilities it
 /// requests with reasons, what the pipeline grants, and what is requested
@@ -177,17 +178,30 @@ fn report(
     }
 }
 
+/// The report as text. What the plugin says about itself (name, version,
+/// description, reasons, requested values) is shown escaped, and so is
+/// everything else quoted from files: a reviewer sees the characters that
+/// are there, never text hidden or reordered by control characters.
 fn print_text(file: &Path, stages: &[StageReport]) {
     println!(
         "audit of {}  (host contract {CONTRACT_PACKAGE}@{CONTRACT_VERSION})",
-        file.display()
+        inline(&file.display().to_string())
     );
     for s in stages {
         println!();
-        println!("stage `{}` — plugin `{}`", s.stage, s.plugin_key);
+        println!(
+            "stage `{}` — plugin `{}`",
+            inline(&s.stage),
+            inline(&s.plugin_key)
+        );
         if let Some(p) = &s.plugin {
-            println!("  {} {} — {}", p.name, p.version, p.description);
-            println!("  file     {}", p.path);
+            println!(
+                "  {} {} — {}",
+                inline(&p.name),
+                inline(&p.version),
+                inline(p.description.trim_end())
+            );
+            println!("  file     {}", inline(&p.path));
             println!(
                 "  sha256   {}{}",
                 p.sha256,
@@ -197,10 +211,10 @@ fn print_text(file: &Path, stages: &[StageReport]) {
                     " (not pinned)"
                 }
             );
-            println!("  contract {}", p.contract);
+            println!("  contract {}", inline(&p.contract));
         }
         if let Some(e) = &s.load_error {
-            println!("  CANNOT LOAD: {e}");
+            println!("  CANNOT LOAD: {}", block(e.trim_end()));
         }
         let mut table = Table::new();
         table
@@ -215,9 +229,9 @@ fn print_text(file: &Path, stages: &[StageReport]) {
                 "NO"
             };
             table.add_row([
-                cap.to_string(),
+                inline(&cap.to_string()).into_owned(),
                 granted.to_string(),
-                r["reason"].as_str().unwrap_or_default().to_string(),
+                inline(r["reason"].as_str().unwrap_or_default()).into_owned(),
             ]);
         }
         println!("{table}");
@@ -228,10 +242,11 @@ fn print_text(file: &Path, stages: &[StageReport]) {
                 .map(|p| format!(" = {p}"))
                 .unwrap_or_else(|| format!(" (ERROR: {})", e["error"].as_str().unwrap_or("")));
             println!(
-                "  exec     {}{at} args {} env {}",
-                e["program"].as_str().unwrap_or(""),
-                e["args"],
-                e["env"]
+                "  exec     {}{} args {} env {}",
+                inline(e["program"].as_str().unwrap_or("")),
+                inline(&at),
+                inline(&e["args"].to_string()),
+                inline(&e["env"].to_string())
             );
         }
         for (k, label) in [
@@ -241,7 +256,7 @@ fn print_text(file: &Path, stages: &[StageReport]) {
             ("connect", "connect "),
         ] {
             if g[k].as_array().is_some_and(|a| !a.is_empty()) {
-                println!("  {label} {}", g[k]);
+                println!("  {label} {}", inline(&g[k].to_string()));
             }
         }
         if g["approval"] == true {
@@ -251,10 +266,10 @@ fn print_text(file: &Path, stages: &[StageReport]) {
         for m in &s.missing {
             println!(
                 "  MISSING  {} — add:\n{}",
-                m.request.capability,
+                inline(&m.request.capability.to_string()),
                 m.toml
                     .lines()
-                    .map(|l| format!("             {l}"))
+                    .map(|l| format!("             {}", inline(l)))
                     .collect::<Vec<_>>()
                     .join("\n")
             );
@@ -262,7 +277,7 @@ fn print_text(file: &Path, stages: &[StageReport]) {
         if !s.unrequested.is_empty() {
             println!(
                 "  ignored  granted but not requested: {}",
-                s.unrequested.join(", ")
+                inline(&s.unrequested.join(", "))
             );
         }
     }

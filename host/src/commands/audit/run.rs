@@ -9,6 +9,7 @@ use super::Args;
 use crate::commands::drive::one_line;
 use crate::exit::{self, Failure};
 use crate::store::AuditRow;
+use crate::text::inline;
 
 pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
     let id = args
@@ -34,9 +35,9 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
     println!(
         "run {} of `{}` in `{}` by {} ({}): {} event(s){}",
         run.id,
-        run.pipeline,
-        run.environment,
-        run.author,
+        inline(&run.pipeline),
+        inline(&run.environment),
+        inline(&run.author),
         run.status.as_str(),
         events.len(),
         if args.denied { ", denials only" } else { "" }
@@ -52,9 +53,9 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
     ]);
     for e in &events {
         table.add_row([
-            e.time.get(11..23).unwrap_or(&e.time).to_string(),
-            e.stage.clone(),
-            e.capability.clone(),
+            inline(e.time.get(11..23).unwrap_or(&e.time)).into_owned(),
+            inline(&e.stage).into_owned(),
+            inline(&e.capability).into_owned(),
             if e.allowed { "ok" } else { "DENIED" }.to_string(),
             one_line(&what(e), 80),
             one_line(e.reason.as_deref().unwrap_or(""), 60),
@@ -65,7 +66,8 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
 }
 
 /// One line for an event's detail: the command line of an exec, the
-/// decision of an approval, the event of a stage, else the JSON.
+/// decision of an approval, the event of a stage, else the JSON. Raw: the
+/// caller shows it through `one_line`, which escapes what a plugin put in.
 fn what(e: &AuditRow) -> String {
     let d = &e.detail;
     let text = |v: &Value| v.as_str().map(str::to_string);
