@@ -7,9 +7,11 @@
 //! interface), [`run`] (scheduler and run directory), [`commands`] (one file
 //! per subcommand), [`text`] (plugin text made safe for a terminal).
 
+pub mod bindings;
 pub mod caps;
 pub mod commands;
 pub mod exit;
+pub mod fault;
 pub mod pipeline;
 pub mod run;
 pub mod runtime;

@@ -117,6 +117,17 @@ pub struct StageAudit {
 }
 
 impl StageAudit {
+    /// Records nothing (a plugin describing itself can do nothing worth
+    /// recording); `budget` still counts.
+    pub fn discard(budget: LogSink) -> StageAudit {
+        StageAudit {
+            log: AuditLog::discard(),
+            stage: String::new(),
+            plugin: String::new(),
+            budget,
+        }
+    }
+
     pub fn allowed(&self, capability: &str, detail: Value) {
         let n = self
             .log

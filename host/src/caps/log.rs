@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 
 use wasmtime::component::Linker;
 
-use crate::runtime::StageState;
-use crate::runtime::bindings::capstan::plugin::log as wit;
+use crate::bindings::capstan::plugin::log as wit;
+use crate::caps::state::StageState;
 
 /// Shared handle to one stage's log.
 #[derive(Clone)]

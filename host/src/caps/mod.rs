@@ -8,16 +8,16 @@
 
 pub mod approval;
 pub mod audit;
-pub mod child_output;
 pub mod env;
 pub mod exec;
 pub mod fs;
+pub mod limits;
 pub mod log;
 pub mod network;
-pub mod process;
+pub mod state;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -196,6 +196,25 @@ pub enum PolicyError {
 }
 
 impl StagePolicy {
+    /// What the stage may do, for its `start` audit event: programs with
+    /// their resolved paths and digests, directories (with the stage's own
+    /// work dir and its upstream dirs), env names, connect patterns.
+    pub fn summary(&self, work_dir: &Path, upstream: &[PathBuf]) -> serde_json::Value {
+        let paths = |dirs: &[fs::GrantDir]| dirs.iter().map(|d| d.path.clone()).collect::<Vec<_>>();
+        let env: Vec<String> = env::select(&self.env, std::env::vars())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        serde_json::json!({
+            "exec": self.exec.iter().map(|p| serde_json::json!({"program": p.program, "path": p.path, "sha256": p.digest})).collect::<Vec<_>>(),
+            "read": paths(&self.read_dirs).into_iter().chain(upstream.iter().cloned()).collect::<Vec<_>>(),
+            "write": paths(&self.write_dirs).into_iter().chain([work_dir.to_path_buf()]).collect::<Vec<_>>(),
+            "env": env,
+            "connect": self.connect,
+            "approval": self.approval,
+        })
+    }
+
     /// The policy for `stage` given its plugin's `requests`. Exec grants are
     /// resolved (and their pins checked) here, so a missing tool is reported
     /// before any stage runs.

@@ -7,9 +7,9 @@ use serde_json::json;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::StageAudit;
+use crate::bindings::capstan::plugin::network as wit;
+use crate::caps::state::StageState;
 use crate::pipeline::patterns::{ConnectPattern, Target};
-use crate::runtime::StageState;
-use crate::runtime::bindings::capstan::plugin::network as wit;
 
 /// Whether `host:port` matches one of the grant's patterns (grammar in
 /// `pipeline::patterns`): IP patterns (`127.0.0.*:*`, `*:22`, `[::1]:80`)

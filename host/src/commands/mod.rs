@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
         eprintln!("{}", failure.message.trim_end());
         return exit::code(failure.code);
     }
-    crate::runtime::limits::raise_descriptor_limit();
+    crate::caps::limits::raise_descriptor_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

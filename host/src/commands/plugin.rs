@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use crate::bindings::CONTRACT_PACKAGE;
 use crate::exit::{self, Failure};
-use crate::runtime::bindings::CONTRACT_PACKAGE;
 use crate::runtime::plugin::LoadedPlugin;
 use crate::text::inline;
 

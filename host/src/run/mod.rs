@@ -2,7 +2,6 @@
 //! record of what happened.
 
 pub mod config;
-pub mod fault;
 pub mod lock;
 pub mod prepare;
 pub mod record;
@@ -17,10 +16,11 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::bindings::capstan::plugin::types as wit;
 use crate::caps::audit::AuditLog;
+use crate::fault;
 use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
-use crate::runtime::bindings::capstan::plugin::types as wit;
 use crate::store::{RunState, RunStore, StoreError};
 pub use prepare::{Prepared, prepare};
 use record::verified;

@@ -3,25 +3,24 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::FsPerms;
 
 use super::Prepared;
-use crate::caps::approval::{ApprovalHost, RunInfo};
+use crate::bindings::capstan::plugin::types as wit;
+use crate::caps::approval::RunInfo;
 use crate::caps::audit::{AuditLog, StageAudit};
 use crate::caps::fs::GrantDir;
-use crate::caps::log::{LogHost, LogSink};
-use crate::caps::network::NetworkHost;
-use crate::caps::process::ProcessHost;
+use crate::caps::log::LogSink;
+use crate::caps::state::{StageState, StageStateBuilder};
 use crate::caps::{StagePolicy, env};
 use crate::pipeline::Stage;
-use crate::runtime::bindings::capstan::plugin::types as wit;
+use crate::runtime::Runtime;
 use crate::runtime::plugin::LoadedPlugin;
-use crate::runtime::{Limiter, Runtime, StageState, memory_flag};
 use crate::store::RunStore;
 
 /// Cap on captured output returned to a plugin, per stream and exec.
@@ -107,28 +106,24 @@ impl StageRun {
         }
         let timeout = stage.timeout;
         let deadline = Instant::now() + timeout;
-        let memory = memory_flag();
+        let memory = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(std::sync::Mutex::new(None));
         let state = match self.state(&sink, &audit, deadline, memory.clone(), pending.clone()) {
             Ok(state) => state,
             Err(reason) => return StageStatus::Failed { reason },
         };
-        audit.host(
-            "stage",
-            true,
-            json!({
-                "event": "start",
-                "attempt": attempt,
-                "plugin_digest": self.plugin().digest,
-                "exec": self.policy().exec.iter().map(|p| json!({"program": p.program, "path": p.path, "sha256": p.digest})).collect::<Vec<_>>(),
-                "read": self.policy().read_dirs.iter().map(|d| &d.path).chain(&self.upstream_dirs).collect::<Vec<_>>(),
-                "write": self.policy().write_dirs.iter().map(|d| &d.path).chain([&self.work_dir]).collect::<Vec<_>>(),
-                "env": env::select(&self.policy().env, std::env::vars()).into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                "connect": self.policy().connect,
-                "approval": self.policy().approval,
-            }),
-            None,
-        );
+        let mut start = json!({
+            "event": "start",
+            "attempt": attempt,
+            "plugin_digest": self.plugin().digest,
+        });
+        if let (Some(start), Value::Object(caps)) = (
+            start.as_object_mut(),
+            self.policy().summary(&self.work_dir, &self.upstream_dirs),
+        ) {
+            start.extend(caps);
+        }
+        audit.host("stage", true, start, None);
         let mut store = self.runtime.store(state, deadline);
         let call = async {
             let instance = self.plugin().pre.instantiate_async(&mut store).await?;
@@ -187,13 +182,10 @@ impl StageRun {
         sink: &LogSink,
         audit: &StageAudit,
         deadline: Instant,
-        memory: Arc<std::sync::atomic::AtomicBool>,
+        memory: Arc<AtomicBool>,
         pending: Arc<std::sync::Mutex<Option<String>>>,
     ) -> Result<StageState, String> {
         let p = self.policy();
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(sink.clone()).stderr(sink.clone());
-        wasi.envs(&env::select(&p.env, std::env::vars()));
         // The work dir and upstream dirs live in the run directory, which no
         // grant reaches; the grants were opened when the pipeline loaded.
         let open = |path: &PathBuf| {
@@ -202,64 +194,32 @@ impl StageRun {
         };
         let mut writable: Vec<GrantDir> = p.write_dirs.clone();
         writable.push(open(&self.work_dir)?);
-        let mut readable: Vec<GrantDir> = Vec::new();
-        for dir in p.read_dirs.iter().cloned() {
-            readable.push(dir);
-        }
+        let mut readable: Vec<GrantDir> = p.read_dirs.clone();
         for path in &self.upstream_dirs {
             readable.push(open(path)?);
         }
         readable.retain(|r| !writable.iter().any(|w| w.id == r.id));
-        for (dirs, perms) in [
-            (&writable, FsPerms::ReadWrite),
-            (&readable, FsPerms::ReadOnly),
-        ] {
-            for dir in dirs {
-                let guest = dir.path.to_str().ok_or_else(|| {
-                    format!(
-                        "granted directory {} is not valid UTF-8",
-                        dir.path.display()
-                    )
-                })?;
-                // Preopened from the open handle, never by path again.
-                wasi.preopened_dir(dir.fd_path(), guest, perms)
-                    .map_err(|e| {
-                        format!("cannot open granted directory {}: {e}", dir.path.display())
-                    })?;
-            }
+        let mut state = StageStateBuilder::new(audit.clone(), sink.clone(), deadline)
+            .memory(self.stage().memory as usize, memory)
+            .env(&env::select(&p.env, std::env::vars()));
+        for dir in &writable {
+            state = state.preopen(dir, FsPerms::ReadWrite)?;
         }
-        let all_dirs: Vec<GrantDir> = writable.into_iter().chain(readable).collect();
-        let mut table = wasmtime::component::ResourceTable::new();
-        // One stage cannot exhaust the host's descriptors for the others.
-        table.set_max_capacity(crate::runtime::limits::stage_handle_cap());
-        Ok(StageState {
-            wasi: wasi.build(),
-            table,
-            limiter: Limiter::new(self.stage().memory as usize, memory),
-            log: LogHost { sink: sink.clone() },
-            process: ProcessHost {
-                policies: p.exec.clone(),
-                dirs: all_dirs,
-                work_dir: self.work_dir.clone(),
-                log: sink.clone(),
-                audit: audit.clone(),
-                deadline,
-                capture_cap: CAPTURE_CAP,
-            },
-            network: NetworkHost {
-                patterns: p.connect.clone(),
-                audit: audit.clone(),
-                deadline,
-            },
-            approval: ApprovalHost {
-                granted: p.approval,
-                audit: audit.clone(),
-                run: self.run.clone(),
-                interactive: crate::caps::approval::interactive(),
+        for dir in &readable {
+            state = state.preopen(dir, FsPerms::ReadOnly)?;
+        }
+        state = state
+            .exec(p.exec.clone(), self.work_dir.clone(), CAPTURE_CAP)
+            .connect(p.connect.clone());
+        if p.approval {
+            state = state.approval(
+                self.run.clone(),
+                self.store.clone(),
+                crate::caps::approval::interactive(),
                 pending,
-                store: Some(self.store.clone()),
-            },
-        })
+            );
+        }
+        Ok(state.build())
     }
 
     fn timed_out(&self) -> String {

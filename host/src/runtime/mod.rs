@@ -2,49 +2,21 @@
 //! plugin may import, per-stage stores with limits, and the compiled
 //! component cache.
 
-pub mod bindings;
 pub mod bounds;
 pub mod cache;
-pub mod limits;
 pub mod plugin;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::caps::approval::ApprovalHost;
-use crate::caps::log::LogHost;
-use crate::caps::network::NetworkHost;
-use crate::caps::process::ProcessHost;
-pub use limits::Limiter;
+pub use crate::caps::state::StageState;
 
 /// How often the engine's epoch advances; the granularity of wall-clock
 /// limits on plugin code.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Everything one plugin instance may reach, as the store's data.
-pub struct StageState {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limiter: Limiter,
-    pub log: LogHost,
-    pub process: ProcessHost,
-    pub network: NetworkHost,
-    pub approval: ApprovalHost,
-}
-
-impl WasiView for StageState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 /// The engine and linker shared by every stage of a run.
 #[derive(Clone)]
@@ -74,7 +46,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::caps::log::add_to_linker(&mut linker)?;
-        crate::caps::process::add_to_linker(&mut linker)?;
+        crate::caps::exec::add_to_linker(&mut linker)?;
         crate::caps::network::add_to_linker(&mut linker)?;
         crate::caps::approval::add_to_linker(&mut linker)?;
         Ok(Runtime {
@@ -98,9 +70,4 @@ impl Runtime {
         });
         store
     }
-}
-
-/// A flag set by the limiter when the memory cap was hit.
-pub fn memory_flag() -> Arc<AtomicBool> {
-    Arc::new(AtomicBool::new(false))
 }

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::bindings::{self, CONTRACT_PACKAGE, CONTRACT_VERSION};
 use super::bounds::{self, BoundsError};
 use super::cache::{Cache, CacheUse};
 use super::{Runtime, StageState};
-use crate::caps::audit::{AuditLog, StageAudit};
+use crate::bindings::{self, CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::caps::{Capability, Request};
 
 /// What a plugin says about itself.
@@ -304,55 +303,6 @@ impl From<bindings::capstan::plugin::types::Capability> for Capability {
             W::Secret(n) => Capability::Secret(n),
             W::Connect => Capability::Connect,
             W::Approval => Capability::Approval,
-        }
-    }
-}
-
-impl StageState {
-    /// A state with no capabilities at all: no preopens, no env, no
-    /// programs, no network, no approval; output counted and dropped.
-    pub fn sealed(memory: usize) -> StageState {
-        let sink = crate::caps::log::LogSink::discard(1 << 20);
-        let audit = StageAudit {
-            log: AuditLog::discard(),
-            stage: String::new(),
-            plugin: String::new(),
-            budget: sink.clone(),
-        };
-        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        wasi.stdout(sink.clone()).stderr(sink.clone());
-        StageState {
-            wasi: wasi.build(),
-            table: Default::default(),
-            limiter: super::Limiter::new(memory, super::memory_flag()),
-            log: crate::caps::log::LogHost { sink: sink.clone() },
-            process: crate::caps::process::ProcessHost {
-                policies: Vec::new(),
-                dirs: Vec::new(),
-                work_dir: PathBuf::from("/nonexistent"),
-                log: sink,
-                audit: audit.clone(),
-                deadline: Instant::now(),
-                capture_cap: 0,
-            },
-            network: crate::caps::network::NetworkHost {
-                patterns: Vec::new(),
-                audit: audit.clone(),
-                deadline: Instant::now(),
-            },
-            approval: crate::caps::approval::ApprovalHost {
-                granted: false,
-                audit,
-                run: crate::caps::approval::RunInfo {
-                    run_id: String::new(),
-                    author: String::new(),
-                    environment: String::new(),
-                    protected: false,
-                },
-                interactive: false,
-                pending: Default::default(),
-                store: None,
-            },
         }
     }
 }

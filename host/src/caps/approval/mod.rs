@@ -18,14 +18,14 @@ use serde_json::json;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::StageAudit;
-use crate::runtime::StageState;
-use crate::runtime::bindings::capstan::plugin::approval as wit;
+use crate::bindings::capstan::plugin::approval as wit;
+use crate::caps::state::StageState;
 use crate::store::{ApprovalRow, PendingApproval, RunStore};
 pub use prompt::interactive;
 pub use rules::{Recorded, approver_problem, recorded};
 
 /// Who started the run, and where, for approval rules and messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunInfo {
     pub run_id: String,
     /// The operator: `--as`, else the environment (see `commands::identity`).

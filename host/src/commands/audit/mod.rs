@@ -10,10 +10,10 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::caps::{self, Missing, Request};
 use crate::exit::{self, Failure};
 use crate::pipeline::Stage;
-use crate::runtime::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::runtime::plugin::LoadedPlugin;
 use crate::text::{block, inline};
 

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::process::Stdio;
 
-use super::log::{LogSink, OutputLimit};
+use crate::caps::log::{LogSink, OutputLimit};
 
 /// The host's side of one child's output.
 pub struct ChildOutput {

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wildmatch::WildMatch;
 
-use super::env;
+use crate::caps::env;
 use crate::pipeline::ExecGrant;
 
 /// A program the pipeline lets a stage start, resolved when it loads.

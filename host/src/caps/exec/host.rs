@@ -13,16 +13,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use wasmtime::component::{HasSelf, Linker};
 
-use super::audit::StageAudit;
 use super::child_output::ChildOutput;
-use super::exec::{self, Denial, ExecPolicy};
-use super::fs;
-use super::log::LogSink;
-use crate::run::fault;
-use crate::runtime::StageState;
-use crate::runtime::bindings::capstan::plugin::process as wit;
+use super::policy::{self as exec, Denial, ExecPolicy};
+use crate::bindings::capstan::plugin::process as wit;
+use crate::caps::audit::StageAudit;
+use crate::caps::fs;
+use crate::caps::log::LogSink;
+use crate::fault;
 use crate::store::Owner;
 
 /// Per-stage state of the `process` interface.
@@ -374,8 +372,4 @@ impl wit::Host for ProcessHost {
     ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
         self.run_checked(command).await
     }
-}
-
-pub fn add_to_linker(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<StageState, HasSelf<ProcessHost>>(linker, |s| &mut s.process)
 }
