@@ -137,6 +137,23 @@ fn lineage_of(dir: File) -> io::Result<Vec<Identity>> {
     }
 }
 
+/// Identities of the nearest existing parent of `path` and of its parents.
+fn existing_lineage(path: &Path) -> io::Result<Vec<Identity>> {
+    let mut at = path.parent();
+    while let Some(dir) = at {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(file) = File::open(dir) {
+            return lineage_of(file);
+        }
+        at = dir.parent();
+    }
+    Ok(Vec::new())
+}
+
 /// Something no grant may reach: Capstan's state dir, the run store, a
 /// plugin's component, a granted program. Located once, by identity.
 #[derive(Debug, Clone)]
@@ -152,22 +169,21 @@ pub struct Protected {
 }
 
 impl Protected {
-    /// Locate `path` (which need not exist yet).
+    /// Locate `path` (which need not exist yet). When it is reached through
+    /// symlinks, the parents of both the link and its target count: a
+    /// grant over either could change what the path leads to.
     pub fn locate(path: &Path, what: impl Into<String>) -> io::Result<Protected> {
         let what = what.into();
         let itself = std::fs::metadata(path).ok().map(|m| Identity::of(&m));
-        let mut parents = Vec::new();
-        let mut at = path.parent();
-        while let Some(dir) = at {
-            if let Ok(file) = File::open(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            }) {
-                parents = lineage_of(file)?;
-                break;
+        let mut parents = existing_lineage(path)?;
+        if let Ok(real) = path.canonicalize()
+            && real != path
+        {
+            for id in existing_lineage(&real)? {
+                if !parents.contains(&id) {
+                    parents.push(id);
+                }
             }
-            at = dir.parent();
         }
         Ok(Protected {
             what,
@@ -325,6 +341,15 @@ mod tests {
         assert!(!not_yet.overlaps(&open("project/.capstan")).unwrap());
         std::fs::create_dir(r.join("project/.capstan/runs")).unwrap();
         assert!(state.overlaps(&open("project/.capstan/runs")).unwrap());
+        // A plugin reached through a symlink: a grant over the link's
+        // directory or the target's reaches it.
+        std::fs::write(r.join("other/plugin.wasm"), "x").unwrap();
+        std::os::unix::fs::symlink(r.join("other/plugin.wasm"), r.join("app/sub/plugin.wasm"))
+            .unwrap();
+        let plugin = Protected::locate(&r.join("app/sub/plugin.wasm"), "plugin").unwrap();
+        assert!(plugin.overlaps(&open("other")).unwrap());
+        assert!(plugin.overlaps(&open("app/sub")).unwrap());
+        assert!(!plugin.overlaps(&open("app-evil")).unwrap());
         // Through a symlink to the state dir: the same object.
         std::os::unix::fs::symlink(r.join("project"), r.join("alias")).unwrap();
         let via_link = Protected::locate(&r.join("alias/.capstan"), "state").unwrap();
