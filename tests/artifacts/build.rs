@@ -25,6 +25,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("capstan-custom-stage", "examples/custom-stage/plugin"),
     ("capstan-adversary", "tests/plugins/adversary"),
     ("capstan-old-contract", "tests/plugins/old-contract"),
+    ("capstan-sleepy-describe", "tests/plugins/sleepy-describe"),
 ];
 
 /// Also rebuild when these change (paths from the workspace root).

@@ -1,8 +1,12 @@
 //! A sandbox directory per test, pipeline files with plugin paths filled in,
 //! and helpers to run `capstan` and read what a run recorded.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -11,6 +15,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("{hello}", capstan_test_artifacts::HELLO),
     ("{adversary}", capstan_test_artifacts::ADVERSARY),
     ("{old_contract}", capstan_test_artifacts::OLD_CONTRACT),
+    ("{sleepy_describe}", capstan_test_artifacts::SLEEPY_DESCRIBE),
 ];
 
 pub struct Sandbox {
@@ -66,8 +71,8 @@ impl Sandbox {
         path
     }
 
-    /// Write `pipeline.toml` with `{hello}`, `{adversary}`, `{old_contract}`
-    /// and `{sandbox}` replaced.
+    /// Write `pipeline.toml` with `{hello}`, `{adversary}`, `{old_contract}`,
+    /// `{sleepy_describe}` and `{sandbox}` replaced.
     pub fn pipeline(&self, toml: &str) -> PathBuf {
         self.write("pipeline.toml", &self.fill(toml))
     }
@@ -103,6 +108,17 @@ impl Sandbox {
         cmd
     }
 
+    /// `capstan <args>` in the background, under a [`Guarded`] watch.
+    pub fn spawn(&self, args: &[&str]) -> Guarded {
+        Guarded::spawn(self.command(args))
+    }
+
+    /// `capstan <args>`, killed (and the test failed) if it runs longer
+    /// than `limit`; also returns how long it took.
+    pub fn capstan_within(&self, args: &[&str], limit: Duration) -> (Ran, Duration) {
+        self.spawn(args).wait(limit)
+    }
+
     /// `capstan <args>` that must succeed and print JSON.
     pub fn json(&self, args: &[&str]) -> Value {
         let ran = self.capstan(args);
@@ -125,15 +141,21 @@ impl Sandbox {
             .to_string()
     }
 
-    /// The only (or newest) run recorded in the sandbox.
+    /// The only (or newest) run recorded in the sandbox: the one that
+    /// started last (run ids of one second sort by their random part).
     pub fn last_run(&self) -> Run {
         let runs = self.path().join(".capstan/runs");
-        let mut ids: Vec<_> = std::fs::read_dir(&runs)
+        let started = |dir: &Path| -> Option<jiff::Timestamp> {
+            let text = std::fs::read_to_string(dir.join("run.json")).ok()?;
+            let record: Value = serde_json::from_str(&text).ok()?;
+            record["started"].as_str()?.parse().ok()
+        };
+        let mut dirs: Vec<_> = std::fs::read_dir(&runs)
             .expect("runs dir")
             .map(|e| e.unwrap().path())
             .collect();
-        ids.sort();
-        Run::read(ids.last().expect("a run"))
+        dirs.sort_by_key(|d| (started(d), d.clone()));
+        Run::read(dirs.last().expect("a run"))
     }
 }
 
@@ -195,6 +217,16 @@ impl Run {
         self.audit.iter().filter(|e| e["stage"] == stage).collect()
     }
 
+    /// Bytes of the raw `audit.jsonl` lines of one stage.
+    pub fn audit_bytes(&self, stage: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("audit.jsonl"))
+            .expect("audit.jsonl")
+            .lines()
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|e| e["stage"] == stage))
+            .map(|l| l.len() + 1)
+            .sum()
+    }
+
     /// Audit denials of one stage.
     pub fn denials(&self, stage: &str) -> Vec<&Value> {
         self.audit_of(stage)
@@ -218,11 +250,18 @@ args = ["*"]
 program = "yes"
 [[stages.NAME.grants.exec]]
 program = "true"
+[[stages.NAME.grants.exec]]
+program = "ln"
+args = ["-s", "*", "*"]
+[[stages.NAME.grants.exec]]
+program = "pwd"
+args = ["-P"]
 [stages.NAME.grants]
 read = ["ro"]
 write = ["rw"]
 env = ["GRANTED_VAR"]
 connect = ["127.0.0.1:*"]
+approval = true
 "#;
 
 /// A stage of the adversary plugin with `with` and extra stage keys.
@@ -231,4 +270,113 @@ pub fn adversary_stage(name: &str, with: &str, extra: &str) -> String {
         "[stages.{name}]\nplugin = \"adversary\"\nwith = {with}\n{extra}\n{}",
         ADVERSARY_GRANTS.replace("NAME", name)
     )
+}
+
+/// A process started in the background (in a process group of its own),
+/// whose output is collected as it comes. [`Guarded::wait`] fails the test
+/// if it outlives its limit, and dropping it kills the group: a host that
+/// hangs never outlives its test.
+pub struct Guarded {
+    child: Child,
+    started: Instant,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Guarded {
+    pub fn spawn(mut cmd: Command) -> Guarded {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().expect("start the process");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Guarded {
+            child,
+            started: Instant::now(),
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// Time since it started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait until it exits, at most `limit` after it started; past that,
+    /// kill its process group and fail the test with what it printed.
+    /// Returns what it did and how long it ran.
+    pub fn wait(mut self, limit: Duration) -> (Ran, Duration) {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let took = self.started.elapsed();
+                return (self.output(status.code().unwrap_or(-1)), took);
+            }
+            if self.started.elapsed() > limit {
+                self.kill();
+                let ran = self.output(-1);
+                panic!("still running after {limit:?}: killed\n{ran:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What it printed so far; waits a little for the readers once it has
+    /// exited (a child it left behind may hold the pipes open).
+    fn output(&mut self, code: i32) -> Ran {
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text =
+            |buf: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        Ran {
+            code,
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.running() {
+            let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn collect(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
 }

@@ -166,6 +166,26 @@ pub struct StagePolicy {
     pub approval: bool,
 }
 
+/// Every read and write grant of `stage`, opened: the handles that the
+/// overlap rules check and the stage then uses.
+pub fn open_grants(stage: &Stage) -> Result<Vec<(GrantKind, fs::GrantDir)>, PolicyError> {
+    let mut granted = Vec::new();
+    for (kind, dirs) in [
+        (GrantKind::Read, &stage.read_dirs),
+        (GrantKind::Write, &stage.write_dirs),
+    ] {
+        for path in dirs {
+            let dir = fs::GrantDir::open(path).map_err(|source| PolicyError::Dir {
+                kind,
+                path: path.clone(),
+                source,
+            })?;
+            granted.push((kind, dir));
+        }
+    }
+    Ok(granted)
+}
+
 /// Which kind of directory grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantKind {
@@ -215,10 +235,15 @@ impl StagePolicy {
         })
     }
 
-    /// The policy for `stage` given its plugin's `requests`. Exec grants are
+    /// The policy for `stage` given its plugin's `requests` and its
+    /// directory grants as [`open_grants`] opened them. Exec grants are
     /// resolved (and their pins checked) here, so a missing tool is reported
     /// before any stage runs.
-    pub fn new(stage: &Stage, requests: &[Request]) -> Result<StagePolicy, PolicyError> {
+    pub fn new(
+        stage: &Stage,
+        requests: &[Request],
+        granted: Vec<(GrantKind, fs::GrantDir)>,
+    ) -> Result<StagePolicy, PolicyError> {
         let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
         // Every grant is resolved, requested or not: a granted program that
         // is missing is a broken pipeline either way.
@@ -227,20 +252,6 @@ impl StagePolicy {
             let policy = exec::ExecPolicy::resolve(grant)?;
             if asked(&Capability::Exec(grant.program.clone())) {
                 exec.push(policy);
-            }
-        }
-        let mut granted = Vec::new();
-        for (kind, dirs) in [
-            (GrantKind::Read, &stage.read_dirs),
-            (GrantKind::Write, &stage.write_dirs),
-        ] {
-            for path in dirs {
-                let dir = fs::GrantDir::open(path).map_err(|source| PolicyError::Dir {
-                    kind,
-                    path: path.clone(),
-                    source,
-                })?;
-                granted.push((kind, dir));
             }
         }
         let requested = |want: GrantKind, cap: Capability| -> Vec<fs::GrantDir> {

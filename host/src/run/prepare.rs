@@ -8,7 +8,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::caps::fs::Protected;
+use crate::caps::fs::{GrantDir, Protected};
 use crate::caps::{self, GrantKind, Missing, StagePolicy};
 use crate::pipeline::Pipeline;
 use crate::runtime::Runtime;
@@ -94,6 +94,24 @@ pub async fn prepare(
     protected: &[Protected],
 ) -> Result<Prepared, PrepareErrors> {
     let mut errors = PrepareErrors::default();
+    // Grants are opened and checked against Capstan's state before anything
+    // is loaded: loading compiles plugins into the state dir's cache, which
+    // must not be created inside a grant.
+    let mut opened = HashMap::new();
+    for stage in pipeline.stages.values() {
+        match caps::open_grants(stage) {
+            Ok(granted) => {
+                errors
+                    .grants
+                    .extend(reached(&stage.name, &granted, protected, &[]));
+                opened.insert(stage.name.clone(), granted);
+            }
+            Err(e) => errors.programs.push(format!("stage `{}`: {e}", stage.name)),
+        }
+    }
+    if !errors.grants.is_empty() {
+        return Err(errors);
+    }
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
         match LoadedPlugin::load(runtime, cache, &plugin.path, Some(&plugin.digest)).await {
@@ -134,14 +152,15 @@ pub async fn prepare(
         if !extra.is_empty() {
             unrequested.insert(stage.name.clone(), extra);
         }
-        match StagePolicy::new(stage, requests) {
+        let granted = opened.remove(&stage.name).unwrap_or_default();
+        match StagePolicy::new(stage, requests, granted) {
             Ok(policy) => {
                 policies.insert(stage.name.clone(), policy);
             }
             Err(e) => errors.programs.push(format!("stage `{}`: {e}", stage.name)),
         }
     }
-    errors.grants = overlaps(&pipeline, &policies, protected);
+    errors.grants = not_writable(&pipeline, &policies);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -153,71 +172,80 @@ pub async fn prepare(
     })
 }
 
-/// Every grant that reaches something it must not, as a message.
-fn overlaps(
-    pipeline: &Pipeline,
-    policies: &HashMap<String, StagePolicy>,
-    protected: &[Protected],
-) -> Vec<String> {
-    // Written only by the operator: the pipeline file itself (a stage that
-    // could edit it would grant itself anything on the next run), the
-    // components and the programs run.
-    let mut not_writable: Vec<Protected> = Vec::new();
-    match Protected::locate(&pipeline.file, "the pipeline file") {
-        Ok(p) => not_writable.push(p),
-        Err(e) => return vec![format!("cannot locate {}: {e}", pipeline.file.display())],
+/// Write grants that reach what only the operator writes: the pipeline
+/// file itself (a stage that could edit it would grant itself anything on
+/// the next run), the plugins' components and the programs stages run.
+fn not_writable(pipeline: &Pipeline, policies: &HashMap<String, StagePolicy>) -> Vec<String> {
+    let mut files: Vec<Protected> = Vec::new();
+    let mut locate = |path: &std::path::Path, what: String| match Protected::locate(path, what) {
+        Ok(p) => {
+            files.push(p);
+            None
+        }
+        Err(e) => Some(format!("cannot locate {}: {e}", path.display())),
+    };
+    if let Some(e) = locate(&pipeline.file, "the pipeline file".into()) {
+        return vec![e];
     }
     for (name, plugin) in &pipeline.plugins {
-        match Protected::locate(&plugin.path, format!("plugin `{name}`'s component")) {
-            Ok(p) => not_writable.push(p),
-            Err(e) => return vec![format!("cannot locate {}: {e}", plugin.path.display())],
+        if let Some(e) = locate(&plugin.path, format!("plugin `{name}`'s component")) {
+            return vec![e];
         }
     }
     for policy in policies.values() {
         for program in &policy.exec {
             let what = format!("the program `{}`", program.program);
             match Protected::of_open_file(&program.path, &program.file.file, what) {
-                Ok(p) => not_writable.push(p),
+                Ok(p) => files.push(p),
                 Err(e) => return vec![format!("cannot locate {}: {e}", program.path.display())],
             }
         }
     }
     let mut problems = Vec::new();
     for stage in pipeline.stages.values() {
-        let Some(policy) = policies.get(&stage.name) else {
-            continue;
-        };
-        for (kind, dir) in &policy.granted {
-            let writable = *kind == GrantKind::Write;
-            let reached = protected
-                .iter()
-                .chain(not_writable.iter().filter(|_| writable))
-                .find_map(|p| match p.overlaps(dir) {
-                    Ok(true) => Some(Ok(p)),
-                    Ok(false) => None,
-                    Err(e) => Some(Err(e)),
-                });
-            match reached {
-                None => {}
-                Some(Ok(p)) => problems.push(format!(
-                    "stage `{}`: the {kind} grant {} reaches {} ({}); grant a directory that \
+        if let Some(policy) = policies.get(&stage.name) {
+            problems.extend(reached(&stage.name, &policy.granted, &[], &files));
+        }
+    }
+    problems
+}
+
+/// The grants of `stage` that reach one of `protected` (any grant) or of
+/// `files` (write grants only), as messages.
+fn reached(
+    stage: &str,
+    granted: &[(GrantKind, GrantDir)],
+    protected: &[Protected],
+    files: &[Protected],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (kind, dir) in granted {
+        let writable = *kind == GrantKind::Write;
+        let candidates = protected
+            .iter()
+            .map(|p| (p, true))
+            .chain(files.iter().filter(|_| writable).map(|p| (p, false)));
+        for (p, is_state) in candidates {
+            match p.overlaps(dir) {
+                Ok(false) => continue,
+                Ok(true) => problems.push(format!(
+                    "stage `{stage}`: the {kind} grant {} reaches {} ({}); grant a directory that \
                      neither contains it nor lies inside it{}",
-                    stage.name,
                     dir.path.display(),
                     p.what,
                     p.path.display(),
-                    if protected.iter().any(|q| std::ptr::eq(q, p)) {
+                    if is_state {
                         ", or move Capstan's state with --state-dir / --store"
                     } else {
                         ""
                     }
                 )),
-                Some(Err(e)) => problems.push(format!(
-                    "stage `{}`: cannot check the {kind} grant {}: {e}",
-                    stage.name,
+                Err(e) => problems.push(format!(
+                    "stage `{stage}`: cannot check the {kind} grant {}: {e}",
                     dir.path.display()
                 )),
             }
+            break;
         }
     }
     problems

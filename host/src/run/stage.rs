@@ -254,6 +254,19 @@ impl StageRun {
         {
             return self.timed_out();
         }
+        let table_full = trap.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<wasmtime::component::ResourceTableError>(),
+                Some(wasmtime::component::ResourceTableError::Full)
+            )
+        });
+        if table_full {
+            return format!(
+                "handle limit of {} exceeded (a stage may hold at most that many open files, \
+                 directories and streams at once)",
+                crate::caps::limits::stage_handle_cap()
+            );
+        }
         let cause = match trap.downcast_ref::<wasmtime::Trap>() {
             Some(t) => t.to_string(),
             None => format!("{:#}", trap.root_cause()),

@@ -1,5 +1,6 @@
 //! The attacks. Each either fails with the host's refusal or returns
-//! [`escaped`].
+//! [`escaped`]. The attacks on the sandbox's edges are in
+//! [`crate::escapes`].
 
 use std::fmt::Display;
 use std::hint::black_box;
@@ -14,7 +15,7 @@ use crate::Action;
 const UNCAPPED_OUTPUT: usize = 16 << 20;
 
 /// The attack worked: the stage succeeds, loudly.
-fn escaped(what: impl Display) -> Result<Outcome, Error> {
+pub(crate) fn escaped(what: impl Display) -> Result<Outcome, Error> {
     Ok(Outcome::new(format!("ESCAPED: {what}")).output("escaped", true))
 }
 
@@ -70,21 +71,7 @@ pub(crate) fn run(action: Action) -> Result<Outcome, Error> {
             }
         }
         Action::Flood => flood(),
-        Action::ExecFlood => {
-            let out = Exec::new("yes").capture().run()?;
-            let outcome = Outcome::new(format!(
-                "yes ended with {}, {} bytes captured (truncated: {})",
-                out.status,
-                out.stdout.len(),
-                out.truncated
-            ));
-            if out.stdout.len() > UNCAPPED_OUTPUT {
-                return escaped(format!("yes returned {} bytes uncapped", out.stdout.len()));
-            }
-            Ok(outcome
-                .output("stdout_bytes", out.stdout.len())
-                .output("truncated", out.truncated))
-        }
+        Action::ExecFlood => exec_flood(Exec::new("yes")),
         Action::ExecHang => {
             let out = Exec::new("sleep").arg("1000").run()?;
             if out.status == ExitStatus::Code(0) {
@@ -114,8 +101,25 @@ pub(crate) fn run(action: Action) -> Result<Outcome, Error> {
                     .output("error", why)),
             }
         }
-        benign => unreachable!("benign action {benign:?} handled in lib.rs"),
+        other => crate::escapes::run(other),
     }
+}
+
+/// Run `yes` (with capture) until the host stops it; returning more than
+/// [`UNCAPPED_OUTPUT`] escaped.
+pub(crate) fn exec_flood(yes: Exec) -> Result<Outcome, Error> {
+    let out = yes.capture().run()?;
+    if out.stdout.len() > UNCAPPED_OUTPUT {
+        return escaped(format!("yes returned {} bytes uncapped", out.stdout.len()));
+    }
+    Ok(Outcome::new(format!(
+        "yes ended with {}, {} bytes captured (truncated: {})",
+        out.status,
+        out.stdout.len(),
+        out.truncated
+    ))
+    .output("stdout_bytes", out.stdout.len())
+    .output("truncated", out.truncated))
 }
 
 /// Every way of naming a shell must be refused; any that runs escaped.

@@ -3,14 +3,17 @@
 //! Its `with` table picks an action: `{ action = "...", ...params }`. The
 //! benign actions (`exec`, `context`, `write-file`, `read-file`, `env`)
 //! exercise what the tests grant; the attacks (see [`attacks`]) try to go
-//! beyond the grants or the stage's limits.
+//! beyond the grants or the stage's limits; [`escapes`] holds the attacks
+//! on the sandbox's edges (races on paths, floods on every path to a limit,
+//! blocking host calls, text that poses as the host's).
 //!
 //! The tests grant everything `describe` requests (exec `echo`, `sleep`,
-//! `yes`, `true`; read; write; env `GRANTED_VAR`; connect). When the host
-//! refuses an attack the stage fails with the host's error (mostly
-//! `not-permitted`, carrying the host's message); when an attack succeeds
-//! the stage *succeeds* with output `escaped = true` and a summary starting
-//! with `ESCAPED:`, so a test can never mistake an escape for a refusal.
+//! `yes`, `true`, `ln -s`, `pwd -P`; read; write; env `GRANTED_VAR`;
+//! connect; approval). When the host refuses an attack the stage fails with
+//! the host's error (mostly `not-permitted`, carrying the host's message);
+//! when an attack succeeds the stage *succeeds* with output `escaped = true`
+//! and a summary starting with `ESCAPED:`, so a test can never mistake an
+//! escape for a refusal.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 mod attacks;
+mod escapes;
 
 /// The action to take, and its parameters.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -83,6 +87,59 @@ enum Action {
         port: u16,
         timeout_ms: Option<u64>,
     },
+    /// Rename `path` to `path` + ".moved", then make `path` a symlink to
+    /// `target` (e.g. re-point a downstream stage's grant).
+    Repoint { path: String, target: String },
+    /// For `millis`, rename `dir`→`name`→`dir` and `link`→`name`→`link`
+    /// alternately: `name` is a real directory, then a symlink pointing
+    /// wherever `link` points; each state lasts `dwell_us` (default 0).
+    Flip {
+        dir: String,
+        link: String,
+        name: String,
+        millis: u64,
+        #[serde(default)]
+        dwell_us: u64,
+    },
+    /// Exec `pwd -P` in `cwd`, `times` times; refusals are fine, a working
+    /// directory outside `inside` (default: the parent of `cwd`) escaped.
+    CwdRace {
+        cwd: String,
+        times: u32,
+        inside: Option<String>,
+    },
+    /// Create and keep open up to `count` files in `dir`; output how many
+    /// opened and the first error, hold them `hold_ms`, then succeed.
+    HoldFiles {
+        dir: String,
+        count: u32,
+        hold_ms: u64,
+    },
+    /// Sleep `delay_ms`, then exec like `exec` (captured).
+    ExecAfter {
+        delay_ms: u64,
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// Exec an ungranted program `times` times, ignoring the refusals.
+    DenyFlood { times: u32 },
+    /// Exec `yes` with capture, unlogged.
+    ExecFloodUnlogged,
+    /// Read the FIFO at `path` (blocks until a writer comes).
+    OpenFifo { path: String },
+    /// GET `url` through the host within `timeout_ms`.
+    HttpGet { url: String, timeout_ms: u64 },
+    /// Put terminal escapes and lines posing as the host's into every text
+    /// field; with `approval` (default), ask humans with such a request.
+    ForgeText {
+        #[serde(default = "yes")]
+        approval: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 struct Adversary;
@@ -97,10 +154,13 @@ impl Stage for Adversary {
             .exec("sleep", "to hang a child process")
             .exec("yes", "to flood a child's output")
             .exec("true", "benign exec")
+            .exec("ln", "to re-point a path with a symlink")
+            .exec("pwd", "to see where a working directory really is")
             .read("to read files, and outside the grants")
             .write("to write files, and into read-only grants")
             .env("GRANTED_VAR", "to read a granted variable")
             .connect("to probe TCP endpoints")
+            .approval("to ask humans with forged text")
     }
 
     fn run(ctx: Context<Action>) -> Result<Outcome, Error> {
@@ -213,13 +273,34 @@ mod tests {
             parse(json!({"action": "sh-smuggle"})),
             Action::ShSmuggle
         ));
+        assert!(matches!(
+            parse(json!({"action": "forge-text"})),
+            Action::ForgeText { approval: true }
+        ));
+        assert!(matches!(
+            parse(json!({"action": "flip", "dir": "a", "link": "b", "name": "c", "millis": 5})),
+            Action::Flip { millis: 5, .. }
+        ));
+        assert!(matches!(
+            parse(json!({"action": "exec-after", "delay_ms": 1, "program": "echo"})),
+            Action::ExecAfter { ref args, .. } if args.is_empty()
+        ));
         assert!(serde_json::from_value::<Action>(json!({"action": "nope"})).is_err());
     }
 
     #[test]
     fn describe_requests_what_the_tests_grant() {
         let info = capstan_plugin::__private::describe::<Adversary>();
-        assert_eq!(info.requests.len(), 8);
-        assert!(info.config_schema.unwrap().contains("sh-smuggle"));
+        assert_eq!(info.requests.len(), 11);
+        let schema = info.config_schema.unwrap();
+        for action in [
+            "sh-smuggle",
+            "repoint",
+            "cwd-race",
+            "deny-flood",
+            "forge-text",
+        ] {
+            assert!(schema.contains(action), "{action}");
+        }
     }
 }
