@@ -63,6 +63,19 @@ pub struct PluginRef {
     pub digest: String,
     /// Pin from the pipeline file, if any (already checked against `digest`).
     pub pinned: bool,
+    /// The bytes that were hashed: loading uses these, never a second read
+    /// of a file that could have changed since.
+    pub bytes: PluginBytes,
+}
+
+/// A plugin file's content, shared (its `Debug` shows only the size).
+#[derive(Clone)]
+pub struct PluginBytes(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for PluginBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 /// One stage, resolved.
@@ -403,6 +416,7 @@ impl Validator<'_> {
                     path,
                     digest,
                     pinned: entry.sha256.is_some(),
+                    bytes: PluginBytes(bytes.into()),
                 },
             );
         }

@@ -114,7 +114,7 @@ pub async fn prepare(
     }
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
-        match LoadedPlugin::load(runtime, cache, &plugin.path, Some(&plugin.digest)).await {
+        match LoadedPlugin::load_validated(runtime, cache, plugin).await {
             Ok(loaded) => {
                 if loaded.cache == CacheUse::Recompiled {
                     eprintln!(

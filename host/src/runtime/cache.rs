@@ -5,17 +5,20 @@
 //! trusted only when the host can tell it made it: each entry carries a
 //! keyed BLAKE3 MAC over the component's digest, the engine tag and the
 //! compiled bytes, with a key that only the host reads (`<cache>/key`, mode
-//! 0600, inside the state dir that no grant may reach). The entry is read
-//! into memory once, verified, and deserialized from those same bytes, so
-//! nothing can change between the check and the use. Anything that fails
+//! 0600, inside the state dir that no grant may reach). The entry is copied
+//! once into a memfd sealed against writes, verified there, and mapped from
+//! that memfd, so nothing can change between the check and the use. Anything that fails
 //! verification (edited, truncated, another plugin's entry under this
 //! name, written without the key) is recompiled, and the load says so.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -37,6 +40,14 @@ pub enum CacheUse {
 }
 
 const MAC_LEN: usize = 32;
+
+/// Why a component could not be had.
+#[derive(Debug)]
+pub enum CompileError<E> {
+    /// It failed the check made before compiling.
+    Check(E),
+    Compile(wasmtime::Error),
+}
 
 impl Cache {
     pub fn new(dir: PathBuf) -> Cache {
@@ -60,15 +71,23 @@ impl Cache {
         Some((path, tag))
     }
 
-    /// The compiled form of `bytes` (whose sha256 is `digest`).
-    pub fn component(
+    /// The compiled form of `bytes` (whose sha256 is `digest`): a verified
+    /// entry, else compiled after `check` (the bounds a component must stay
+    /// within to be compiled at all; a verified entry passed them when it
+    /// was compiled, and its MAC binds it to this digest).
+    pub fn component<E>(
         &self,
         engine: &Engine,
         digest: &str,
         bytes: &[u8],
-    ) -> wasmtime::Result<(Component, CacheUse)> {
+        check: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(Component, CacheUse), CompileError<E>> {
+        let compile = move || {
+            check().map_err(CompileError::Check)?;
+            Component::from_binary(engine, bytes).map_err(CompileError::Compile)
+        };
         let (Some(root), Some((entry, tag))) = (&self.dir, self.entry(engine, digest)) else {
-            return Ok((Component::from_binary(engine, bytes)?, CacheUse::Disabled));
+            return Ok((compile()?, CacheUse::Disabled));
         };
         let key = match key(root) {
             Ok(key) => key,
@@ -77,23 +96,25 @@ impl Cache {
                     "warning: the compiled-plugin cache key in {} cannot be used ({e}); compiling without the cache",
                     root.display()
                 );
-                return Ok((Component::from_binary(engine, bytes)?, CacheUse::Disabled));
+                return Ok((compile()?, CacheUse::Disabled));
             }
         };
         let mut found = false;
-        if let Ok(stored) = std::fs::read(&entry) {
+        if let Ok(file) = std::fs::File::open(&entry) {
             found = true;
-            if let Some(compiled) = verified(&key, digest, tag, &stored) {
-                // SAFETY: these bytes carry a MAC made with the host's own
-                // key over this component's digest and this engine: the
-                // host serialized them. wasmtime also checks the engine
-                // compatibility header and refuses a mismatch.
-                if let Ok(component) = unsafe { Component::deserialize(engine, compiled) } {
+            if let Some(sealed) = sealed_if_verified(file, &key, digest, tag) {
+                // SAFETY: the bytes carry a MAC made with the host's own key
+                // over this component's digest and this engine (the host
+                // serialized them), and they sit in a sealed memfd that
+                // nobody can change while wasmtime maps it. wasmtime also
+                // checks the engine compatibility header.
+                let path = format!("/proc/self/fd/{}", sealed.as_raw_fd());
+                if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
                     return Ok((component, CacheUse::Hit));
                 }
             }
         }
-        let component = Component::from_binary(engine, bytes)?;
+        let component = compile()?;
         if let Ok(compiled) = component.serialize() {
             let mac = mac(&key, digest, tag, &compiled);
             let _ = write_atomically(&entry, &[mac.as_slice(), &compiled]);
@@ -108,22 +129,67 @@ impl Cache {
 }
 
 fn mac(key: &[u8; 32], digest: &str, tag: u64, compiled: &[u8]) -> [u8; MAC_LEN] {
-    let mut h = blake3::Hasher::new_keyed(key);
-    h.update(digest.as_bytes());
-    h.update(&tag.to_le_bytes());
-    h.update(compiled);
-    *h.finalize().as_bytes()
+    let mut m = Mac::new(key, digest, tag);
+    m.update(compiled);
+    *m.0.finalize().as_bytes()
 }
 
-/// The compiled bytes of an entry whose MAC checks out.
-fn verified<'a>(key: &[u8; 32], digest: &str, tag: u64, stored: &'a [u8]) -> Option<&'a [u8]> {
-    if stored.len() < MAC_LEN {
-        return None;
+/// The compiled part of the entry `file`, copied (in the kernel) into a
+/// memfd sealed against every change, when its MAC checks out: what is
+/// verified is exactly what is then mapped and run.
+fn sealed_if_verified(
+    mut file: std::fs::File,
+    key: &[u8; 32],
+    digest: &str,
+    tag: u64,
+) -> Option<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut given = [0u8; MAC_LEN];
+    file.read_exact(&mut given).ok()?;
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let mut sealed = std::fs::File::from(memfd_create("capstan-cwasm", flags).ok()?);
+    file.seek(SeekFrom::Start(MAC_LEN as u64)).ok()?;
+    std::io::copy(&mut file, &mut sealed).ok()?;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&sealed, FcntlArg::F_ADD_SEALS(seals)).ok()?;
+    let mut mac = Mac::new(key, digest, tag);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = sealed.read_at(&mut buf, offset).ok()?;
+        if n == 0 {
+            break;
+        }
+        mac.update(&buf[..n]);
+        offset += n as u64;
     }
-    let (given, compiled) = stored.split_at(MAC_LEN);
-    let expected = blake3::Hash::from(mac(key, digest, tag, compiled));
-    // `blake3::Hash` compares in constant time.
-    (expected == blake3::Hash::from(<[u8; MAC_LEN]>::try_from(given).ok()?)).then_some(compiled)
+    mac.matches(&given).then_some(sealed)
+}
+
+/// The keyed MAC of an entry: the component's digest, the engine tag, then
+/// the compiled bytes.
+struct Mac(blake3::Hasher);
+
+impl Mac {
+    fn new(key: &[u8; 32], digest: &str, tag: u64) -> Mac {
+        let mut h = blake3::Hasher::new_keyed(key);
+        h.update(digest.as_bytes());
+        h.update(&tag.to_le_bytes());
+        Mac(h)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Whether `given` is this MAC (`blake3::Hash` compares in constant time).
+    fn matches(&self, given: &[u8; MAC_LEN]) -> bool {
+        self.0.finalize() == blake3::Hash::from(*given)
+    }
 }
 
 /// The cache's key, created on first use (0600, published whole by a hard
@@ -182,6 +248,12 @@ fn write_atomically(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn entry(dir: &Path, name: &str, bytes: &[u8]) -> std::fs::File {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::File::open(path).unwrap()
+    }
+
     #[test]
     fn only_entries_made_with_the_key_for_this_digest_verify() {
         let dir = tempfile::tempdir().unwrap();
@@ -193,16 +265,45 @@ mod tests {
             0o600
         );
         let compiled = b"compiled code".to_vec();
-        let entry = [mac(&k, "aaaa", 7, &compiled).as_slice(), &compiled].concat();
-        assert_eq!(verified(&k, "aaaa", 7, &entry), Some(compiled.as_slice()));
+        let good = [mac(&k, "aaaa", 7, &compiled).as_slice(), &compiled].concat();
+        let verifies = |key: &[u8; 32], digest: &str, tag: u64, bytes: &[u8]| {
+            sealed_if_verified(entry(dir.path(), "e", bytes), key, digest, tag).map(|mut f| {
+                use std::io::Seek;
+                f.rewind().unwrap();
+                let mut read = Vec::new();
+                f.read_to_end(&mut read).unwrap();
+                read
+            })
+        };
+        assert_eq!(verifies(&k, "aaaa", 7, &good), Some(compiled.clone()));
         // Another plugin's entry, another engine, an edit, another key, a
         // truncated file: none verifies.
-        assert_eq!(verified(&k, "bbbb", 7, &entry), None);
-        assert_eq!(verified(&k, "aaaa", 8, &entry), None);
-        let mut edited = entry.clone();
+        assert_eq!(verifies(&k, "bbbb", 7, &good), None);
+        assert_eq!(verifies(&k, "aaaa", 8, &good), None);
+        let mut edited = good.clone();
         *edited.last_mut().unwrap() ^= 1;
-        assert_eq!(verified(&k, "aaaa", 7, &edited), None);
-        assert_eq!(verified(&[0u8; 32], "aaaa", 7, &entry), None);
-        assert_eq!(verified(&k, "aaaa", 7, &entry[..10]), None);
+        assert_eq!(verifies(&k, "aaaa", 7, &edited), None);
+        assert_eq!(verifies(&[0u8; 32], "aaaa", 7, &good), None);
+        assert_eq!(verifies(&k, "aaaa", 7, &good[..10]), None);
+    }
+
+    #[test]
+    fn a_verified_entry_cannot_be_changed_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(dir.path()).unwrap();
+        let compiled = b"compiled code".to_vec();
+        let good = [mac(&k, "aaaa", 7, &compiled).as_slice(), &compiled].concat();
+        let sealed = sealed_if_verified(entry(dir.path(), "e", &good), &k, "aaaa", 7).unwrap();
+        // Rewriting the entry file does not reach the sealed copy, and the
+        // copy itself refuses writes.
+        std::fs::write(dir.path().join("e"), b"other").unwrap();
+        use std::os::unix::fs::FileExt;
+        let mut read = vec![0u8; compiled.len()];
+        sealed.read_exact_at(&mut read, 0).unwrap();
+        assert_eq!(read, compiled);
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{}", sealed.as_raw_fd()));
+        assert!(writable.is_err() || writable.unwrap().write_at(b"x", 0).is_err());
     }
 }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::bounds::{self, BoundsError};
-use super::cache::{Cache, CacheUse};
+use super::cache::{Cache, CacheUse, CompileError};
 use super::{Runtime, StageState};
 use crate::bindings::{self, CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::caps::{Capability, Request};
@@ -105,19 +105,46 @@ impl LoadedPlugin {
                 actual: digest,
             });
         }
-        check_header(path, &bytes)?;
-        // Before any compiling: its cost grows with the shape, not the size.
-        bounds::check(&bytes).map_err(|source| LoadError::Bounds {
-            path: path.into(),
-            source,
-        })?;
-        let (component, cache_use) =
-            cache
-                .component(&runtime.engine, &digest, &bytes)
-                .map_err(|e| LoadError::Compile {
+        Self::from_bytes(runtime, cache, path, &bytes, digest, started).await
+    }
+
+    /// Load a plugin of a validated pipeline from the bytes that were
+    /// hashed when it was validated.
+    pub async fn load_validated(
+        runtime: &Runtime,
+        cache: &Cache,
+        plugin: &crate::pipeline::PluginRef,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        let (bytes, digest) = (&plugin.bytes.0, plugin.digest.clone());
+        Self::from_bytes(runtime, cache, &plugin.path, bytes, digest, started).await
+    }
+
+    async fn from_bytes(
+        runtime: &Runtime,
+        cache: &Cache,
+        path: &Path,
+        bytes: &[u8],
+        digest: String,
+        started: Instant,
+    ) -> Result<LoadedPlugin, LoadError> {
+        check_header(path, bytes)?;
+        // Bounded before any compiling: its cost grows with the shape, not
+        // the size.
+        let (component, cache_use) = cache
+            .component(&runtime.engine, &digest, bytes, || {
+                bounds::check(bytes).map(drop)
+            })
+            .map_err(|e| match e {
+                CompileError::Check(source) => LoadError::Bounds {
+                    path: path.into(),
+                    source,
+                },
+                CompileError::Compile(e) => LoadError::Compile {
                     path: path.into(),
                     message: format!("{e:#}"),
-                })?;
+                },
+            })?;
         let contract = check_contract(runtime, path, &component)?;
         let pre = runtime
             .linker

@@ -151,19 +151,24 @@ impl ProcessHost {
             }
         };
         let mut command = tokio::process::Command::new(policy.file.exec_path());
-        let (program_fd, cwd_fd) = (policy.file.file.as_raw_fd(), cwd_dir.as_raw_fd());
-        // SAFETY: only async-signal-safe calls between fork and exec: the
-        // program's descriptor stays open across exec (a `#!` script's
-        // interpreter opens it), and the child enters the directory that
-        // was checked, by handle.
-        unsafe {
-            command.pre_exec(move || {
-                let flags = libc_fcntl_clear_cloexec(program_fd);
-                if flags < 0 || libc_fchdir(cwd_fd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        // The child enters the directory that was checked through its own
+        // copy of our descriptor (`/proc/self/fd/N` in the child is that
+        // open directory, not a path that could be re-pointed).
+        command.current_dir(format!("/proc/self/fd/{}", cwd_dir.as_raw_fd()));
+        if policy.file.script {
+            let program_fd = policy.file.file.as_raw_fd();
+            // SAFETY: one async-signal-safe call between fork and exec: the
+            // script's descriptor stays open across exec, for its
+            // interpreter to open. (Only scripts pay for fork; binaries are
+            // started with posix_spawn.)
+            unsafe {
+                command.pre_exec(move || {
+                    if clear_cloexec(program_fd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = match command
             .arg0(&policy.path)
@@ -329,17 +334,11 @@ impl ProcessHost {
     }
 }
 
-fn libc_fcntl_clear_cloexec(fd: i32) -> i32 {
+fn clear_cloexec(fd: i32) -> i32 {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     // SAFETY: `fd` is the program file, open in this (child) process.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap_or(-1)
-}
-
-fn libc_fchdir(fd: i32) -> i32 {
-    // SAFETY: `fd` is the checked working directory, open in this process.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::unistd::fchdir(fd).map_or(-1, |()| 0)
 }
 
 /// How often a running child's output is copied to the stage log.

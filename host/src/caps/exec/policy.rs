@@ -41,6 +41,9 @@ pub struct ExecPolicy {
 pub struct ProgramFile {
     pub file: File,
     stamp: Stamp,
+    /// A `#!` script: its interpreter opens the file by the path it is run
+    /// by, so the descriptor must stay open across `exec`.
+    pub script: bool,
 }
 
 /// What changes when a file's content is rewritten in place (ctime cannot
@@ -68,6 +71,16 @@ impl Stamp {
 }
 
 impl ProgramFile {
+    fn new(file: File, stamp: Stamp) -> ProgramFile {
+        let mut magic = [0u8; 2];
+        let script = file.read_exact_at(&mut magic, 0).is_ok() && &magic == b"#!";
+        ProgramFile {
+            file,
+            stamp,
+            script,
+        }
+    }
+
     /// The path that executes this open file (`execve` of
     /// `/proc/self/fd/N`, as `fexecve` does); the descriptor must stay open
     /// across `exec` in the child for `#!` scripts, whose interpreter opens it.
@@ -180,7 +193,7 @@ impl ExecPolicy {
             args: grant.args.clone(),
             env: grant.env.clone(),
             timeout: grant.timeout,
-            file: Arc::new(ProgramFile { file, stamp }),
+            file: Arc::new(ProgramFile::new(file, stamp)),
         })
     }
 
@@ -336,7 +349,7 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|s| s.to_string()).collect(),
             timeout: None,
-            file: Arc::new(ProgramFile { file, stamp }),
+            file: Arc::new(ProgramFile::new(file, stamp)),
         }
     }
 
@@ -347,7 +360,8 @@ mod tests {
         std::fs::write(&path, "#!/bin/sh\necho one\n").unwrap();
         let file = File::open(&path).unwrap();
         let (digest, stamp) = file_digest(&file).unwrap();
-        let program = ProgramFile { file, stamp };
+        let program = ProgramFile::new(file, stamp);
+        assert!(program.script);
         assert!(program.unchanged());
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&path, "#!/bin/sh\necho two\n").unwrap();

@@ -88,7 +88,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     for (name, plugin) in &pipeline.plugins {
         loaded.insert(
             name.clone(),
-            LoadedPlugin::load(&runtime, &cache, &plugin.path, Some(&plugin.digest))
+            LoadedPlugin::load_validated(&runtime, &cache, plugin)
                 .await
                 .map_err(|e| e.to_string()),
         );
