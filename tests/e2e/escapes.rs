@@ -479,9 +479,9 @@ fn a_first_run_through_a_symlinked_state_dir_is_refused() {
 }
 
 /// Output the host writes for a stage counts against its `max_output`
-/// whatever the path: unlogged child output, and the audit lines its
-/// denials cause. Past the limit the stage ends, named; what it wrote stays
-/// within twice the limit.
+/// whatever the path: unlogged child output, the audit lines its denials
+/// cause, and what it returns (summary, outputs). Past the limit the stage
+/// ends, named; what it wrote stays within twice the limit.
 #[test]
 fn output_and_audit_floods_stop_at_max_output() {
     const LIMIT: usize = 256 << 10;
@@ -500,6 +500,11 @@ fn output_and_audit_floods_stop_at_max_output() {
                 r#"{ action = "deny-flood", times = 20000 }"#,
                 "max_output = \"256KiB\"",
             ),
+            stage(
+                "big_outcome",
+                r#"{ action = "big-outcome", bytes = 1048576 }"#,
+                "max_output = \"256KiB\"",
+            ),
             beside(),
         ],
     );
@@ -507,7 +512,7 @@ fn output_and_audit_floods_stop_at_max_output() {
     assert_eq!(ran.code, 1, "{ran:?}");
     nothing_escaped(&run);
     beside_succeeded(&run);
-    for flood in ["unlogged_flood", "deny_flood"] {
+    for flood in ["unlogged_flood", "deny_flood", "big_outcome"] {
         eprintln!(
             "{flood}: {} ({} bytes of log, {} of audit)",
             run.reason(flood),
@@ -526,6 +531,14 @@ fn output_and_audit_floods_stop_at_max_output() {
     assert!(
         !run.denials("deny_flood").is_empty(),
         "the refused execs are audited"
+    );
+    // What a stage returns is written to run.json and the store: a stage
+    // over its limit keeps none of it.
+    let record = std::fs::read_to_string(run.dir.join("run.json")).unwrap();
+    assert!(
+        record.len() < LIMIT,
+        "run.json holds {} bytes",
+        record.len()
     );
 }
 

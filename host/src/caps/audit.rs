@@ -160,6 +160,13 @@ impl StageAudit {
         );
     }
 
+    /// Count `bytes` the stage's request will have written (e.g. an approval
+    /// request kept in the run store) against its output limit.
+    pub fn charge(&self, bytes: usize) -> wasmtime::Result<()> {
+        let _ = self.budget.charge(bytes as u64);
+        self.within_budget()
+    }
+
     /// Refuse further requests once the stage is over its output limit: the
     /// stage ends, named, instead of producing more records.
     pub fn within_budget(&self) -> wasmtime::Result<()> {

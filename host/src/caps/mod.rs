@@ -39,11 +39,11 @@ pub enum Capability {
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Capability::Exec(p) => write!(f, "exec `{p}`"),
+            Capability::Exec(p) => write!(f, "exec `{}`", crate::text::inline(p)),
             Capability::Read => f.write_str("read"),
             Capability::Write => f.write_str("write"),
-            Capability::Env(n) => write!(f, "env `{n}`"),
-            Capability::Secret(n) => write!(f, "secret `{n}`"),
+            Capability::Env(n) => write!(f, "env `{}`", crate::text::inline(n)),
+            Capability::Secret(n) => write!(f, "secret `{}`", crate::text::inline(n)),
             Capability::Connect => f.write_str("connect"),
             Capability::Approval => f.write_str("approval"),
         }
@@ -132,16 +132,21 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
 
 /// The pipeline-file lines that grant `capability` to `stage`.
 pub fn grant_toml(stage: &str, capability: &Capability) -> String {
+    // Names come from the plugin: written as TOML strings (quoted, escaped),
+    // so no name can break out of its line.
+    let quoted = |name: &str| toml::Value::from(name).to_string();
     match capability {
         Capability::Exec(program) => format!(
-            "[[stages.{stage}.grants.exec]]\nprogram = \"{program}\"\nargs = [\"**\"]  # narrow to the arguments it needs, e.g. [\"init|plan\", \"**\"]"
+            "[[stages.{stage}.grants.exec]]\nprogram = {}\nargs = [\"**\"]  # narrow to the arguments it needs, e.g. [\"init|plan\", \"**\"]",
+            quoted(program)
         ),
         Capability::Read => format!("[stages.{stage}.grants]\nread = [\"<directory>\"]"),
         Capability::Write => format!("[stages.{stage}.grants]\nwrite = [\"<directory>\"]"),
-        Capability::Env(name) => format!("[stages.{stage}.grants]\nenv = [\"{name}\"]"),
-        Capability::Secret(name) => {
-            format!("# secret `{name}`: secrets are not supported by this host version")
-        }
+        Capability::Env(name) => format!("[stages.{stage}.grants]\nenv = [{}]", quoted(name)),
+        Capability::Secret(name) => format!(
+            "# secret {}: secrets are not supported by this host version",
+            quoted(name)
+        ),
         Capability::Connect => format!("[stages.{stage}.grants]\nconnect = [\"<host>:<port>\"]"),
         Capability::Approval => format!("[stages.{stage}.grants]\napproval = true"),
     }

@@ -64,7 +64,7 @@ impl fmt::Display for PrepareErrors {
                 f,
                 "error: stage `{stage}` (plugin `{plugin}`) requests {} — \"{}\" — but the pipeline does not grant it.\n  add to the pipeline file:\n\n{}\n",
                 m.request.capability,
-                m.request.reason,
+                crate::text::inline(&m.request.reason),
                 indent(&m.toml)
             )?;
         }

@@ -135,6 +135,11 @@ impl StageRun {
         // Belt and braces: the epoch deadline stops plugin code and exec
         // timeouts stop children; this stops everything else.
         let result = tokio::time::timeout(timeout + Duration::from_secs(2), call).await;
+        // What the plugin hands back is written to run.json, outputs.json
+        // and the run store: it counts against the stage's output limit too.
+        if let Ok(Ok(returned)) = &result {
+            let _ = sink.charge(returned_size(returned));
+        }
         // A limit that was hit explains the failure, whatever the plugin
         // made of it (it may have caught the error and returned its own).
         let limit = self.limit_hit(&sink, memory.load(Ordering::SeqCst));
@@ -288,6 +293,28 @@ impl StageRun {
             None => format!("plugin crashed: {cause}"),
         }
     }
+}
+
+/// Bytes of text a plugin returned (summary, outputs, artifacts, report, or
+/// its error message).
+fn returned_size(returned: &Result<wit::StageOutcome, wit::StageError>) -> u64 {
+    let text = match returned {
+        Ok(o) => {
+            o.summary.len()
+                + o.outputs
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                + o.artifacts.iter().map(String::len).sum::<usize>()
+                + o.report.as_ref().map_or(0, String::len)
+        }
+        Err(
+            wit::StageError::InvalidConfig(m)
+            | wit::StageError::NotPermitted(m)
+            | wit::StageError::Failed(m),
+        ) => m.len(),
+    };
+    text as u64
 }
 
 fn plugin_error(e: wit::StageError) -> String {

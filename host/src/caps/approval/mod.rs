@@ -242,7 +242,13 @@ impl wit::Host for ApprovalHost {
         &mut self,
         request: wit::Request,
     ) -> wasmtime::Result<Result<wit::Decision, wit::Error>> {
-        self.audit.within_budget()?;
+        // The request is recorded (audit log, run store): its text counts.
+        let size = request.subject.len()
+            + request.digest.len()
+            + request.details.len()
+            + request.checklist.iter().map(String::len).sum::<usize>()
+            + request.approvers.iter().map(String::len).sum::<usize>();
+        self.audit.charge(size)?;
         if !self.granted {
             let reason =
                 "approval is not granted; add `approval = true` to the stage's grants".to_string();

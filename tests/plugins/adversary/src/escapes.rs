@@ -58,6 +58,9 @@ pub(crate) fn run(action: Action) -> Result<Outcome, Error> {
                 .output("exit_code", out.status.code()))
         }
         Action::DenyFlood { times } => deny_flood(times),
+        Action::BigOutcome { bytes } => {
+            Ok(Outcome::new("x".repeat(bytes)).output("big", "y".repeat(bytes)))
+        }
         Action::ExecFloodUnlogged => exec_flood(Exec::new("yes").unlogged()),
         Action::OpenFifo { path } => match std::fs::read(&path) {
             Ok(bytes) => Ok(

@@ -124,6 +124,9 @@ enum Action {
     },
     /// Exec an ungranted program `times` times, ignoring the refusals.
     DenyFlood { times: u32 },
+    /// Return an output and a summary of `bytes` bytes each (what a stage
+    /// returns is written to run.json and the run store).
+    BigOutcome { bytes: usize },
     /// Exec `yes` with capture, unlogged.
     ExecFloodUnlogged,
     /// Read the FIFO at `path` (blocks until a writer comes).
