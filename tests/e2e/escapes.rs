@@ -48,25 +48,8 @@ fn nothing_escaped(run: &Run) {
     }
 }
 
-/// `stage` failed with a reason containing every one of `words`, and the
-/// failure, with that reason, is in audit.jsonl.
 fn failed_naming(run: &Run, stage: &str, words: &[&str]) {
-    assert_eq!(
-        run.status(stage),
-        "failed",
-        "{stage} must fail: {:#}",
-        run.stage(stage)
-    );
-    let reason = run.reason(stage);
-    for w in words {
-        assert!(reason.contains(w), "{stage}: `{reason}` lacks `{w}`");
-    }
-    let failed = run
-        .audit_of(stage)
-        .into_iter()
-        .find(|e| e["detail"]["event"] == "failed")
-        .unwrap_or_else(|| panic!("{stage}: no failure in audit.jsonl"));
-    assert_eq!(failed["reason"], reason.as_str(), "{stage}");
+    run.assert_failed_naming(stage, words);
 }
 
 /// A limit `stage` hit is recorded as such in audit.jsonl.

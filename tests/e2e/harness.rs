@@ -227,6 +227,27 @@ impl Run {
             .sum()
     }
 
+    /// `stage` failed with a reason containing every one of `words`, and
+    /// the failure, with that reason, is in audit.jsonl.
+    pub fn assert_failed_naming(&self, stage: &str, words: &[&str]) {
+        assert_eq!(
+            self.status(stage),
+            "failed",
+            "{stage} must fail: {:#}",
+            self.stage(stage)
+        );
+        let reason = self.reason(stage);
+        for w in words {
+            assert!(reason.contains(w), "{stage}: `{reason}` lacks `{w}`");
+        }
+        let failed = self
+            .audit_of(stage)
+            .into_iter()
+            .find(|e| e["detail"]["event"] == "failed")
+            .unwrap_or_else(|| panic!("{stage}: no failure in audit.jsonl"));
+        assert_eq!(failed["reason"], reason.as_str(), "{stage}");
+    }
+
     /// Audit denials of one stage.
     pub fn denials(&self, stage: &str) -> Vec<&Value> {
         self.audit_of(stage)

@@ -142,15 +142,7 @@ impl LogSink {
         }
         inner.written = inner.written.saturating_add(n);
         if inner.written > inner.cap {
-            inner.exceeded = true;
-            let cap = inner.cap;
-            if let Some(file) = &mut inner.file {
-                let _ = writeln!(
-                    file,
-                    "\n[capstan] output limit of {cap} bytes exceeded (audit records count too); the stage is stopped"
-                );
-            }
-            return Err(OutputLimit(cap));
+            return Err(inner.exceed());
         }
         Ok(())
     }
@@ -235,18 +227,23 @@ impl Inner {
             self.track_lines(kept);
         }
         if take < bytes.len() {
-            self.exceeded = true;
-            let cap = self.cap;
-            let fresh = if self.fresh { "" } else { "\n" };
-            if let Some(file) = &mut self.file {
-                let _ = writeln!(
-                    file,
-                    "{fresh}[capstan] output limit of {cap} bytes exceeded; the stage is stopped"
-                );
-            }
-            return Err(OutputLimit(cap));
+            return Err(self.exceed());
         }
         Ok(())
+    }
+
+    /// The cap was passed: say so once in the log, on a line of its own.
+    fn exceed(&mut self) -> OutputLimit {
+        self.exceeded = true;
+        let cap = self.cap;
+        let fresh = if self.fresh { "" } else { "\n" };
+        if let Some(file) = &mut self.file {
+            let _ = writeln!(
+                file,
+                "{fresh}[capstan] output limit of {cap} bytes exceeded; the stage is stopped"
+            );
+        }
+        OutputLimit(cap)
     }
 
     /// Where the file stands after `kept` was written: at a line start, and

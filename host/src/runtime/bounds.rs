@@ -52,8 +52,9 @@ use wasmparser::{
     Encoding, Parser, Payload,
 };
 
-/// The limits a component must stay within to be compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The limits a component must stay within to be compiled (and, as
+/// [`Shape`], what a component measures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes in the file.
     pub size: u64,
@@ -162,19 +163,9 @@ pub enum BoundsError {
 }
 
 /// What [`check`] measured: the maximum depth, the largest function, and
-/// every other count summed over the whole component.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Shape {
-    pub size: u64,
-    pub depth: u64,
-    pub nested: u64,
-    pub instances: u64,
-    pub aliases: u64,
-    pub types: u64,
-    pub type_depth: u64,
-    pub inlined_instances: u64,
-    pub function_size: u64,
-}
+/// every other count summed over the whole component (the same quantities
+/// the [`Limits`] bound).
+pub type Shape = Limits;
 
 /// Check `bytes` against [`PLUGIN_LIMITS`].
 pub fn check(bytes: &[u8]) -> Result<Shape, BoundsError> {
