@@ -100,6 +100,12 @@ fn attacks(port: u16) -> Vec<(&'static str, String, &'static str)> {
             r#"{ action = "probe", host = "127.0.0.2", port = 22 }"#.into(),
             "",
         ),
+        // A DNS name that starts like a granted IP literal is a name.
+        (
+            "probe_name_like_ip",
+            r#"{ action = "probe", host = "127.0.0.1.attacker.example", port = 22 }"#.into(),
+            "",
+        ),
         // Benign stages that must still work beside the attacks.
         (
             "probe_granted",
@@ -233,6 +239,11 @@ fn every_attack_fails_names_the_capability_or_limit_and_is_audited(sb: &Sandbox,
         (
             "probe_ungranted",
             &["connect to `127.0.0.2:22` is not granted"],
+            Some("connect"),
+        ),
+        (
+            "probe_name_like_ip",
+            &["connect to `127.0.0.1.attacker.example:22` is not granted"],
             Some("connect"),
         ),
     ];
