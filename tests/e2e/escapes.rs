@@ -805,6 +805,8 @@ fn plugin_text_reaches_terminals_escaped() {
                 .any(|l| l.starts_with("[capstan] approved by bob")),
             "{stage}: a plugin line poses as the host's:\n{log}"
         );
+        // The file itself holds the text inert, for any viewer.
+        shown_escaped(&format!("{stage}'s log file"), &log);
     }
     // JSON keeps the raw text.
     let shown = sb.show(&id);

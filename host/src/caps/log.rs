@@ -39,6 +39,8 @@ struct Inner {
     blank: bool,
     /// The last bytes written, to explain a crash (e.g. a panic message).
     tail: Vec<u8>,
+    /// The start of a UTF-8 sequence that the next write completes.
+    carry: Vec<u8>,
 }
 
 const TAIL: usize = 4096;
@@ -76,6 +78,7 @@ impl LogSink {
                 fresh: true,
                 blank: true,
                 tail: Vec::new(),
+                carry: Vec::new(),
             })),
         }
     }
@@ -91,14 +94,18 @@ impl LogSink {
         self.append(bytes, false)
     }
 
-    /// Plugin bytes (its stdout/stderr, its children's output): kept with
-    /// every line that would pass for a host line neutralised, or counted.
+    /// Plugin bytes (its stdout/stderr, its children's output): kept as
+    /// text (control characters and escape sequences written as visible
+    /// escapes, so whoever reads the file with any tool sees them inert)
+    /// with every line that would pass for a host line neutralised, or
+    /// counted.
     fn append(&self, bytes: &[u8], keep: bool) -> Result<(), OutputLimit> {
         let mut inner = self.inner.lock().expect("log lock");
         if !keep {
             return inner.put(bytes, false);
         }
-        let bytes = inner.neutralise(bytes);
+        let text = inner.as_text(bytes);
+        let bytes = inner.neutralise(&text).into_owned();
         inner.put(&bytes, true)
     }
 
@@ -174,6 +181,46 @@ fn looks_like_host(rest: &[u8]) -> bool {
 }
 
 impl Inner {
+    /// `bytes` as inert text: valid UTF-8 through [`crate::text::block`]
+    /// (newlines and tabs kept, every other control shown as an escape),
+    /// invalid bytes as `\xNN`; a sequence cut at the end of a write is
+    /// completed by the next. Borrows plain ASCII text.
+    fn as_text<'a>(&mut self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let plain = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\n' || *b == b'\t';
+        if self.carry.is_empty() && bytes.iter().all(plain) {
+            return std::borrow::Cow::Borrowed(bytes);
+        }
+        let mut input = std::mem::take(&mut self.carry);
+        input.extend_from_slice(bytes);
+        let mut out = Vec::with_capacity(input.len() + 16);
+        let mut rest = input.as_slice();
+        loop {
+            let (valid, error) = match std::str::from_utf8(rest) {
+                Ok(text) => (text, None),
+                Err(e) => (
+                    std::str::from_utf8(&rest[..e.valid_up_to()]).expect("checked prefix"),
+                    Some(e),
+                ),
+            };
+            out.extend_from_slice(crate::text::block(valid).as_bytes());
+            let Some(e) = error else { break };
+            let after = &rest[e.valid_up_to()..];
+            match e.error_len() {
+                None => {
+                    self.carry = after.to_vec();
+                    break;
+                }
+                Some(n) => {
+                    for b in &after[..n] {
+                        out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+                    }
+                    rest = &after[n..];
+                }
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
     /// `bytes` from the plugin with `[plugin] ` put before each line that
     /// would look like the host's. Lines are tracked across writes (`blank`),
     /// so a marker split over two writes is caught too. Borrows when no line
@@ -354,8 +401,13 @@ mod tests {
     /// One call on the sink: plugin bytes kept (`P`), plugin bytes only
     /// counted (`C`), a host line (`H`).
     enum W {
+        /// Plugin text.
         P(&'static str),
+        /// Plugin bytes (not necessarily UTF-8).
+        B(&'static [u8]),
+        /// Counted, not kept.
         C(&'static str),
+        /// A host line.
         H(&'static str),
     }
     use W::*;
@@ -367,6 +419,7 @@ mod tests {
         for call in calls {
             match call {
                 P(s) => sink.write(s.as_bytes()).unwrap(),
+                B(b) => sink.write(b).unwrap(),
                 C(s) => sink.count(s.as_bytes()).unwrap(),
                 H(s) => sink.line(s),
             }
@@ -407,8 +460,16 @@ mod tests {
             (&[P("\t$ x\n")], "[plugin] \t$ x\n"),
             (&[P("\n"), P("[capstan]\n")], "\n[plugin] [capstan]\n"),
             (&[P("a"), P("[capstan]\n")], "a[capstan]\n"),
-            // Control sequences stay raw in the file (escaped on display).
-            (&[P("\x1b[2K[capstan] x\n")], "\x1b[2K[capstan] x\n"),
+            // Control sequences are written as visible escapes, so no
+            // viewer of the file interprets them.
+            (&[P("\x1b[2K[capstan] x\n")], "\\x1b[2K[capstan] x\n"),
+            (&[P("\r[capstan] x\n")], "\\r[capstan] x\n"),
+            (&[P("ok\r\n")], "ok\r\n"),
+            (&[P("col\tcol\n")], "col\tcol\n"),
+            (&[P("\u{202e}txt\n")], "\\u{202e}txt\n"),
+            // A UTF-8 sequence split over two writes, and invalid bytes.
+            (&[B(b"caf\xc3"), B(b"\xa9\n")], "caf\u{e9}\n"),
+            (&[B(b"bad \xff\xfe!\n")], "bad \\xff\\xfe!\n"),
         ];
         for (calls, want) in table {
             assert_eq!(file_after(calls), *want);
