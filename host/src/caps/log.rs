@@ -117,6 +117,12 @@ impl LogSink {
         let mut inner = self.inner.lock().expect("log lock");
         let text = crate::text::inline(text);
         let mut line = String::with_capacity(text.len() + 2);
+        // A UTF-8 sequence the plugin left unfinished will not be completed
+        // now: show its bytes.
+        for b in std::mem::take(&mut inner.carry) {
+            line.push_str(&format!("\\x{b:02x}"));
+            inner.fresh = false;
+        }
         if !inner.fresh {
             line.push('\n');
         }
@@ -470,6 +476,11 @@ mod tests {
             // A UTF-8 sequence split over two writes, and invalid bytes.
             (&[B(b"caf\xc3"), B(b"\xa9\n")], "caf\u{e9}\n"),
             (&[B(b"bad \xff\xfe!\n")], "bad \\xff\\xfe!\n"),
+            // An unfinished sequence before a host line is shown, not lost.
+            (
+                &[B(b"cut \xe2\x9c"), H("[capstan] next")],
+                "cut \\xe2\\x9c\n[capstan] next\n",
+            ),
         ];
         for (calls, want) in table {
             assert_eq!(file_after(calls), *want);
