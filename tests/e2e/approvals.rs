@@ -430,3 +430,50 @@ fn a_protected_environment_asks_humans_whatever_the_plugin_asks() {
     let approvals = sb.show(&sb.newest_run_id())["approvals"].clone();
     assert_eq!(approvals[0]["by"], "alice", "{approvals:#}");
 }
+
+/// On a terminal, an override the plugin asks for is the operator's to
+/// confirm: confirmed, it is recorded under the operator; declined, humans
+/// are asked as usual (here nobody answers, so the run waits).
+#[test]
+fn the_operator_confirms_a_plugin_override_on_a_terminal() {
+    let sb = Sandbox::new();
+    let claimed = approval_only(
+        &sb,
+        r#"override = { by = "security-lead", reason = "INC-9" }"#,
+    );
+    let line = format!(
+        "{} run {} --env dev --as alice -q",
+        env!("CARGO_BIN_EXE_capstan"),
+        claimed.display()
+    );
+    let out = sb.on_a_terminal(&line, b"yes\n");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("emergency override asked"), "{screen}");
+    let d = decision(&sb);
+    assert_eq!(
+        (
+            &d["detail"]["by"],
+            &d["detail"]["claimed_by"],
+            &d["detail"]["confirmed_at_terminal"]
+        ),
+        (
+            &Value::from("alice"),
+            &Value::from("security-lead"),
+            &Value::from(true)
+        ),
+        "{d:#}"
+    );
+
+    let out = sb.on_a_terminal(&line, b"no\n\n");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{screen}");
+    let d = decision(&sb);
+    assert_eq!(d["detail"]["decision"], "pending", "{d:#}");
+    assert!(
+        d["detail"]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("declined")),
+        "{d:#}"
+    );
+}

@@ -320,7 +320,7 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
         env!("CARGO_BIN_EXE_capstan"),
         pipeline.display()
     );
-    let out = on_a_terminal(&sb, &line, b"carol\nalice\nyes\nlooks good\n");
+    let out = sb.on_a_terminal(&line, b"carol\nalice\nyes\nlooks good\n");
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
     assert!(
@@ -345,7 +345,7 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
 
     // Nobody answers at the prompt: the run waits, and is approved later
     // from another process like any paused run.
-    let out = on_a_terminal(&sb, &line, b"\n");
+    let out = sb.on_a_terminal(&line, b"\n");
     let screen = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{screen}");
     let id = sb.newest_run_id();
@@ -356,18 +356,4 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     assert_eq!(sb.capstan(&["approve", &id, "--as", "alice"]).code, 0);
     let resumed = sb.capstan(&["resume", &id, "-q"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
-}
-
-/// Run `line` on a pseudo-terminal (util-linux `script`), typing `input`.
-fn on_a_terminal(sb: &Sandbox, line: &str, input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut script = sb.tool("script");
-    script.args(["-qec", line, "/dev/null"]);
-    script
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = script.spawn().expect("script (util-linux) runs");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
 }

@@ -119,6 +119,21 @@ impl Sandbox {
         self.spawn(args).wait(limit)
     }
 
+    /// Run the shell command `line` in the sandbox on a pseudo-terminal
+    /// (util-linux `script`), typing `input` at it.
+    pub fn on_a_terminal(&self, line: &str, input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut script = self.tool("script");
+        script.args(["-qec", line, "/dev/null"]);
+        script
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = script.spawn().expect("script (util-linux) runs");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// `capstan <args>` that must succeed and print JSON.
     pub fn json(&self, args: &[&str]) -> Value {
         let ran = self.capstan(args);
