@@ -84,9 +84,9 @@ fn indent(text: &str) -> String {
 /// Load every plugin the pipeline declares and check every stage's grants.
 /// No read or write grant may reach a `protected` thing (Capstan's state dir
 /// and run store: a plugin that could write them could forge an approval or
-/// rewrite the audit log), and no write grant may reach a plugin's component
-/// or a program a stage runs. Compared by identity, on the handles the
-/// stages will use.
+/// rewrite the audit log), and no write grant may reach the pipeline file, a
+/// plugin's component or a program a stage runs. Compared by identity, on
+/// the handles the stages will use.
 pub async fn prepare(
     pipeline: Pipeline,
     runtime: &Runtime,
