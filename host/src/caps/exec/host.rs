@@ -105,7 +105,7 @@ impl ProcessHost {
             }
             Err(_) => return Err(outside()),
         };
-        if !policy.file.unchanged() {
+        if !policy.unchanged() {
             let denial = Denial::Changed {
                 program: policy.program.clone(),
                 path: policy.path.display().to_string(),

@@ -197,6 +197,15 @@ impl ExecPolicy {
         })
     }
 
+    /// Whether the open program still has the content that was hashed: its
+    /// change stamp is the same, or (when something else changed its stamp,
+    /// such as the file being replaced on `PATH`, which unlinks it) it hashes
+    /// the same again from the descriptor.
+    pub fn unchanged(&self) -> bool {
+        self.file.unchanged()
+            || file_digest(&self.file.file).is_ok_and(|(digest, _)| digest == self.digest)
+    }
+
     /// Whether `args` fit the grant's per-position patterns. Each pattern
     /// takes one argument (`a|b` alternatives, `*`/`?` wildcards inside),
     /// except a lone `**`, which takes all remaining arguments.
@@ -351,6 +360,31 @@ mod tests {
             timeout: None,
             file: Arc::new(ProgramFile::new(file, stamp)),
         }
+    }
+
+    #[test]
+    fn a_program_replaced_on_its_path_still_runs_as_hashed_but_an_edit_does_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tool");
+        std::fs::write(&path, "#!/bin/sh\necho original\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let grant: ExecGrant =
+            toml::from_str(&format!("program = {:?}", path.to_str().unwrap())).unwrap();
+        let policy = ExecPolicy::resolve(&grant).unwrap();
+        assert!(policy.unchanged());
+        // Another file renamed over the path: the open one is untouched
+        // (only its link count, and so its ctime, changed).
+        let new = dir.path().join("tool.new");
+        std::fs::write(&new, "#!/bin/sh\necho replaced\n").unwrap();
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        assert!(policy.unchanged());
+        // The open file itself rewritten (through another name for it).
+        let policy = ExecPolicy::resolve(&grant).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "#!/bin/sh\necho edited\n").unwrap();
+        assert!(!policy.unchanged());
     }
 
     #[test]
