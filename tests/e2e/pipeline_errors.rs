@@ -168,3 +168,10 @@ snapshot!(
     protected_names_an_unknown_environment,
     "[pipeline]\nname = \"p\"\nenvironments = [\"dev\", \"production\"]\nprotected = [\"producton\"]\n[plugins.hello]\npath = \"{hello}\"\n[stages.a]\nplugin = \"hello\"\n"
 );
+
+// A stage name is a file name in the run directory: one with a path in it
+// would put the stage's work dir (writable by its plugin) and log anywhere.
+snapshot!(
+    stage_name_that_is_a_path,
+    &format!("{HEAD}[stages.\"../../state\"]\nplugin = \"hello\"\n")
+);

@@ -22,6 +22,26 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use file::{ExecGrant, Grants};
 use interpolate::Reference;
 
+/// Why `name` cannot name a stage: only letters, digits, `_` and `-`, at
+/// most 64 of them, not starting with `-` (it names files and directories
+/// in the run directory, and appears in command lines).
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 64 {
+        Some("is longer than 64 characters")
+    } else if name.starts_with('-') {
+        Some("starts with `-`")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Some("may hold only letters, digits, `_` and `-`")
+    } else {
+        None
+    }
+}
+
 /// Default wall-clock limit of a stage.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default linear-memory limit of a plugin.
@@ -433,6 +453,20 @@ impl Validator<'_> {
     ) -> Option<Stage> {
         let stage_name = name.get_ref();
         let mut ok = true;
+        if let Some(problem) = name_problem(stage_name) {
+            // Stage names become file names (its work dir, its log): one
+            // that is not a plain name could put them anywhere, even on
+            // Capstan's own state.
+            self.error(
+                Some(name.span()),
+                format!("stage name `{}` {problem}", crate::text::inline(stage_name)),
+                Some(
+                    "name stages with letters, digits, `_` and `-` (at most 64, not starting with `-`), e.g. [stages.plan]"
+                        .into(),
+                ),
+            );
+            ok = false;
+        }
         if !raw
             .plugins
             .keys()
