@@ -217,18 +217,31 @@ fn the_compiled_cache_is_used_on_the_second_run() {
     let entries: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(
         entries.len(),
         1,
         "one compiled entry for the one plugin: {entries:?}"
     );
+    // Its description is kept beside it, and a forged one is not believed.
+    let info = entries[0].with_extension("info");
+    let kept = std::fs::read(&info).expect("the plugin's description is kept");
+    let forged = String::from_utf8_lossy(&kept).replace("\"hello\"", "\"forged\"");
+    assert_ne!(forged.as_bytes(), kept.as_slice());
+    std::fs::write(&info, forged).unwrap();
     let before = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
     assert_eq!(sb.capstan(&["run", path, "-q"]).code, 0);
     assert_eq!(
         std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
         before,
         "the second run reused the compiled entry"
+    );
+    assert_eq!(sb.last_run().record["plugins"][0]["cache"], "hit");
+    assert_eq!(
+        std::fs::read(&info).unwrap(),
+        kept,
+        "the forged description was not believed: the plugin described itself again"
     );
     // A corrupt cache entry is recompiled, not trusted.
     std::fs::write(&entries[0], b"garbage").unwrap();

@@ -51,7 +51,7 @@ impl fmt::Display for Capability {
 }
 
 /// A capability a plugin requests, with its reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Request {
     pub capability: Capability,
     pub reason: String,

@@ -134,6 +134,44 @@ fn mac(key: &[u8; 32], digest: &str, tag: u64, compiled: &[u8]) -> [u8; MAC_LEN]
     *m.0.finalize().as_bytes()
 }
 
+impl Cache {
+    /// What was kept with [`Cache::keep_info`] for the component `digest`,
+    /// when its MAC checks out.
+    pub fn info<T: serde::de::DeserializeOwned>(&self, engine: &Engine, digest: &str) -> Option<T> {
+        let (root, (entry, tag)) = (self.dir.as_ref()?, self.entry(engine, digest)?);
+        let key = key(root).ok()?;
+        let stored = std::fs::read(info_path(&entry)).ok()?;
+        let (given, json) = stored.split_at_checked(MAC_LEN)?;
+        let mut mac = Mac::new(&key, digest, tag);
+        mac.update(b"info\0");
+        mac.update(json);
+        if !mac.matches(given.try_into().ok()?) {
+            return None;
+        }
+        serde_json::from_slice(json).ok()
+    }
+
+    /// Keep `info` (a plugin's description) beside its compiled entry.
+    pub fn keep_info<T: serde::Serialize>(&self, engine: &Engine, digest: &str, info: &T) {
+        let (Some(root), Some((entry, tag))) = (&self.dir, self.entry(engine, digest)) else {
+            return;
+        };
+        let (Ok(key), Ok(json)) = (key(root), serde_json::to_vec(info)) else {
+            return;
+        };
+        let mut mac = Mac::new(&key, digest, tag);
+        mac.update(b"info\0");
+        mac.update(&json);
+        let mac = *mac.0.finalize().as_bytes();
+        let _ = write_atomically(&info_path(&entry), &[mac.as_slice(), &json]);
+    }
+}
+
+/// Where a compiled entry's description is kept.
+fn info_path(entry: &Path) -> PathBuf {
+    entry.with_extension("info")
+}
+
 /// The compiled part of the entry `file`, copied (in the kernel) into a
 /// memfd sealed against every change, when its MAC checks out: what is
 /// verified is exactly what is then mapped and run.

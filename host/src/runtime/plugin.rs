@@ -15,7 +15,7 @@ use crate::bindings::{self, CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::caps::{Capability, Request};
 
 /// What a plugin says about itself.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Info {
     pub name: String,
     pub version: String,
@@ -154,12 +154,25 @@ impl LoadedPlugin {
                 path: path.into(),
                 message: format!("{e:#}"),
             })?;
-        let info = describe(runtime, &pre)
-            .await
-            .map_err(|e| LoadError::Describe {
-                path: path.into(),
-                message: e,
-            })?;
+        // `describe` runs with nothing granted and no input, so its answer
+        // is a property of the component: kept beside the verified compiled
+        // entry (MAC'd with it), and asked again whenever it was compiled.
+        let kept = (cache_use == CacheUse::Hit)
+            .then(|| cache.info::<Info>(&runtime.engine, &digest))
+            .flatten();
+        let info = match kept {
+            Some(info) => info,
+            None => {
+                let info = describe(runtime, &pre)
+                    .await
+                    .map_err(|e| LoadError::Describe {
+                        path: path.into(),
+                        message: e,
+                    })?;
+                cache.keep_info(&runtime.engine, &digest, &info);
+                info
+            }
+        };
         Ok(LoadedPlugin {
             path: path.into(),
             digest,
