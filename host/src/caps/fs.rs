@@ -83,7 +83,7 @@ impl GrantDir {
     /// such as WASI preopens): the kernel resolves it to the object, not to
     /// whatever `self.path` leads to now.
     pub fn fd_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+        fd_path(&*self.dir)
     }
 
     /// Where the open directory is now, as the kernel sees it.
@@ -107,6 +107,13 @@ impl GrantDir {
         let sub = base.open_dir(relative)?;
         Ok(sub.into_std_file().into())
     }
+}
+
+/// The path that names the open file `fd` in this process (and in a child
+/// that inherited it, until exec): the kernel resolves it to the object,
+/// never by a path someone could re-point.
+pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// `O_DIRECTORY`, so that opening a grant fails on anything but a directory.
@@ -205,16 +212,14 @@ impl Protected {
         Ok(p)
     }
 
-    /// Whether a grant of `dir` reaches this (the grant is it, or one of its
-    /// parents) or lies inside it.
-    pub fn overlaps(&self, dir: &GrantDir) -> io::Result<bool> {
-        if self.itself == Some(dir.id) || self.parents.contains(&dir.id) {
-            return Ok(true);
-        }
-        Ok(match self.itself {
-            Some(id) => dir.lineage()?.contains(&id),
-            None => false,
-        })
+    /// Whether a grant whose [`GrantDir::lineage`] is `lineage` (the grant
+    /// first, then its parents) reaches this (the grant is it, or one of
+    /// its parents) or lies inside it.
+    pub fn overlaps(&self, lineage: &[Identity]) -> bool {
+        let Some(grant) = lineage.first() else {
+            return false;
+        };
+        self.parents.contains(grant) || self.itself.is_some_and(|id| lineage.contains(&id))
     }
 }
 
@@ -334,27 +339,27 @@ mod tests {
         let state = Protected::locate(&r.join("project/.capstan"), "state").unwrap();
         let not_yet = Protected::locate(&r.join("project/new/capstan.db"), "store").unwrap();
         let open = |p: &str| GrantDir::open(&r.join(p)).unwrap();
-        assert!(state.overlaps(&open("project")).unwrap());
-        assert!(state.overlaps(&open("project/.capstan")).unwrap());
-        assert!(!state.overlaps(&open("app")).unwrap());
-        assert!(not_yet.overlaps(&open("project")).unwrap());
-        assert!(!not_yet.overlaps(&open("project/.capstan")).unwrap());
+        assert!(state.overlaps(&open("project").lineage().unwrap()));
+        assert!(state.overlaps(&open("project/.capstan").lineage().unwrap()));
+        assert!(!state.overlaps(&open("app").lineage().unwrap()));
+        assert!(not_yet.overlaps(&open("project").lineage().unwrap()));
+        assert!(!not_yet.overlaps(&open("project/.capstan").lineage().unwrap()));
         std::fs::create_dir(r.join("project/.capstan/runs")).unwrap();
-        assert!(state.overlaps(&open("project/.capstan/runs")).unwrap());
+        assert!(state.overlaps(&open("project/.capstan/runs").lineage().unwrap()));
         // A plugin reached through a symlink: a grant over the link's
         // directory or the target's reaches it.
         std::fs::write(r.join("other/plugin.wasm"), "x").unwrap();
         std::os::unix::fs::symlink(r.join("other/plugin.wasm"), r.join("app/sub/plugin.wasm"))
             .unwrap();
         let plugin = Protected::locate(&r.join("app/sub/plugin.wasm"), "plugin").unwrap();
-        assert!(plugin.overlaps(&open("other")).unwrap());
-        assert!(plugin.overlaps(&open("app/sub")).unwrap());
-        assert!(!plugin.overlaps(&open("app-evil")).unwrap());
+        assert!(plugin.overlaps(&open("other").lineage().unwrap()));
+        assert!(plugin.overlaps(&open("app/sub").lineage().unwrap()));
+        assert!(!plugin.overlaps(&open("app-evil").lineage().unwrap()));
         // Through a symlink to the state dir: the same object.
         std::os::unix::fs::symlink(r.join("project"), r.join("alias")).unwrap();
         let via_link = Protected::locate(&r.join("alias/.capstan"), "state").unwrap();
-        assert!(via_link.overlaps(&open("project/.capstan")).unwrap());
-        assert!(via_link.overlaps(&open("project")).unwrap());
+        assert!(via_link.overlaps(&open("project/.capstan").lineage().unwrap()));
+        assert!(via_link.overlaps(&open("project").lineage().unwrap()));
     }
 
     #[test]

@@ -221,31 +221,34 @@ fn reached(
     let mut problems = Vec::new();
     for (kind, dir) in granted {
         let writable = *kind == GrantKind::Write;
-        let candidates = protected
+        // Walked once per grant, compared with everything protected.
+        let lineage = match dir.lineage() {
+            Ok(lineage) => lineage,
+            Err(e) => {
+                problems.push(format!(
+                    "stage `{stage}`: cannot check the {kind} grant {}: {e}",
+                    dir.path.display()
+                ));
+                continue;
+            }
+        };
+        let mut candidates = protected
             .iter()
             .map(|p| (p, true))
             .chain(files.iter().filter(|_| writable).map(|p| (p, false)));
-        for (p, is_state) in candidates {
-            match p.overlaps(dir) {
-                Ok(false) => continue,
-                Ok(true) => problems.push(format!(
-                    "stage `{stage}`: the {kind} grant {} reaches {} ({}); grant a directory that \
+        if let Some((p, is_state)) = candidates.find(|(p, _)| p.overlaps(&lineage)) {
+            problems.push(format!(
+                "stage `{stage}`: the {kind} grant {} reaches {} ({}); grant a directory that \
                      neither contains it nor lies inside it{}",
-                    dir.path.display(),
-                    p.what,
-                    p.path.display(),
-                    if is_state {
-                        ", or move Capstan's state with --state-dir / --store"
-                    } else {
-                        ""
-                    }
-                )),
-                Err(e) => problems.push(format!(
-                    "stage `{stage}`: cannot check the {kind} grant {}: {e}",
-                    dir.path.display()
-                )),
-            }
-            break;
+                dir.path.display(),
+                p.what,
+                p.path.display(),
+                if is_state {
+                    ", or move Capstan's state with --state-dir / --store"
+                } else {
+                    ""
+                }
+            ));
         }
     }
     problems

@@ -13,7 +13,6 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -108,7 +107,7 @@ impl Cache {
                 // serialized them), and they sit in a sealed memfd that
                 // nobody can change while wasmtime maps it. wasmtime also
                 // checks the engine compatibility header.
-                let path = format!("/proc/self/fd/{}", sealed.as_raw_fd());
+                let path = crate::caps::fs::fd_path(&sealed);
                 if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
                     return Ok((component, CacheUse::Hit));
                 }
@@ -341,7 +340,7 @@ mod tests {
         assert_eq!(read, compiled);
         let writable = std::fs::OpenOptions::new()
             .write(true)
-            .open(format!("/proc/self/fd/{}", sealed.as_raw_fd()));
+            .open(crate::caps::fs::fd_path(&sealed));
         assert!(writable.is_err() || writable.unwrap().write_at(b"x", 0).is_err());
     }
 }

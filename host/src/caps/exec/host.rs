@@ -154,7 +154,7 @@ impl ProcessHost {
         // The child enters the directory that was checked through its own
         // copy of our descriptor (`/proc/self/fd/N` in the child is that
         // open directory, not a path that could be re-pointed).
-        command.current_dir(format!("/proc/self/fd/{}", cwd_dir.as_raw_fd()));
+        command.current_dir(fs::fd_path(&cwd_dir));
         if policy.file.script {
             let program_fd = policy.file.file.as_raw_fd();
             // SAFETY: one async-signal-safe call between fork and exec: the

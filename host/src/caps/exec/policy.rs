@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -85,7 +84,7 @@ impl ProgramFile {
     /// `/proc/self/fd/N`, as `fexecve` does); the descriptor must stay open
     /// across `exec` in the child for `#!` scripts, whose interpreter opens it.
     pub fn exec_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        crate::caps::fs::fd_path(&self.file)
     }
 
     /// Whether the file was modified in place since it was hashed.
