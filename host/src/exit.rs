@@ -20,6 +20,8 @@ pub const LOCKED: u8 = 6;
 /// The request was refused: approving your own run, an approval for another
 /// digest, resuming a run that cannot continue.
 pub const REFUSED: u8 = 7;
+/// The run was stopped: Ctrl-C, SIGTERM or `capstan cancel`.
+pub const CANCELLED: u8 = 8;
 /// Capstan itself failed (I/O, a bug).
 pub const INTERNAL: u8 = 10;
 
@@ -36,6 +38,8 @@ Exit codes:
   6   another run holds the environment's lock (see --wait)
   7   refused: e.g. approving your own run, an approval for another plan,
       resuming a run that cannot continue
+  8   the run was stopped (Ctrl-C, SIGTERM, `capstan cancel`) and recorded
+      as cancelled
   10  internal error";
 
 /// An error that knows its exit code.

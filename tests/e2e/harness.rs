@@ -108,6 +108,15 @@ impl Sandbox {
         cmd
     }
 
+    /// `capstan <args>` started in `dir`, with no state dir given: its state
+    /// is found as an operator's would be (from the pipeline file, or
+    /// upwards from `dir`).
+    pub fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.command(args);
+        cmd.current_dir(dir).env_remove("CAPSTAN_STATE_DIR");
+        cmd
+    }
+
     /// `capstan <args>` in the background, under a [`Guarded`] watch.
     pub fn spawn(&self, args: &[&str]) -> Guarded {
         Guarded::spawn(self.command(args))
@@ -347,6 +356,13 @@ impl Guarded {
         self.started.elapsed()
     }
 
+    /// Send it `signal` (as a terminal's Ctrl-C would: to it alone; the
+    /// programs it started are in process groups of their own).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the process");
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -415,4 +431,58 @@ fn collect(
             into.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     })
+}
+
+/// Poll `check` every 50 ms until it returns something, for at most `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` still runs (a zombie does not).
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+    })
+}
+
+/// The `exec-started` audit events of the run whose directory is `run_dir`
+/// (read while the run goes on): (program, pid).
+pub fn started_programs(run_dir: &Path) -> Vec<(String, i64)> {
+    std::fs::read_to_string(run_dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["capability"] == "exec-started")
+        .filter_map(|e| {
+            Some((
+                e["detail"]["program"].as_str()?.to_string(),
+                e["detail"]["pid"].as_i64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Living processes whose command line is exactly `line` (arguments joined
+/// by spaces), e.g. a task a test made distinctive (`sleep 313`).
+pub fn sleepers(line: &str) -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+                args.join(&b' ') == line.as_bytes()
+            })
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
 }

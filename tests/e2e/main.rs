@@ -11,3 +11,4 @@ mod pipeline_errors;
 mod recovery;
 mod rollback;
 mod runs;
+mod stopping;

@@ -20,6 +20,7 @@ use super::fs::GrantDir;
 use super::limits::{Limiter, stage_handle_cap};
 use super::log::{LogHost, LogSink};
 use super::network::NetworkHost;
+use crate::run::stop::Stop;
 use crate::store::RunStore;
 
 /// Everything one plugin instance may reach, as the store's data.
@@ -65,6 +66,7 @@ pub struct StageStateBuilder {
     dirs: Vec<GrantDir>,
     work_dir: PathBuf,
     capture_cap: usize,
+    stop: Option<Stop>,
     connect: Vec<String>,
     approval: Option<Approval>,
 }
@@ -94,6 +96,7 @@ impl StageStateBuilder {
             dirs: Vec::new(),
             work_dir: PathBuf::from("/nonexistent"),
             capture_cap: 0,
+            stop: None,
             connect: Vec::new(),
             approval: None,
         }
@@ -129,16 +132,19 @@ impl StageStateBuilder {
     }
 
     /// Programs the plugin may start, with the stage work dir (their
-    /// default cwd); a cwd must lie beneath one of the preopened dirs.
+    /// default cwd); a cwd must lie beneath one of the preopened dirs. None
+    /// starts once `stop` is requested.
     pub fn exec(
         mut self,
         policies: Vec<ExecPolicy>,
         work_dir: PathBuf,
         capture_cap: usize,
+        stop: Stop,
     ) -> Self {
         self.exec = policies;
         self.work_dir = work_dir;
         self.capture_cap = capture_cap;
+        self.stop = Some(stop);
         self
     }
 
@@ -203,6 +209,7 @@ impl StageStateBuilder {
                 audit: audit.clone(),
                 deadline: self.deadline,
                 capture_cap: self.capture_cap,
+                stop: self.stop,
             },
             network: NetworkHost {
                 patterns: self.connect,

@@ -9,6 +9,7 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use crate::exit::{self, Failure};
 use crate::run::lock::{self, LockError};
 use crate::run::stage::StageStatus;
+use crate::run::stop::{self, Stop};
 use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
 use crate::store::RunState;
@@ -28,6 +29,23 @@ pub struct DriveFlags {
     /// instead of failing at once.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
+    /// When the run is stopped (Ctrl-C, SIGTERM, `capstan cancel`): how long its programs get
+    /// between SIGTERM and SIGKILL. A second Ctrl-C kills them at once.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        env = "CAPSTAN_STOP_GRACE",
+        value_parser = humantime::parse_duration
+    )]
+    pub stop_grace: Duration,
+}
+
+impl DriveFlags {
+    /// A new stop switch for a run driven with these flags.
+    pub fn stop(&self) -> Stop {
+        Stop::new(self.stop_grace)
+    }
 }
 
 /// A new run, or one that continues.
@@ -137,6 +155,12 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         d.prepared.pipeline.name,
         d.dir.path.display()
     );
+    let listener = stop::listen(
+        d.opts.stop.clone(),
+        d.store.clone(),
+        id.clone(),
+        super::identity(None),
+    );
     let result = execute(
         d.prepared.clone(),
         &d.runtime,
@@ -146,6 +170,9 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         d.done,
     )
     .await;
+    if let Some(listener) = listener {
+        listener.abort();
+    }
     let record = match result {
         Ok(record) => record,
         Err(e) => {
@@ -156,7 +183,15 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
             ));
         }
     };
-    if record.status != RunState::AwaitingApproval
+    // A stopped run's programs were ended before `execute` returned; the
+    // environment is freed only if none is left (see `run::stop`).
+    let programs_left =
+        record.status == RunState::Cancelled && !Stop::programs_ended(Duration::from_secs(5)).await;
+    if programs_left {
+        eprintln!(
+            "warning: programs of run {id} are still running; environment `{env}` stays locked until they end"
+        );
+    } else if record.status != RunState::AwaitingApproval
         && let Err(e) = d.store.unlock(&env, &id)
     {
         eprintln!("warning: cannot release the lock on `{env}`: {e}");
@@ -183,6 +218,7 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
             StageStatus::Failed { reason } => ("FAILED", reason.as_str()),
             StageStatus::Skipped { reason } => ("skipped", reason.as_str()),
             StageStatus::AwaitingApproval { reason } => ("WAITING", reason.as_str()),
+            StageStatus::Cancelled { reason } => ("CANCELLED", reason.as_str()),
         };
         let time = s
             .duration_ms
@@ -195,6 +231,7 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
         RunState::Succeeded => ("succeeded", exit::OK),
         RunState::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
         RunState::Rejected => ("was REJECTED", exit::STAGE_FAILED),
+        RunState::Cancelled => ("was CANCELLED", exit::CANCELLED),
         _ => ("FAILED", exit::STAGE_FAILED),
     };
     eprintln!(

@@ -5,6 +5,7 @@ mod approve;
 mod audit;
 mod cancel;
 mod drive;
+pub mod locate;
 mod logs;
 mod plugin;
 mod resume;
@@ -33,13 +34,19 @@ use crate::store::{NewRun, RunKind, RunStore, SqliteStore};
 #[derive(Debug, Parser)]
 #[command(name = "capstan", version, after_long_help = exit::HELP, after_help = "Run `capstan help <command>` for examples; `capstan --help` lists exit codes.")]
 pub struct Cli {
-    /// Where runs and the compiled-plugin cache are kept.
+    /// Where runs and the compiled-plugin cache are kept. Default: `.capstan/`
+    /// at the root of the git repository holding the pipeline file (beside
+    /// the file outside a repository); for commands given a run id, the
+    /// nearest `.capstan/` found looking upwards from the current directory.
     #[arg(
-        long,
+        long = "state-dir",
         global = true,
         env = "CAPSTAN_STATE_DIR",
-        default_value = ".capstan"
+        value_name = "DIR"
     )]
+    pub state_dir_given: Option<PathBuf>,
+    /// The state dir in use (resolved from the above before any command).
+    #[arg(skip)]
     pub state_dir: PathBuf,
     /// The run store (SQLite). Default: <state-dir>/capstan.db.
     #[arg(long, global = true, env = "CAPSTAN_STORE", value_name = "PATH")]
@@ -69,6 +76,35 @@ pub enum Command {
     Stats(stats::Args),
 }
 
+impl Command {
+    /// What this command's state is found from (see [`locate`]).
+    fn anchor(&self) -> locate::Anchor<'_> {
+        use locate::Anchor;
+        match self {
+            Command::Run(a) => Anchor::Pipeline(&a.pipeline),
+            Command::Validate(a) => Anchor::Pipeline(&a.pipeline),
+            Command::Audit(a) => match &a.target {
+                Some(t) if t.extension().is_some_and(|e| e == "wasm") => Anchor::Cache,
+                Some(t) => Anchor::Pipeline(t),
+                None => Anchor::Recorded,
+            },
+            Command::Plugin(_) => Anchor::Cache,
+            Command::Rollback(a) => a
+                .pipeline
+                .as_deref()
+                .map_or(Anchor::Recorded, Anchor::Pipeline),
+            Command::Runs(_)
+            | Command::Show(_)
+            | Command::Logs(_)
+            | Command::Approve(_)
+            | Command::Reject(_)
+            | Command::Resume(_)
+            | Command::Cancel(_)
+            | Command::Stats(_) => Anchor::Recorded,
+        }
+    }
+}
+
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -77,6 +113,7 @@ pub fn main() -> ExitCode {
         return exit::code(failure.code);
     }
     crate::caps::limits::raise_descriptor_limit();
+    crate::caps::exec::tree::adopt_orphans();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,7 +136,7 @@ pub fn main() -> ExitCode {
             Command::Approve(args) => approve::approve(args, &cli),
             Command::Reject(args) => approve::reject(args, &cli),
             Command::Resume(args) => resume::exec(args, &cli).await,
-            Command::Cancel(args) => cancel::exec(args, &cli),
+            Command::Cancel(args) => cancel::exec(args, &cli).await,
             Command::Rollback(args) => rollback::exec(args, &cli).await,
             Command::Stats(args) => stats::exec(args, &cli),
         }
@@ -126,6 +163,7 @@ impl Cli {
     /// later (or a first run through a symlink) cannot move Capstan's state
     /// under a grant.
     fn resolve_paths(&mut self) -> Result<(), Failure> {
+        self.state_dir = self.locate_state()?;
         let resolve = |path: &Path, what: &str| {
             crate::caps::fs::resolve_existing(path).map_err(|e| {
                 Failure::new(
@@ -134,11 +172,63 @@ impl Cli {
                 )
             })
         };
-        self.state_dir = resolve(&self.state_dir, "--state-dir")?;
+        self.state_dir = resolve(&self.state_dir, "the state dir")?;
         if let Some(store) = &self.store {
             self.store = Some(resolve(store, "--store")?);
         }
         Ok(())
+    }
+
+    /// Where this command's state is (see [`locate`]). Commands that read
+    /// recorded runs refuse a state with no store rather than create an
+    /// empty one.
+    fn locate_state(&self) -> Result<PathBuf, Failure> {
+        use locate::Anchor;
+        let usage = |message: String| Failure::new(exit::USAGE, message);
+        let anchor = self.command.anchor();
+        let state = match (&self.state_dir_given, &anchor) {
+            (Some(given), _) => given.clone(),
+            (None, Anchor::Pipeline(file)) => locate::for_pipeline(file)
+                .map_err(|e| usage(format!("error: cannot locate {}: {e}", file.display())))?,
+            (None, Anchor::Recorded | Anchor::Cache) => {
+                let here = std::env::current_dir()
+                    .map_err(|e| usage(format!("error: cannot read the current directory: {e}")))?;
+                match locate::upwards(&here, self.store.is_some()) {
+                    Some(found) => found,
+                    None if matches!(anchor, Anchor::Cache) => here.join(locate::STATE_DIR),
+                    None if self.store.is_some() => here.join(locate::STATE_DIR),
+                    None => {
+                        return Err(usage(format!(
+                            "error: no Capstan state ({}/capstan.db) in {} or any directory above it.\n  \
+                             Runs are recorded beside their pipeline (at its repository's root): run this \
+                             inside that repository, or pass --state-dir (or $CAPSTAN_STATE_DIR).",
+                            locate::STATE_DIR,
+                            here.display()
+                        )));
+                    }
+                }
+            }
+        };
+        if matches!(anchor, Anchor::Recorded) {
+            let store = self
+                .store
+                .clone()
+                .unwrap_or_else(|| state.join("capstan.db"));
+            if !store.is_file() {
+                let from = if self.store.is_some() {
+                    "--store or $CAPSTAN_STORE"
+                } else {
+                    "--state-dir or $CAPSTAN_STATE_DIR"
+                };
+                return Err(usage(format!(
+                    "error: no run store at {} (from {from}); nothing is recorded there.\n  \
+                     Give the state dir of the pipeline whose runs you want (its `.capstan/`), or \
+                     run this inside its repository without --state-dir.",
+                    store.display()
+                )));
+            }
+        }
+        Ok(state)
     }
 
     /// What no grant may reach: the state dir and the run store.

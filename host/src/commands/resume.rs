@@ -145,6 +145,7 @@ fn opts_of(run: &RunRow, flags: &DriveFlags) -> RunOptions {
         only: run.only.clone(),
         echo: !flags.quiet,
         author: run.author.clone(),
+        stop: flags.stop(),
     }
 }
 

@@ -232,6 +232,7 @@ pub async fn start(
         only: Vec::new(),
         echo: !r.flags.quiet,
         author: r.author.clone(),
+        stop: r.flags.stop(),
     };
     let dir = super::create_run_dir(cli)?;
     let mut new = super::new_run(&prepared, &dir, &opts, RunKind::Rollback);

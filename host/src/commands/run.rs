@@ -71,6 +71,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         only: args.only.clone(),
         echo: !args.flags.quiet,
         author: super::identity(args.author.as_deref()),
+        stop: args.flags.stop(),
     };
     if args.dry_run {
         dry_run(&prepared, &opts);

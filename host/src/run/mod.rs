@@ -7,6 +7,7 @@ pub mod prepare;
 pub mod record;
 pub mod rundir;
 pub mod stage;
+pub mod stop;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub echo: bool,
     /// Who started the run (may not approve it).
     pub author: String,
+    /// Ctrl-C, SIGTERM and `capstan cancel` stop the run through this.
+    pub stop: stop::Stop,
 }
 
 /// Why a run could not be recorded (the stages' own failures are not errors).
@@ -98,6 +101,7 @@ pub async fn execute(
         records.insert(record.name.clone(), record);
     }
     let semaphore = Arc::new(Semaphore::new(pipeline.concurrency));
+    let mut ending: Option<tokio::task::JoinHandle<usize>> = None;
     let mut running = JoinSet::new();
     let mut pending: Vec<String> = pipeline
         .stages
@@ -127,6 +131,17 @@ pub async fn execute(
             let mut still = Vec::new();
             for name in pending.drain(..) {
                 let stage = &pipeline.stages[&name];
+                if let Some(request) = opts.stop.requested() {
+                    let reason = format!(
+                        "not started: the run was cancelled by {} ({})",
+                        request.by, request.reason
+                    );
+                    let r = record(&name, StageStatus::Cancelled { reason }, None, None);
+                    store.end_stage(&dir.id, None, &r.row(Some(now())))?;
+                    records.insert(name.clone(), r);
+                    progressed = true;
+                    continue;
+                }
                 let skip = if !chosen.contains(&name) {
                     Some(if stage.runs_in(&opts.environment) {
                         "not selected by --only".to_string()
@@ -147,6 +162,9 @@ pub async fn execute(
                             }
                             Some(StageStatus::AwaitingApproval { .. }) => {
                                 Some(format!("needs `{n}`, which waits for approval"))
+                            }
+                            Some(StageStatus::Cancelled { .. }) => {
+                                Some(format!("needs `{n}`, which was cancelled"))
                             }
                             None => Some(String::new()), // not finished yet
                         })
@@ -205,7 +223,17 @@ pub async fn execute(
             }
             pending = still;
         }
-        let Some(done) = running.join_next().await else {
+        let done = tokio::select! {
+            done = running.join_next() => done,
+            _ = opts.stop.stopped(), if ending.is_none() => {
+                // End every program of the run, whichever stage started it;
+                // the stages see the same request and return.
+                let stop = opts.stop.clone();
+                ending = Some(tokio::spawn(async move { stop.end_programs().await }));
+                continue;
+            }
+        };
+        let Some(done) = done else {
             break;
         };
         let (name, status, at, ms, attempt) = done.expect("stage task panicked");
@@ -219,6 +247,34 @@ pub async fn execute(
         dir.write_outputs(&outputs).map_err(io)?;
     }
 
+    if let Some(request) = opts.stop.requested() {
+        // Stages can end before the programs they started: wait for those
+        // (started above, or now if the request came as the last stage ended).
+        let stop = opts.stop.clone();
+        let ending =
+            ending.unwrap_or_else(|| tokio::spawn(async move { stop.end_programs().await }));
+        let killed = ending.await.unwrap_or(0);
+        let left = crate::caps::exec::tree::own_descendants().len();
+        audit.record(
+            "",
+            "capstan",
+            "run",
+            true,
+            serde_json::json!({
+                "event": "cancelled",
+                "by": request.by,
+                "reason": request.reason,
+                "programs_killed": killed,
+                "programs_left": left,
+            }),
+            None,
+        );
+        if killed > 0 {
+            eprintln!(
+                "[capstan] {killed} program(s) did not end on SIGTERM and were killed (SIGKILL)"
+            );
+        }
+    }
     let stages: Vec<StageRecord> = pipeline
         .stages
         .keys()
@@ -229,7 +285,9 @@ pub async fn execute(
         .approvals(&dir.id)?
         .iter()
         .any(|a| a.decision == "rejected");
-    let status = if has(|s| matches!(s, StageStatus::Failed { .. })) {
+    let status = if opts.stop.requested().is_some() {
+        RunState::Cancelled
+    } else if has(|s| matches!(s, StageStatus::Failed { .. })) {
         if rejected {
             RunState::Rejected
         } else {
@@ -273,6 +331,7 @@ fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
         StageStatus::AwaitingApproval { reason } => {
             format!("⏸ {name}: waiting for approval: {}", text(reason))
         }
+        StageStatus::Cancelled { reason } => format!("■ {name} ({secs:.1}s): {}", text(reason)),
     }
 }
 
@@ -346,5 +405,6 @@ fn stage_run(
             protected: pipeline.protected.contains(&opts.environment),
         },
         store: store.clone(),
+        stop: opts.stop.clone(),
     })
 }

@@ -79,6 +79,7 @@ impl StageRecord {
             StageStatus::Failed { reason } => ("failed", reason),
             StageStatus::AwaitingApproval { reason } => ("awaiting-approval", reason),
             StageStatus::Skipped { reason } => ("skipped", reason),
+            StageStatus::Cancelled { reason } => ("cancelled", reason),
         };
         row.status = status.into();
         row.message = message.clone();

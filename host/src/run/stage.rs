@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use wasmtime_wasi::FsPerms;
 
 use super::Prepared;
+use super::stop::Stop;
 use crate::bindings::capstan::plugin::types as wit;
 use crate::caps::approval::RunInfo;
 use crate::caps::audit::{AuditLog, StageAudit};
@@ -46,6 +47,11 @@ pub enum StageStatus {
     Skipped {
         reason: String,
     },
+    /// Stopped by Ctrl-C, SIGTERM or `capstan cancel` (who and why), or not
+    /// started because the run was.
+    Cancelled {
+        reason: String,
+    },
 }
 
 /// Everything a stage run needs from the executor (owned, so it can run on
@@ -62,6 +68,7 @@ pub struct StageRun {
     pub echo: bool,
     pub run: RunInfo,
     pub store: Arc<dyn RunStore>,
+    pub stop: Stop,
 }
 
 impl StageRun {
@@ -134,7 +141,25 @@ impl StageRun {
         };
         // Belt and braces: the epoch deadline stops plugin code and exec
         // timeouts stop children; this stops everything else.
-        let result = tokio::time::timeout(timeout + Duration::from_secs(2), call).await;
+        let call = tokio::time::timeout(timeout + Duration::from_secs(2), call);
+        tokio::pin!(call);
+        let result = tokio::select! {
+            result = &mut call => result,
+            request = self.stop.stopped() => {
+                // The run's programs are being ended (see `run::stop`); the
+                // plugin gets their outcome and the grace period to return,
+                // then it is dropped at its next yield.
+                let grace = self.stop.grace + Duration::from_secs(2);
+                tokio::select! {
+                    _ = tokio::time::timeout(grace, &mut call) => {}
+                    () = self.stop.killed() => {}
+                }
+                let reason = format!("cancelled by {}: {}", request.by, request.reason);
+                audit.host("stage", true, json!({"event": "cancelled"}), Some(reason.clone()));
+                sink.line(&format!("[capstan] stage cancelled: {reason}"));
+                return StageStatus::Cancelled { reason };
+            }
+        };
         // What the plugin hands back is written to run.json, outputs.json
         // and the run store: it counts against the stage's output limit too.
         if let Ok(Ok(returned)) = &result {
@@ -214,7 +239,12 @@ impl StageRun {
             state = state.preopen(dir, FsPerms::ReadOnly)?;
         }
         state = state
-            .exec(p.exec.clone(), self.work_dir.clone(), CAPTURE_CAP)
+            .exec(
+                p.exec.clone(),
+                self.work_dir.clone(),
+                CAPTURE_CAP,
+                self.stop.clone(),
+            )
             .connect(p.connect.clone());
         if p.approval {
             state = state.approval(

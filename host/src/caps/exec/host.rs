@@ -21,6 +21,7 @@ use crate::caps::audit::StageAudit;
 use crate::caps::fs;
 use crate::caps::log::LogSink;
 use crate::fault;
+use crate::run::stop::Stop;
 use crate::store::Owner;
 
 /// Per-stage state of the `process` interface.
@@ -36,6 +37,8 @@ pub struct ProcessHost {
     pub deadline: Instant,
     /// Cap on output returned to the plugin per stream.
     pub capture_cap: usize,
+    /// The run's stop switch: no program starts once the run is stopping.
+    pub stop: Option<Stop>,
 }
 
 /// Kills the child's process group when dropped, so a cancelled stage (its
@@ -120,6 +123,13 @@ impl ProcessHost {
         cmd: wit::Command,
     ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
         self.audit.within_budget()?;
+        if let Some(request) = self.stop.as_ref().and_then(Stop::requested) {
+            let reason = format!(
+                "not started: the run is being cancelled ({} by {})",
+                request.reason, request.by
+            );
+            return Ok(Err(self.deny(&cmd, reason)));
+        }
         let (policy, cwd, cwd_dir) = match self.check(&cmd) {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
