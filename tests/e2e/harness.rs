@@ -363,6 +363,11 @@ impl Guarded {
         nix::sys::signal::kill(pid, signal).expect("signal the process");
     }
 
+    /// What it printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -59,11 +59,19 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
     }
 
     // Started from inside the pipeline's directory: state at the repository root.
-    let first =
-        crate::harness::Guarded::spawn(sb.command_in(&deploy.join("sub"), &["run", pipeline]));
+    let mut first = sb.command_in(&deploy.join("sub"), &["run", pipeline, "-q"]);
+    first.env("CAPSTAN_STILL_RUNNING", "1s");
+    let first = crate::harness::Guarded::spawn(first);
     let state = repo.join(".capstan");
     let (run_dir, sleep) = started(&state, "sleep");
     let id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    // Not on a terminal, with -q: a silent stage is said to be still running.
+    eventually(Duration::from_secs(60), "a still-running line", || {
+        first
+            .stderr_so_far()
+            .contains("… hang still running (")
+            .then_some(())
+    });
 
     // Started from elsewhere, the same pipeline finds the same store and lock.
     let second: Ran = sb
@@ -108,6 +116,10 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
         !alive(sleep),
         "sleep (pid {sleep}) outlived the cancelled run"
     );
+    // Timestamped progress lines.
+    let stamped = regex::Regex::new(r"(?m)^\d\d:\d\d:\d\d ▶ hang started$").unwrap();
+    assert!(stamped.is_match(&ran.stderr), "{ran:?}");
+    assert!(ran.stderr.contains("■ hang"), "{ran:?}");
 
     let show: Value = serde_json::from_str(
         &String::from_utf8(

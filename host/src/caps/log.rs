@@ -14,6 +14,7 @@ use wasmtime::component::Linker;
 
 use crate::bindings::capstan::plugin::log as wit;
 use crate::caps::state::StageState;
+use crate::run::progress::Progress;
 
 /// Shared handle to one stage's log.
 #[derive(Clone)]
@@ -27,9 +28,10 @@ struct Inner {
     written: u64,
     cap: u64,
     exceeded: bool,
-    /// Prefix for echoing to the host's stderr, when live output is on.
-    echo: Option<String>,
-    /// Partial line not yet echoed.
+    /// The run's display and this stage's name there: whole lines go to it
+    /// (its spinner line, and stderr without `-q`).
+    live: Option<(Progress, String)>,
+    /// Partial line not yet shown.
     pending: Vec<u8>,
     /// The file is at the start of a line (nothing kept yet, or the last
     /// byte kept was `\n`): a host line can be written as it is.
@@ -53,12 +55,16 @@ pub struct OutputLimit(pub u64);
 impl LogSink {
     /// Open the log file at `path` for appending (a resumed stage's next
     /// attempt goes after the earlier ones); `cap` counts this attempt only.
-    pub fn create(path: &Path, cap: u64, echo: Option<String>) -> std::io::Result<LogSink> {
+    pub fn create(
+        path: &Path,
+        cap: u64,
+        live: Option<(Progress, String)>,
+    ) -> std::io::Result<LogSink> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(Self::with_file(Some(file), cap, echo))
+        Ok(Self::with_file(Some(file), cap, live))
     }
 
     /// A sink that keeps nothing but still enforces `cap`.
@@ -66,14 +72,14 @@ impl LogSink {
         Self::with_file(None, cap, None)
     }
 
-    fn with_file(file: Option<File>, cap: u64, echo: Option<String>) -> LogSink {
+    fn with_file(file: Option<File>, cap: u64, live: Option<(Progress, String)>) -> LogSink {
         LogSink {
             inner: Arc::new(Mutex::new(Inner {
                 file,
                 written: 0,
                 cap,
                 exceeded: false,
-                echo,
+                live,
                 pending: Vec::new(),
                 fresh: true,
                 blank: true,
@@ -315,17 +321,16 @@ impl Inner {
         }
     }
 
-    /// Echo whole lines to stderr, escaped for the terminal (the file keeps
-    /// the raw bytes).
+    /// Hand whole lines to the run's display, which escapes them for the
+    /// terminal (the file keeps its own inert copy).
     fn echo_lines(&mut self, bytes: &[u8]) {
-        let Some(prefix) = self.echo.clone() else {
+        let Some((progress, stage)) = &self.live else {
             return;
         };
         self.pending.extend_from_slice(bytes);
         while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            eprint!("{prefix} | {}", crate::text::block(&line));
+            progress.output(stage, &String::from_utf8_lossy(&line));
         }
     }
 }

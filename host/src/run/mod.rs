@@ -4,6 +4,7 @@
 pub mod config;
 pub mod lock;
 pub mod prepare;
+pub mod progress;
 pub mod record;
 pub mod rundir;
 pub mod stage;
@@ -24,6 +25,7 @@ use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
 use crate::store::{RunState, RunStore, StoreError};
 pub use prepare::{Prepared, prepare};
+use progress::Progress;
 use record::verified;
 pub use record::{PluginRecord, RunRecord, StageRecord, plugin_records};
 pub use rundir::RunDir;
@@ -100,6 +102,7 @@ pub async fn execute(
         }
         records.insert(record.name.clone(), record);
     }
+    let progress = Progress::start(opts.echo, progress::colour());
     let semaphore = Arc::new(Semaphore::new(pipeline.concurrency));
     let mut ending: Option<tokio::task::JoinHandle<usize>> = None;
     let mut running = JoinSet::new();
@@ -180,6 +183,7 @@ pub async fn execute(
                     None => {
                         let run = match stage_run(
                             &prepared, runtime, dir, &audit, opts, store, &outputs, &name,
+                            &progress,
                         ) {
                             Ok(run) => run,
                             Err(reason) => {
@@ -195,6 +199,7 @@ pub async fn execute(
                         let (run_id, plugin) = (dir.id.clone(), stage.plugin.clone());
                         running.spawn(async move {
                             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+                            run.progress.started(&name);
                             let at = jiff::Timestamp::now().to_string();
                             let attempt = store.start_stage(&run_id, &name, &plugin, &at);
                             let t = Instant::now();
@@ -240,13 +245,14 @@ pub async fn execute(
         if let StageStatus::Succeeded { outputs: o, .. } = &status {
             outputs.insert(name.clone(), o.clone());
         }
-        eprintln!("{}", line_for(&name, &status, ms));
+        progress.finished(&name, &line_for(&name, &status, ms));
         let r = record(&name, status, Some(at), Some(ms));
         store.end_stage(&dir.id, attempt, &r.row(Some(now())))?;
         records.insert(name.clone(), r);
         dir.write_outputs(&outputs).map_err(io)?;
     }
 
+    progress.finish();
     if let Some(request) = opts.stop.requested() {
         // Stages can end before the programs they started: wait for those
         // (started above, or now if the request came as the last stage ended).
@@ -347,6 +353,7 @@ fn stage_run(
     store: &Arc<dyn RunStore>,
     outputs: &HashMap<String, Map<String, Value>>,
     name: &str,
+    progress: &Progress,
 ) -> Result<StageRun, String> {
     let pipeline = &prepared.pipeline;
     let stage = &pipeline.stages[name];
@@ -397,7 +404,7 @@ fn stage_run(
         upstream_dirs,
         log_path: dir.log(name),
         audit: audit.clone(),
-        echo: opts.echo,
+        progress: progress.clone(),
         run: crate::caps::approval::RunInfo {
             run_id: dir.id.clone(),
             author: opts.author.clone(),

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use wasmtime_wasi::FsPerms;
 
 use super::Prepared;
+use super::progress::Progress;
 use super::stop::Stop;
 use crate::bindings::capstan::plugin::types as wit;
 use crate::caps::approval::RunInfo;
@@ -65,7 +66,7 @@ pub struct StageRun {
     pub upstream_dirs: Vec<PathBuf>,
     pub log_path: PathBuf,
     pub audit: AuditLog,
-    pub echo: bool,
+    pub progress: Progress,
     pub run: RunInfo,
     pub store: Arc<dyn RunStore>,
     pub stop: Stop,
@@ -87,8 +88,8 @@ impl StageRun {
     /// Run attempt number `attempt` of the stage.
     pub async fn run(self, attempt: u32) -> StageStatus {
         let stage = self.stage();
-        let echo = self.echo.then(|| stage.name.clone());
-        let sink = match LogSink::create(&self.log_path, stage.max_output, echo) {
+        let live = Some((self.progress.clone(), stage.name.clone()));
+        let sink = match LogSink::create(&self.log_path, stage.max_output, live) {
             Ok(sink) => sink,
             Err(e) => {
                 return StageStatus::Failed {

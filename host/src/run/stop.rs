@@ -171,16 +171,18 @@ pub fn listen(
                 else => return,
             };
             if stop.requested().is_none() {
-                eprintln!(
-                    "\n[capstan] stopping run {run}: {} by {}. Programs get SIGTERM, then SIGKILL after {}; \
+                super::progress::println(&format!(
+                    "[capstan] stopping run {run} ({}, by {}): its programs get SIGTERM, then SIGKILL after {}; \
                      press Ctrl-C again to kill them at once.",
                     request.reason,
                     request.by,
                     humantime::format_duration(stop.grace)
-                );
+                ));
                 stop.request(request);
             } else {
-                eprintln!("\n[capstan] killing every program of run {run} at once (SIGKILL).");
+                super::progress::println(&format!(
+                    "[capstan] killing every program of run {run} at once (SIGKILL)."
+                ));
                 stop.kill_now();
             }
         }
@@ -198,8 +200,8 @@ fn cancel_request(store: &dyn RunStore, run: &str) -> Option<StopRequest> {
         by: event.detail["by"].as_str().unwrap_or("unknown").to_string(),
         reason: event.detail["reason"]
             .as_str()
-            .map_or("cancelled with `capstan cancel`".to_string(), |r| {
-                format!("cancelled with `capstan cancel`: {r}")
+            .map_or("`capstan cancel`".to_string(), |r| {
+                format!("`capstan cancel`: {r}")
             }),
     })
 }

@@ -137,10 +137,12 @@ impl ApprovalHost {
         let run = self.run.clone();
         let stage = self.audit.stage.clone();
         let asked = request.clone();
-        let decision = tokio::task::spawn_blocking(move || prompt::prompt(&asked, &run, &stage))
-            .await
-            .map_err(|e| wit::Error::Unavailable(format!("the prompt failed: {e}")))?
-            .map_err(|e| wit::Error::Unavailable(format!("cannot read the answer: {e}")))?;
+        let decision = tokio::task::spawn_blocking(move || {
+            crate::run::progress::suspend(|| prompt::prompt(&asked, &run, &stage))
+        })
+        .await
+        .map_err(|e| wit::Error::Unavailable(format!("the prompt failed: {e}")))?
+        .map_err(|e| wit::Error::Unavailable(format!("cannot read the answer: {e}")))?;
         match &decision {
             wit::Decision::Approved(answers) => {
                 let by: Vec<&str> = answers.iter().map(|a| a.by.as_str()).collect();
@@ -309,14 +311,16 @@ impl ApprovalHost {
             );
             let confirmed = tokio::task::spawn_blocking(move || {
                 let stdin = std::io::stdin();
-                prompt::confirm_override(
-                    &mut stdin.lock(),
-                    &mut std::io::stderr().lock(),
-                    &asked,
-                    &claimed,
-                    &run,
-                    &stage,
-                )
+                crate::run::progress::suspend(|| {
+                    prompt::confirm_override(
+                        &mut stdin.lock(),
+                        &mut std::io::stderr().lock(),
+                        &asked,
+                        &claimed,
+                        &run,
+                        &stage,
+                    )
+                })
             })
             .await
             .map_err(|e| wit::Error::Unavailable(format!("the prompt failed: {e}")))?

@@ -1,0 +1,283 @@
+//! What an operator sees while a run goes on, on stderr.
+//!
+//! On a terminal: one line per running stage with a spinner, its elapsed
+//! time and its last log line; finished stages (and, without `-q`, every
+//! log line) scroll above. Elsewhere (CI logs, files): plain timestamped
+//! lines, and a "still running" line for a stage silent for 30 s, so a
+//! long stage never looks hung.
+//!
+//! Everything shown that a plugin wrote is escaped (see [`crate::text`]).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::text::inline;
+
+/// A stage silent this long gets a "still running" line (not on a
+/// terminal); `CAPSTAN_STILL_RUNNING` (e.g. `2m`) changes it.
+pub const SILENCE: Duration = Duration::from_secs(30);
+
+fn silence() -> Duration {
+    std::env::var("CAPSTAN_STILL_RUNNING")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(SILENCE)
+}
+
+/// Shared handle to the run's progress display.
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Bars on a terminal; `None`: plain lines.
+    bars: Option<MultiProgress>,
+    /// Echo every log line (no `-q`).
+    echo: bool,
+    colour: bool,
+    stages: Mutex<HashMap<String, Running>>,
+}
+
+struct Running {
+    bar: Option<ProgressBar>,
+    started: Instant,
+    /// When the stage last printed (or was last said to be running).
+    heard: Instant,
+}
+
+/// The display of the run going on, for code that prints or prompts in the
+/// middle of it (an approval prompt, a stop notice).
+static CURRENT: OnceLock<Mutex<Option<Progress>>> = OnceLock::new();
+
+fn current() -> Option<Progress> {
+    CURRENT.get()?.lock().ok()?.clone()
+}
+
+/// Print a line of the host's above the stage lines (plain `eprintln!`
+/// when no run is displayed).
+pub fn println(text: &str) {
+    match current() {
+        Some(p) => p.print(text),
+        None => eprintln!("{text}"),
+    }
+}
+
+/// Run `f` (e.g. a prompt waiting for a human) with the stage lines
+/// hidden. Not [`MultiProgress::suspend`]: that holds the display's lock
+/// throughout, and every other stage's log would wait for the human too.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    let Some(bars) = current().and_then(|p| p.inner.bars.clone()) else {
+        return f();
+    };
+    let _ = bars.clear();
+    bars.set_draw_target(ProgressDrawTarget::hidden());
+    let result = f();
+    bars.set_draw_target(ProgressDrawTarget::stderr());
+    result
+}
+
+impl Progress {
+    /// Bars if stderr is a terminal, plain lines otherwise. The display
+    /// becomes the current one (see [`println`], [`suspend`]) until
+    /// [`Progress::finish`].
+    pub fn start(echo: bool, colour: bool) -> Progress {
+        let bars = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let progress = Progress {
+            inner: Arc::new(Inner {
+                bars,
+                echo,
+                colour,
+                stages: Mutex::new(HashMap::new()),
+            }),
+        };
+        *CURRENT
+            .get_or_init(Default::default)
+            .lock()
+            .expect("progress lock") = Some(progress.clone());
+        if progress.inner.bars.is_none() {
+            let weak = Arc::downgrade(&progress.inner);
+            let silence = silence();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    Progress { inner }.say_still_running(silence);
+                }
+            });
+        }
+        progress
+    }
+
+    /// Stop displaying (the end-of-run table follows).
+    pub fn finish(&self) {
+        if let Some(bars) = &self.inner.bars {
+            let _ = bars.clear();
+        }
+        if let Some(current) = CURRENT.get() {
+            *current.lock().expect("progress lock") = None;
+        }
+    }
+
+    /// `stage` started.
+    pub fn started(&self, stage: &str) {
+        let now = Instant::now();
+        let bar = self.inner.bars.as_ref().map(|bars| {
+            let bar = bars.add(ProgressBar::new_spinner());
+            bar.set_style(self.spinner_style());
+            bar.set_prefix(inline(stage).into_owned());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if bar.is_none() {
+            self.print(&stamped(&format!("▶ {} started", inline(stage))));
+        }
+        self.stages().lock().expect("progress lock").insert(
+            stage.to_string(),
+            Running {
+                bar,
+                started: now,
+                heard: now,
+            },
+        );
+    }
+
+    /// A whole line of `stage`'s log (plugin text, not yet escaped).
+    pub fn output(&self, stage: &str, line: &str) {
+        let line = line.trim_end_matches(['\n', '\r']);
+        if let Some(running) = self.stages().lock().expect("progress lock").get_mut(stage) {
+            // Silence is what the operator sees: with `-q`, every line.
+            if self.inner.echo {
+                running.heard = Instant::now();
+            }
+            if let Some(bar) = &running.bar
+                && !line.trim().is_empty()
+            {
+                bar.set_message(inline(line.trim()).into_owned());
+            }
+        }
+        if self.inner.echo {
+            self.print(&format!("{stage} | {}", crate::text::block(line)));
+        }
+    }
+
+    /// `stage` ended; `line` says how (one line, escaped).
+    pub fn finished(&self, stage: &str, line: &str) {
+        if let Some(running) = self.stages().lock().expect("progress lock").remove(stage)
+            && let Some(bar) = running.bar
+        {
+            bar.finish_and_clear();
+        }
+        let line = if self.inner.bars.is_some() {
+            self.paint(line)
+        } else {
+            stamped(line)
+        };
+        self.print(&line);
+    }
+
+    /// A host line above the stage lines.
+    fn print(&self, text: &str) {
+        match &self.inner.bars {
+            Some(bars) if !bars.is_hidden() => {
+                if bars.println(text).is_err() {
+                    eprintln!("{text}");
+                }
+            }
+            _ => eprintln!("{text}"),
+        }
+    }
+
+    fn stages(&self) -> &Mutex<HashMap<String, Running>> {
+        &self.inner.stages
+    }
+
+    /// Plain mode: a line for every stage silent for `silence`.
+    fn say_still_running(&self, silence: Duration) {
+        let now = Instant::now();
+        let mut quiet = Vec::new();
+        for (stage, running) in self.stages().lock().expect("progress lock").iter_mut() {
+            if now.duration_since(running.heard) >= silence {
+                running.heard = now;
+                quiet.push((stage.clone(), now.duration_since(running.started)));
+            }
+        }
+        quiet.sort();
+        for (stage, elapsed) in quiet {
+            self.print(&stamped(&format!(
+                "… {} still running ({})",
+                inline(&stage),
+                short_duration(elapsed)
+            )));
+        }
+    }
+
+    fn spinner_style(&self) -> ProgressStyle {
+        let template = if self.inner.colour {
+            "{spinner:.cyan} {prefix:.bold} {elapsed:>5.dim} {wide_msg}"
+        } else {
+            "{spinner} {prefix} {elapsed:>5} {wide_msg}"
+        };
+        ProgressStyle::with_template(template)
+            .expect("a valid template")
+            .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+    }
+
+    /// Colour a finished-stage line by its mark.
+    fn paint(&self, line: &str) -> String {
+        if !self.inner.colour {
+            return line.to_string();
+        }
+        let style = match line.chars().next() {
+            Some('✓') => console::Style::new().green(),
+            Some('✗') => console::Style::new().red().bold(),
+            Some('⏸') => console::Style::new().yellow().bold(),
+            Some('■') => console::Style::new().magenta(),
+            _ => console::Style::new().dim(),
+        };
+        style.force_styling(true).apply_to(line).to_string()
+    }
+}
+
+/// Whether to colour stderr: a terminal, and no `NO_COLOR`.
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `12:01:02 <line>`: the local time of day, for logs read later.
+fn stamped(line: &str) -> String {
+    let now = jiff::Zoned::now();
+    format!("{} {line}", now.strftime("%H:%M:%S"))
+}
+
+/// `2m10s`, `45s`.
+pub fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_clock() {
+        assert_eq!(short_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(short_duration(Duration::from_secs(130)), "2m10s");
+        assert_eq!(
+            short_duration(Duration::from_secs(3 * 3600 + 62)),
+            "3h01m02s"
+        );
+    }
+}
