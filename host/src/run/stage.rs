@@ -169,18 +169,27 @@ impl StageRun {
         // A limit that was hit explains the failure, whatever the plugin
         // made of it (it may have caught the error and returned its own).
         let limit = self.limit_hit(&sink, memory.load(Ordering::SeqCst));
-        let status = match (result, limit) {
-            (Ok(Ok(Ok(outcome))), None) => success(outcome),
-            (Ok(Ok(Err(e))), None) => StageStatus::Failed {
-                reason: plugin_error(e),
-            },
-            (Ok(Err(trap)), None) => StageStatus::Failed {
-                reason: self.trap_reason(&trap, &sink, deadline),
-            },
-            (Err(_), None) => StageStatus::Failed {
-                reason: self.timed_out(),
-            },
-            (_, Some(reason)) => StageStatus::Failed { reason },
+        // Whether a limit ended the stage is known here, never read back
+        // from the text (a plugin's own message may say "limit").
+        let (status, limited) = match (result, limit) {
+            (Ok(Ok(Ok(outcome))), None) => (success(outcome), false),
+            (Ok(Ok(Err(e))), None) => (
+                StageStatus::Failed {
+                    reason: plugin_error(e),
+                },
+                false,
+            ),
+            (Ok(Err(trap)), None) => {
+                let (reason, limited) = self.trap_reason(&trap, &sink, deadline);
+                (StageStatus::Failed { reason }, limited)
+            }
+            (Err(_), None) => (
+                StageStatus::Failed {
+                    reason: self.timed_out(),
+                },
+                true,
+            ),
+            (_, Some(reason)) => (StageStatus::Failed { reason }, true),
         };
         // Whatever the plugin made of a `pending` answer, the stage waits.
         let status = match (status, pending.lock().expect("pending lock").take()) {
@@ -190,10 +199,9 @@ impl StageRun {
             (status, _) => status,
         };
         if let StageStatus::Failed { reason } = &status {
-            let limit = reason.contains("limit");
             audit.host(
-                if limit { "limit" } else { "stage" },
-                !limit,
+                if limited { "limit" } else { "stage" },
+                !limited,
                 json!({"event": "failed"}),
                 Some(reason.clone()),
             );
@@ -282,13 +290,19 @@ impl StageRun {
         None
     }
 
-    fn trap_reason(&self, trap: &wasmtime::Error, sink: &LogSink, deadline: Instant) -> String {
+    /// Why the plugin trapped, and whether a limit of the stage's did it.
+    fn trap_reason(
+        &self,
+        trap: &wasmtime::Error,
+        sink: &LogSink,
+        deadline: Instant,
+    ) -> (String, bool) {
         if matches!(
             trap.downcast_ref::<wasmtime::Trap>(),
             Some(wasmtime::Trap::Interrupt)
         ) || Instant::now() >= deadline
         {
-            return self.timed_out();
+            return (self.timed_out(), true);
         }
         let table_full = trap.chain().any(|e| {
             matches!(
@@ -297,10 +311,13 @@ impl StageRun {
             )
         });
         if table_full {
-            return format!(
-                "handle limit of {} exceeded (a stage may hold at most that many open files, \
-                 directories and streams at once)",
-                crate::caps::limits::stage_handle_cap()
+            return (
+                format!(
+                    "handle limit of {} exceeded (a stage may hold at most that many open files, \
+                     directories and streams at once)",
+                    crate::caps::limits::stage_handle_cap()
+                ),
+                true,
             );
         }
         let cause = match trap.downcast_ref::<wasmtime::Trap>() {
@@ -311,7 +328,7 @@ impl StageRun {
         // and the message on the next line, to stderr (the stage log).
         let tail = sink.tail();
         let lines: Vec<&str> = tail.lines().collect();
-        match lines.iter().rposition(|l| l.contains("panicked at")) {
+        let reason = match lines.iter().rposition(|l| l.contains("panicked at")) {
             Some(i) => {
                 let at = lines[i]
                     .rsplit("panicked at ")
@@ -322,7 +339,8 @@ impl StageRun {
                 format!("plugin crashed: panicked: {message} (at {at})")
             }
             None => format!("plugin crashed: {cause}"),
-        }
+        };
+        (reason, false)
     }
 }
 
