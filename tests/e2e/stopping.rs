@@ -110,7 +110,7 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
         .unwrap()
         .into();
     assert_eq!(cancel.code, 0, "{cancel:?}");
-    let (ran, _) = first.wait(Duration::from_secs(60));
+    let (ran, _) = first.wait(Duration::from_secs(300));
     assert_eq!(ran.code, 8, "{ran:?}");
     assert!(
         !alive(sleep),
@@ -172,10 +172,12 @@ fn ctrl_c_during_configure_ends_ansible_and_frees_the_environment_after() {
         .unwrap()
         .join("ansible/playbooks/post-deploy.yml");
     let mut play = std::fs::read_to_string(&playbook).unwrap();
-    play.push_str(
+    // A duration of its own, to tell this test's task from any other `sleep`.
+    let hold = format!("sleep 313.{}", std::process::id());
+    play.push_str(&format!(
         "\n- name: Hold (test)\n  hosts: all\n  gather_facts: false\n  tasks:\n    \
-         - ansible.builtin.command: sleep 313\n",
-    );
+         - ansible.builtin.command: {hold}\n"
+    ));
     std::fs::write(&playbook, play).unwrap();
     let path = pipeline.to_str().unwrap();
     let mut run = sb.spawn(&["run", path, "--env", "dev", "--stop-grace", "5s"]);
@@ -183,16 +185,17 @@ fn ctrl_c_during_configure_ends_ansible_and_frees_the_environment_after() {
     let (run_dir, playbook_pid) = started(&state, "ansible-playbook");
     // Ctrl-C once `sleep 313` runs on a host (a grandchild of ansible-playbook).
     eventually(Duration::from_secs(120), "the held play starts", || {
-        crate::harness::sleepers("sleep 313").first().copied()
+        crate::harness::sleepers(&hold).first().copied()
     });
     assert!(run.running());
     run.signal(Signal::SIGINT);
-    let (ran, _) = run.wait(Duration::from_secs(60));
+    // (The limit counts from the start of the run.)
+    let (ran, _) = run.wait(Duration::from_secs(400));
     assert_eq!(ran.code, 8, "{ran:?}");
     assert!(ran.stderr.contains("stopping run"), "{ran:?}");
     assert!(!alive(playbook_pid), "ansible-playbook outlived the run");
     assert_eq!(
-        crate::harness::sleepers("sleep 313"),
+        crate::harness::sleepers(&hold),
         Vec::<i64>::new(),
         "a host's task outlived the run"
     );
@@ -224,4 +227,59 @@ fn ctrl_c_during_configure_ends_ansible_and_frees_the_environment_after() {
     assert_eq!(cancelled["detail"]["programs_left"], 0, "{cancelled:#}");
     let next = sb.capstan(&["run", path, "--env", "dev", "--only", "build", "-q"]);
     assert_eq!(next.code, 0, "{next:?}");
+}
+
+#[test]
+fn a_program_that_ignores_sigterm_is_killed_at_the_second_ctrl_c() {
+    let sb = Sandbox::new();
+    // `sleep` on PATH is a script that ignores SIGTERM (and so does the
+    // real sleep it becomes): only SIGKILL ends it.
+    let stubborn = sb.write(
+        "bin/sleep",
+        "#!/bin/sh\ntrap '' TERM\nexec /bin/sleep \"$@\"\n",
+    );
+    std::fs::set_permissions(
+        &stubborn,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"stubborn\"\n[plugins.adversary]\npath = \"{{adversary}}\"\n{}",
+        adversary_stage("hang", r#"{ action = "exec-hang" }"#, ""),
+    ));
+    let mut cmd = sb.command(&[
+        "run",
+        pipeline.to_str().unwrap(),
+        "-q",
+        "--stop-grace",
+        "1h",
+    ]);
+    let path = format!(
+        "{}:{}",
+        sb.path().join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    cmd.env("PATH", path);
+    let mut run = crate::harness::Guarded::spawn(cmd);
+    let (run_dir, sleep) = started(&sb.path().join(".capstan"), "sleep");
+    run.signal(Signal::SIGINT);
+    eventually(Duration::from_secs(30), "the stop notice", || {
+        run.stderr_so_far()
+            .contains("press Ctrl-C again")
+            .then_some(())
+    });
+    // SIGTERM went unheeded; the grace period is an hour.
+    assert!(alive(sleep) && run.running(), "{}", run.stderr_so_far());
+    run.signal(Signal::SIGINT);
+    let (ran, _) = run.wait(Duration::from_secs(300));
+    assert_eq!(ran.code, 8, "{ran:?}");
+    assert!(ran.stderr.contains("killing every program"), "{ran:?}");
+    assert!(!alive(sleep), "pid {sleep} survived SIGKILL");
+    let audit = crate::harness::Run::read(&run_dir).audit;
+    let cancelled = run_event(&audit, "cancelled").expect("a cancelled event");
+    assert!(
+        cancelled["detail"]["programs_killed"].as_u64() >= Some(1),
+        "{cancelled:#}"
+    );
+    assert_eq!(cancelled["detail"]["programs_left"], 0, "{cancelled:#}");
 }

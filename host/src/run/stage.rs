@@ -153,7 +153,11 @@ impl StageRun {
                 let grace = self.stop.grace + Duration::from_secs(2);
                 tokio::select! {
                     _ = tokio::time::timeout(grace, &mut call) => {}
-                    () = self.stop.killed() => {}
+                    // The programs are being killed now (see `Stop::end_programs`):
+                    // their exec calls return at once.
+                    () = self.stop.killed() => {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), &mut call).await;
+                    }
                 }
                 let reason = format!("cancelled by {}: {}", request.by, request.reason);
                 audit.host("stage", true, json!({"event": "cancelled"}), Some(reason.clone()));
