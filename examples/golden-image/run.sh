@@ -8,7 +8,8 @@ cd "$(dirname "$0")/../.."
 unset CARGO_TARGET_DIR
 .ci/setup
 cargo build --release --locked --target wasm32-wasip2 \
-    -p capstan-packer -p capstan-terraform -p capstan-approval -p capstan-ansible -p capstan-smoke-test
+    -p capstan-packer -p capstan-terraform -p capstan-approval -p capstan-ansible -p capstan-smoke-test \
+    -p capstan-command
 cargo build --release --locked -p capstan
 if [ $# -eq 0 ]; then set -- --env dev; fi
 exec target/release/capstan run examples/golden-image/pipeline.toml "$@"

@@ -22,6 +22,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("capstan-approval", "plugins/approval"),
     ("capstan-ansible", "plugins/ansible"),
     ("capstan-smoke-test", "plugins/smoke-test"),
+    ("capstan-command", "plugins/command"),
     ("capstan-custom-stage", "examples/custom-stage/plugin"),
     ("capstan-adversary", "tests/plugins/adversary"),
     ("capstan-old-contract", "tests/plugins/old-contract"),

@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str)] = &[
         "capstan_custom_stage.wasm",
         capstan_test_artifacts::CUSTOM_STAGE,
     ),
+    ("capstan_command.wasm", capstan_test_artifacts::COMMAND),
 ];
 
 /// Copy the example (not what earlier runs left in work/) into the sandbox;
@@ -71,7 +72,15 @@ fn dev_runs_green_then_a_second_run_changes_nothing_and_policy_is_enforced() {
     let pipeline = example(&sb, |t| t);
     let (code, stderr, first) = run(&sb, &pipeline, &["--env", "dev"]);
     assert_eq!(code, 0, "{stderr}");
-    for stage in ["build", "plan", "approve", "apply", "configure", "smoke"] {
+    for stage in [
+        "build",
+        "lint",
+        "plan",
+        "approve",
+        "apply",
+        "configure",
+        "smoke",
+    ] {
         assert_eq!(
             first.status(stage),
             "succeeded",
@@ -151,6 +160,17 @@ fn dev_runs_green_then_a_second_run_changes_nothing_and_policy_is_enforced() {
         third.reason("plan")
     );
     assert_eq!(third.status("apply"), "skipped");
+
+    // A configuration Terraform would format differently fails the lint
+    // stage (a command stage), naming the step and the file; nothing is planned.
+    let main_tf = sb.path().join("gi/infrastructure/main.tf");
+    let mut tf = std::fs::read_to_string(&main_tf).unwrap();
+    tf.push_str("\nlocals {\n  unformatted=1\n}\n");
+    std::fs::write(&main_tf, tf).unwrap();
+    let (code, _, fourth) = run(&sb, &pipeline, &["--env", "dev"]);
+    assert_eq!(code, 1);
+    fourth.assert_failed_naming("lint", &["step `format`", "exit code 3", "main.tf"]);
+    assert_eq!(fourth.status("plan"), "skipped");
 }
 
 #[test]

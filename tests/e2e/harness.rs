@@ -13,6 +13,7 @@ use serde_json::Value;
 /// Placeholders in test pipelines, replaced by built plugin paths.
 const PLUGINS: &[(&str, &str)] = &[
     ("{hello}", capstan_test_artifacts::HELLO),
+    ("{command}", capstan_test_artifacts::COMMAND),
     ("{adversary}", capstan_test_artifacts::ADVERSARY),
     ("{old_contract}", capstan_test_artifacts::OLD_CONTRACT),
     ("{sleepy_describe}", capstan_test_artifacts::SLEEPY_DESCRIBE),
@@ -71,8 +72,8 @@ impl Sandbox {
         path
     }
 
-    /// Write `pipeline.toml` with `{hello}`, `{adversary}`, `{old_contract}`,
-    /// `{sleepy_describe}` and `{sandbox}` replaced.
+    /// Write `pipeline.toml` with `{hello}`, `{command}`, `{adversary}`,
+    /// `{old_contract}`, `{sleepy_describe}` and `{sandbox}` replaced.
     pub fn pipeline(&self, toml: &str) -> PathBuf {
         self.write("pipeline.toml", &self.fill(toml))
     }

@@ -4,6 +4,7 @@
 mod adversarial;
 mod approvals;
 mod audit;
+mod command_stage;
 mod escapes;
 mod golden_image;
 mod harness;

@@ -28,6 +28,10 @@ use crate::pipeline::Stage;
 #[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
 pub enum Capability {
     Exec(String),
+    /// Every program the stage's `exec` grants name (requested as `exec
+    /// *`, by plugins whose programs come from the pipeline file); each
+    /// call is still checked against its program's own grant.
+    ExecGranted,
     Read,
     Write,
     Env(String),
@@ -40,6 +44,7 @@ impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Capability::Exec(p) => write!(f, "exec `{}`", crate::text::inline(p)),
+            Capability::ExecGranted => f.write_str("exec `*` (the programs the stage grants)"),
             Capability::Read => f.write_str("read"),
             Capability::Write => f.write_str("write"),
             Capability::Env(n) => write!(f, "env `{}`", crate::text::inline(n)),
@@ -69,6 +74,7 @@ pub fn granted(stage: &Stage, capability: &Capability) -> bool {
     let g = &stage.grants;
     match capability {
         Capability::Exec(program) => g.exec.iter().any(|e| &e.program == program),
+        Capability::ExecGranted => !g.exec.is_empty(),
         Capability::Read => !g.read.is_empty(),
         Capability::Write => !g.write.is_empty(),
         Capability::Env(name) => env::covers(&g.env, name),
@@ -99,7 +105,7 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
     out.extend(
         g.exec
             .iter()
-            .filter(|e| !asked(&Capability::Exec(e.program.clone())))
+            .filter(|e| !asks_exec(requests, &e.program))
             .map(|e| format!("exec `{}`", e.program)),
     );
     if !g.read.is_empty() && !asked(&Capability::Read) {
@@ -130,6 +136,16 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
     out
 }
 
+/// Whether `requests` ask to start the granted `program`: by its name, or
+/// as one of the programs the stage grants (`exec *`).
+fn asks_exec(requests: &[Request], program: &str) -> bool {
+    requests.iter().any(|r| match &r.capability {
+        Capability::Exec(p) => p == program,
+        Capability::ExecGranted => true,
+        _ => false,
+    })
+}
+
 /// The pipeline-file lines that grant `capability` to `stage`.
 pub fn grant_toml(stage: &str, capability: &Capability) -> String {
     // Names come from the plugin: written as TOML strings (quoted, escaped),
@@ -139,6 +155,9 @@ pub fn grant_toml(stage: &str, capability: &Capability) -> String {
         Capability::Exec(program) => format!(
             "[[stages.{stage}.grants.exec]]\nprogram = {}\nargs = [\"**\"]  # narrow to the arguments it needs, e.g. [\"init|plan\", \"**\"]",
             quoted(program)
+        ),
+        Capability::ExecGranted => format!(
+            "[[stages.{stage}.grants.exec]]  # one table per program the stage runs\nprogram = \"<program>\"\nargs = [\"**\"]  # narrow to the arguments it needs"
         ),
         Capability::Read => format!("[stages.{stage}.grants]\nread = [\"<directory>\"]"),
         Capability::Write => format!("[stages.{stage}.grants]\nwrite = [\"<directory>\"]"),
@@ -255,7 +274,7 @@ impl StagePolicy {
         let mut exec = Vec::new();
         for grant in &stage.grants.exec {
             let policy = exec::ExecPolicy::resolve(grant)?;
-            if asked(&Capability::Exec(grant.program.clone())) {
+            if asks_exec(requests, &grant.program) {
                 exec.push(policy);
             }
         }
@@ -291,5 +310,71 @@ impl StagePolicy {
             },
             approval: asked(&Capability::Approval) && stage.grants.approval,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(grants: &str) -> Stage {
+        Stage {
+            name: "lint".into(),
+            plugin: "command".into(),
+            needs: Vec::new(),
+            upstream: Default::default(),
+            with: serde_json::Value::Null,
+            grants: toml::from_str(grants).unwrap(),
+            read_dirs: Vec::new(),
+            write_dirs: Vec::new(),
+            timeout: std::time::Duration::from_secs(1),
+            memory: 1 << 20,
+            max_output: 1 << 20,
+            environments: None,
+            on_failure: Default::default(),
+        }
+    }
+
+    fn request(capability: Capability) -> Request {
+        Request {
+            capability,
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn exec_star_asks_for_the_programs_the_stage_grants_and_nothing_else() {
+        let two = stage(
+            "[[exec]]\nprogram = \"sh\"\nargs = [\"-c\", \"*\"]\n[[exec]]\nprogram = \"true\"",
+        );
+        let star = [request(Capability::ExecGranted)];
+        assert!(granted(&two, &Capability::ExecGranted));
+        assert!(check(&two, &star).is_empty());
+        assert!(unrequested(&two, &star).is_empty());
+        // Only `sh` named: the `true` grant is not the plugin's.
+        let named = [request(Capability::Exec("sh".into()))];
+        assert_eq!(unrequested(&two, &named), ["exec `true`"]);
+        // No program granted: the request is missing, with the lines to add.
+        let none = stage("read = [\"src\"]");
+        let missing = check(&none, &star);
+        assert_eq!(missing.len(), 1);
+        assert!(
+            missing[0]
+                .toml
+                .starts_with("[[stages.lint.grants.exec]]  # one table per program"),
+            "{}",
+            missing[0].toml
+        );
+        // Each program keeps its own grant: `*` admits what is granted, as granted.
+        let policy = StagePolicy::new(&two, &star, Vec::new()).unwrap();
+        let programs: Vec<&str> = policy.exec.iter().map(|p| p.program.as_str()).collect();
+        assert_eq!(programs, ["sh", "true"]);
+        assert_eq!(policy.exec[0].args, ["-c", "*"]);
+        let policy = StagePolicy::new(&two, &named, Vec::new()).unwrap();
+        assert_eq!(policy.exec.len(), 1);
+        assert_eq!(
+            Capability::ExecGranted.to_string(),
+            "exec `*` (the programs the stage grants)"
+        );
     }
 }

@@ -336,6 +336,7 @@ impl From<bindings::capstan::plugin::types::Capability> for Capability {
     fn from(c: bindings::capstan::plugin::types::Capability) -> Self {
         use bindings::capstan::plugin::types::Capability as W;
         match c {
+            W::Exec(p) if p == "*" => Capability::ExecGranted,
             W::Exec(p) => Capability::Exec(p),
             W::Read => Capability::Read,
             W::Write => Capability::Write,
@@ -450,6 +451,20 @@ mod tests {
                 "plugin `{}` failed to describe itself: it did not describe itself within 5s (instantiating a plugin and calling `describe` must neither wait nor compute for long)",
                 path.display()
             )
+        );
+    }
+
+    #[test]
+    fn exec_star_asks_for_the_programs_the_stage_grants() {
+        use crate::bindings::capstan::plugin::types::Capability as W;
+        use crate::caps::Capability;
+        assert_eq!(
+            Capability::from(W::Exec("*".into())),
+            Capability::ExecGranted
+        );
+        assert_eq!(
+            Capability::from(W::Exec("sh".into())),
+            Capability::Exec("sh".into())
         );
     }
 

@@ -61,6 +61,19 @@ impl Info {
         self.request(Capability::Exec(program.into()), reason)
     }
 
+    /// Request to start every program the stage's `exec` grants name (the
+    /// WIT `exec("*")`), for a plugin whose programs come from the pipeline
+    /// file rather than from its own code, such as the command stage. The
+    /// host grants it when the stage grants at least one program, and
+    /// checks each call against that program's own grant, as for
+    /// [`Info::exec`]. Prefer [`Info::exec`] when the programs are known.
+    pub fn exec_granted(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Exec(Self::GRANTED_PROGRAMS.into()), reason)
+    }
+
+    /// The program name that [`Info::exec_granted`] requests.
+    pub const GRANTED_PROGRAMS: &str = "*";
+
     /// Request to read the directories the pipeline grants.
     pub fn read(self, reason: impl Into<String>) -> Self {
         self.request(Capability::Read, reason)
@@ -130,6 +143,7 @@ mod tests {
         let info = Info::new("hello", "1.2.3")
             .description("says hello")
             .exec("echo", "to greet")
+            .exec_granted("to run the steps")
             .read("r")
             .write("w")
             .env("HOME", "e")
@@ -146,6 +160,7 @@ mod tests {
             caps,
             [
                 Capability::Exec("echo".into()),
+                Capability::Exec("*".into()),
                 Capability::Read,
                 Capability::Write,
                 Capability::Env("HOME".into()),
