@@ -10,4 +10,5 @@ mod harness;
 mod pipeline_errors;
 mod recovery;
 mod rollback;
+mod run_ids;
 mod runs;

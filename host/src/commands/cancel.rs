@@ -19,7 +19,8 @@ A running run cannot be cancelled: stop its host (Ctrl-C, kill); it then shows a
 interrupted and can be cancelled or resumed. To refuse what a paused run waits
 for, `capstan reject` it instead.")]
 pub struct Args {
-    /// The run id (or a unique prefix of it).
+    /// The run: its id, a unique prefix or suffix of it, `latest` (the run
+    /// that started last) or `latest@<environment>`.
     pub run: String,
     /// Who cancels (default: $CAPSTAN_ACTOR, the CI actor, or $USER).
     #[arg(long = "as", value_name = "NAME")]
