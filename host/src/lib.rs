@@ -5,7 +5,8 @@
 //! concern: [`pipeline`] (file model and validation), [`runtime`] (engine,
 //! cache, linker, limits), [`caps`] (capabilities and the host side of every
 //! interface), [`run`] (scheduler and run directory), [`commands`] (one file
-//! per subcommand), [`text`] (plugin text made safe for a terminal).
+//! per subcommand), [`text`] (plugin text made safe for a terminal), [`term`]
+//! (terminals, colour, tables, results on stdout).
 
 pub mod bindings;
 pub mod caps;
@@ -17,4 +18,5 @@ pub mod run;
 pub mod runtime;
 pub mod stats;
 pub mod store;
+pub mod term;
 pub mod text;

@@ -11,5 +11,6 @@ mod harness;
 mod pipeline_errors;
 mod recovery;
 mod rollback;
+mod run_ids;
 mod runs;
 mod stopping;

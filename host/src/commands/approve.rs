@@ -46,7 +46,8 @@ pub struct RejectArgs {
 /// Which run, who answers, why.
 #[derive(Debug, clap::Args)]
 pub struct Answer {
-    /// The run id (or a unique prefix of it).
+    /// The run: its id, a unique prefix or suffix of it, `latest` (the run
+    /// that started last) or `latest@<environment>`.
     pub run: String,
     /// Who answers. Default: $CAPSTAN_ACTOR, the CI actor ($GITHUB_ACTOR,
     /// $GITLAB_USER_LOGIN), or $USER.

@@ -29,7 +29,8 @@ request, sends that process SIGTERM and waits for the run to end), so it must
 run on this machine. To refuse what a paused run waits for, `capstan reject` it
 instead.")]
 pub struct Args {
-    /// The run id (or a unique prefix of it).
+    /// The run: its id, a unique prefix or suffix of it, `latest` (the run
+    /// that started last) or `latest@<environment>`.
     pub run: String,
     /// Who cancels (default: $CAPSTAN_ACTOR, the CI actor, or $USER).
     #[arg(long = "as", value_name = "NAME")]

@@ -197,11 +197,15 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         eprintln!("warning: cannot release the lock on `{env}`: {e}");
     }
     let code = report(&record, &d.dir);
-    if d.flags.json {
-        println!(
-            "{}",
+    if d.flags.json
+        && let Err(f) = crate::term::print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&record).expect("run records serialize")
-        );
+        ))
+        && !f.message.is_empty()
+    {
+        // The run's own exit code stands; a reader gone is no news.
+        eprintln!("{}", f.message);
     }
     Ok((code, record))
 }

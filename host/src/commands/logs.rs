@@ -1,11 +1,12 @@
 //! `capstan logs`: a run's stage logs, whole or followed as they grow.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::exit::{self, Failure};
 use crate::store::{RunState, latest_attempts};
+use crate::term;
 use crate::text::{block, inline};
 
 /// Print a run's stage logs (every attempt, in order), or follow them while
@@ -14,10 +15,11 @@ use crate::text::{block, inline};
 #[command(after_help = "\
 Examples:
   capstan logs 20261126-101500-7f3a            # every stage, one after another
-  capstan logs 20261126-101500-7f3a apply      # one stage
-  capstan logs 20261126-101500-7f3a --follow   # live, lines prefixed with [stage]")]
+  capstan logs latest apply                    # one stage of the run that started last
+  capstan logs latest@production --follow      # live, lines prefixed with [stage]")]
 pub struct Args {
-    /// The run id (or a unique prefix of it).
+    /// The run: its id, a unique prefix or suffix of it, `latest` (the run
+    /// that started last) or `latest@<environment>`.
     pub run: String,
     /// Only this stage.
     pub stage: Option<String>,
@@ -53,7 +55,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         }
         None => known,
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = term::stdout();
     if !args.follow {
         for stage in &stages {
             let path = logs.join(format!("{stage}.log"));
@@ -61,13 +63,15 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
                 continue;
             };
             if args.stage.is_none() {
-                let _ = writeln!(out, "── {} ──", inline(stage));
+                writeln!(out, "── {} ──", inline(stage)).map_err(term::output_failure)?;
             }
             // The log holds what the plugin and its programs printed, raw:
             // shown escaped, line by line (a lone `\r` or an escape
             // sequence is shown, never interpreted).
-            let _ = out.write_all(block(&String::from_utf8_lossy(&text)).as_bytes());
+            out.write_all(block(&String::from_utf8_lossy(&text)).as_bytes())
+                .map_err(term::output_failure)?;
         }
+        out.flush().map_err(term::output_failure)?;
         return Ok(exit::OK);
     }
     let prefix = args.stage.is_none();
@@ -84,14 +88,17 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
                 }
             }
         }
+        // A reader gone (`| head`) ends the follow, quietly.
         for tail in &mut tails {
-            tail.pump(&mut out, prefix);
+            tail.pump(&mut out, prefix).map_err(term::output_failure)?;
         }
-        let _ = out.flush();
+        out.flush().map_err(term::output_failure)?;
         if status != RunState::Running {
             for tail in &mut tails {
-                tail.finish(&mut out, prefix);
+                tail.finish(&mut out, prefix)
+                    .map_err(term::output_failure)?;
             }
+            out.flush().map_err(term::output_failure)?;
             return Ok(exit::OK);
         }
         tokio::time::sleep(POLL).await;
@@ -116,40 +123,43 @@ impl Tail {
         }
     }
 
-    /// Print the complete lines appended since the last call.
-    fn pump(&mut self, out: &mut impl Write, prefix: bool) {
+    /// Print the complete lines appended since the last call. A log not
+    /// (yet) readable prints nothing; only writing fails.
+    fn pump(&mut self, out: &mut impl Write, prefix: bool) -> io::Result<()> {
         let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
+            return Ok(());
         };
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
+            return Ok(());
         }
         let mut buf = Vec::new();
         let Ok(n) = file.read_to_end(&mut buf) else {
-            return;
+            return Ok(());
         };
         self.offset += n as u64;
         self.partial.extend_from_slice(&buf);
         while let Some(at) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=at).collect();
-            self.write(out, &line, prefix);
+            self.write(out, &line, prefix)?;
         }
+        Ok(())
     }
 
-    fn finish(&mut self, out: &mut impl Write, prefix: bool) {
-        self.pump(out, prefix);
+    fn finish(&mut self, out: &mut impl Write, prefix: bool) -> io::Result<()> {
+        self.pump(out, prefix)?;
         if !self.partial.is_empty() {
             let mut line = std::mem::take(&mut self.partial);
             line.push(b'\n');
-            self.write(out, &line, prefix);
+            self.write(out, &line, prefix)?;
         }
+        Ok(())
     }
 
     /// One line of the log (ending with `\n`), escaped like the whole logs.
-    fn write(&self, out: &mut impl Write, line: &[u8], prefix: bool) {
+    fn write(&self, out: &mut impl Write, line: &[u8], prefix: bool) -> io::Result<()> {
         if prefix {
-            let _ = write!(out, "[{}] ", inline(&self.stage));
+            write!(out, "[{}] ", inline(&self.stage))?;
         }
-        let _ = out.write_all(block(&String::from_utf8_lossy(line)).as_bytes());
+        out.write_all(block(&String::from_utf8_lossy(line)).as_bytes())
     }
 }

@@ -54,6 +54,10 @@ pub struct Cli {
     /// Compile plugins every time instead of using the compiled cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// When to colour output: `auto` colours a terminal unless NO_COLOR is
+    /// set.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: crate::term::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,6 +112,7 @@ impl Command {
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    crate::term::set_colour(cli.color);
     if let Err(failure) = cli.resolve_paths() {
         eprintln!("{}", failure.message.trim_end());
         return exit::code(failure.code);
@@ -147,6 +152,9 @@ pub fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(code) => exit::code(code),
+        // Nothing to say: e.g. the reader of stdout went away
+        // (`crate::term::output_failure`).
+        Err(failure) if failure.message.is_empty() => exit::code(failure.code),
         Err(failure) => {
             // Messages quote plugin text (names, reasons, subjects): escaped,
             // with their own line breaks kept.
@@ -410,10 +418,10 @@ pub fn new_run(
 
 /// A store error as a failure: an unknown run is a usage error.
 pub fn store_failure(e: crate::store::StoreError) -> Failure {
-    use crate::store::StoreError;
-    let code = match e {
-        StoreError::NoSuchRun(_) | StoreError::Ambiguous { .. } => exit::USAGE,
-        _ => exit::INTERNAL,
+    let code = if e.is_unknown_run() {
+        exit::USAGE
+    } else {
+        exit::INTERNAL
     };
     Failure::new(code, format!("error: {e}"))
 }

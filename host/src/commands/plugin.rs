@@ -1,5 +1,6 @@
 //! `capstan plugin …`: look at one plugin on its own.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -7,6 +8,7 @@ use serde_json::json;
 use crate::bindings::CONTRACT_PACKAGE;
 use crate::exit::{self, Failure};
 use crate::runtime::plugin::LoadedPlugin;
+use crate::term;
 use crate::text::inline;
 
 #[derive(Debug, clap::Subcommand)]
@@ -49,32 +51,47 @@ pub async fn describe_file(path: &Path, as_json: bool, cli: &super::Cli) -> Resu
             "requests": info.requests,
             "config_schema": info.config_schema,
         });
-        println!(
-            "{}",
+        term::print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&doc).expect("plugin info serializes")
-        );
+        ))?;
     } else {
-        // What the plugin says about itself is data: shown escaped.
-        println!(
-            "{} {} — {}",
-            inline(&info.name),
-            inline(&info.version),
-            inline(info.description.trim_end())
-        );
-        println!("  file     {}", inline(&plugin.path.display().to_string()));
-        println!("  sha256   {}", plugin.digest);
-        println!("  contract {CONTRACT_PACKAGE}@{}", plugin.contract);
-        println!("  requests:");
-        for r in &info.requests {
-            println!(
-                "    {:<24} {}",
-                inline(&r.capability.to_string()),
-                inline(&r.reason)
-            );
-        }
-        if info.config_schema.is_some() {
-            println!("  config schema: published (see --json)");
-        }
+        let mut out = term::stdout();
+        print_text(&mut out, &plugin)
+            .and_then(|()| out.flush())
+            .map_err(term::output_failure)?;
     }
     Ok(exit::OK)
+}
+
+/// What the plugin says about itself is data: shown escaped.
+fn print_text(out: &mut impl Write, plugin: &LoadedPlugin) -> io::Result<()> {
+    let info = &plugin.info;
+    writeln!(
+        out,
+        "{} {} — {}",
+        inline(&info.name),
+        inline(&info.version),
+        inline(info.description.trim_end())
+    )?;
+    writeln!(
+        out,
+        "  file     {}",
+        inline(&plugin.path.display().to_string())
+    )?;
+    writeln!(out, "  sha256   {}", plugin.digest)?;
+    writeln!(out, "  contract {CONTRACT_PACKAGE}@{}", plugin.contract)?;
+    writeln!(out, "  requests:")?;
+    for r in &info.requests {
+        writeln!(
+            out,
+            "    {:<24} {}",
+            inline(&r.capability.to_string()),
+            inline(&r.reason)
+        )?;
+    }
+    if info.config_schema.is_some() {
+        writeln!(out, "  config schema: published (see --json)")?;
+    }
+    Ok(())
 }

@@ -22,7 +22,8 @@ Examples:
   capstan resume 20261126-101500-7f3a --from plan     # re-plan: run plan and all after it again
   capstan resume 20261126-101500-7f3a --wait 10m")]
 pub struct Args {
-    /// The run id (or a unique prefix of it).
+    /// The run: its id, a unique prefix or suffix of it, `latest` (the run
+    /// that started last) or `latest@<environment>`.
     pub run: String,
     /// Run this stage and every stage after it again, even if they finished.
     #[arg(long, value_name = "STAGE")]

@@ -23,6 +23,7 @@ use crate::store::{RunFilter, RunKind, RunRow, RunState, RunStore, latest_attemp
 Examples:
   capstan rollback --env production                 # to the last good run before the newest deploy
   capstan rollback --env production --to 20261120-093000-1a2b
+  capstan rollback --env production --to 1a2b       # a unique prefix or suffix of the id
   capstan rollback --env dev --pipeline examples/golden-image/pipeline.toml
 
 The default target is the newest succeeded run of the environment that started
@@ -30,10 +31,11 @@ before the newest deploy run (the one being undone). The pipeline file is the
 target run's, as it is now; it needs a [rollback] section naming the stages
 whose outputs are reused, e.g. reuse = [\"build\"].")]
 pub struct Args {
-    /// The environment to roll back.
+    /// The environment to roll back: one of the pipeline's environments.
     #[arg(long = "env", short = 'e')]
     pub environment: String,
-    /// The good run to redeploy (id or unique prefix).
+    /// The good run to redeploy: its id, a unique prefix or suffix of it,
+    /// or `latest@<environment>` (the run that started last there).
     #[arg(long, value_name = "RUN")]
     pub to: Option<String>,
     /// The pipeline file (default: the one the target run used).
@@ -59,6 +61,7 @@ pub struct Rollback {
 
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
+    known_environment(args, store.as_ref())?;
     let rollback = Rollback {
         pipeline: args.pipeline.clone(),
         environment: args.environment.clone(),
@@ -108,6 +111,72 @@ pub async fn if_failed(
     if let Err(f) = start(&rollback, cli, store).await {
         eprintln!("{}", crate::text::block(f.message.trim_end()));
     }
+}
+
+/// `--env` must be one of the pipeline's environments (a usage error, exit
+/// 2, naming them). The pipeline is `--pipeline`, else that of the `--to`
+/// run, else that of the newest run; an environment with runs is known.
+fn known_environment(args: &Args, store: &dyn RunStore) -> Result<(), Failure> {
+    let environment = args.environment.as_str();
+    let path = match (&args.pipeline, &args.to) {
+        (Some(path), _) => path.clone(),
+        (None, Some(to)) => store
+            .run(to)
+            .map_err(super::store_failure)?
+            .pipeline_file
+            .into(),
+        (None, None) => {
+            let runs_of = |environment: Option<&str>| {
+                store
+                    .runs(&RunFilter {
+                        environment: environment.map(str::to_string),
+                        limit: Some(1),
+                    })
+                    .map_err(super::store_failure)
+            };
+            if !runs_of(Some(environment))?.is_empty() {
+                return Ok(());
+            }
+            match runs_of(None)?.into_iter().next() {
+                Some(newest) => newest.pipeline_file.into(),
+                // Nothing recorded: nothing to roll back to, whatever the
+                // environment (`targets` says so).
+                None => return Ok(()),
+            }
+        }
+    };
+    let pipeline = match crate::pipeline::Pipeline::load(&path) {
+        Ok(pipeline) => pipeline,
+        Err(_) if args.pipeline.is_none() => {
+            // The recorded pipeline file is gone or broken: name the
+            // environments the store knows.
+            let known: std::collections::BTreeSet<String> = store
+                .runs(&RunFilter::default())
+                .map_err(super::store_failure)?
+                .into_iter()
+                .map(|r| r.environment)
+                .collect();
+            if known.contains(environment) {
+                return Ok(());
+            }
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "error: no run of environment `{environment}` is recorded; runs are recorded for: {}\n  \
+                     (the pipeline file {} cannot be read to say more; name it with --pipeline)",
+                    known.into_iter().collect::<Vec<_>>().join(", "),
+                    path.display()
+                ),
+            ));
+        }
+        Err(diagnostics) => {
+            return Err(Failure::new(
+                exit::INVALID_PIPELINE,
+                diagnostics.to_string(),
+            ));
+        }
+    };
+    super::environment(&pipeline, Some(environment)).map(drop)
 }
 
 fn refused(message: String) -> Failure {

@@ -74,7 +74,10 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         stop: args.flags.stop(),
     };
     if args.dry_run {
-        dry_run(&prepared, &opts);
+        let mut out = crate::term::stdout();
+        dry_run(&mut out, &prepared, &opts)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(crate::term::output_failure)?;
         return Ok(exit::OK);
     }
     let store = cli.store()?;
@@ -96,12 +99,17 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     Ok(code)
 }
 
-fn dry_run(prepared: &crate::run::Prepared, opts: &RunOptions) {
+fn dry_run(
+    out: &mut impl std::io::Write,
+    prepared: &crate::run::Prepared,
+    opts: &RunOptions,
+) -> std::io::Result<()> {
     let chosen = selected(prepared, opts);
-    println!(
+    writeln!(
+        out,
         "pipeline `{}`, environment `{}` (dry run: nothing is started)",
         prepared.pipeline.name, opts.environment
-    );
+    )?;
     for (name, stage) in &prepared.pipeline.stages {
         let plugin = &prepared.plugins[&stage.plugin];
         let mark = if chosen.contains(name) {
@@ -114,10 +122,12 @@ fn dry_run(prepared: &crate::run::Prepared, opts: &RunOptions) {
         } else {
             format!(" after {}", stage.needs.join(", "))
         };
-        println!(
+        writeln!(
+            out,
             "  {mark} {name}: {} {}{needs}",
             crate::text::inline(&plugin.info.name),
             crate::text::inline(&plugin.info.version)
-        );
+        )?;
     }
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! `capstan runs`: the run history, newest first.
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use comfy_table::ColumnConstraint;
 
 use crate::exit::{self, Failure};
 use crate::store::{RunFilter, RunKind, RunRow};
+use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
 /// List recorded runs, newest first.
@@ -34,18 +35,18 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         })
         .map_err(super::store_failure)?;
     if args.json {
-        println!(
-            "{}",
+        return term::print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&runs).expect("runs serialize")
-        );
-        return Ok(exit::OK);
+        ))
+        .map(|()| exit::OK);
     }
     if runs.is_empty() {
         eprintln!("no runs recorded yet in {}", cli.state_dir.display());
         return Ok(exit::OK);
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header([
+    let layout = Layout::of(Stream::Stdout);
+    let mut table = layout.table([
         "run",
         "environment",
         "kind",
@@ -56,22 +57,44 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         "pipeline",
     ]);
     for run in &runs {
+        let status = run.status.as_str();
         table.add_row([
-            run.id.clone(),
-            inline(&run.environment).into_owned(),
-            kind(run),
-            run.status.as_str().to_string(),
-            inline(&run.author).into_owned(),
-            run.started
-                .get(..19)
-                .unwrap_or(&run.started)
-                .replace('T', " "),
-            took(&run.started, run.ended.as_deref()),
-            inline(&run.pipeline).into_owned(),
+            layout.cell(run.id.clone(), Tone::Plain),
+            layout.cell(inline(&run.environment), Tone::Plain),
+            layout.cell(kind(run), Tone::Plain),
+            layout.cell(status, status_tone(status)),
+            layout.cell(inline(&run.author), Tone::Plain),
+            layout.cell(
+                run.started
+                    .get(..19)
+                    .unwrap_or(&run.started)
+                    .replace('T', " "),
+                Tone::Plain,
+            ),
+            layout.cell(took(&run.started, run.ended.as_deref()), Tone::Plain),
+            layout.cell(inline(&run.pipeline), Tone::Plain),
         ]);
     }
-    println!("{table}");
+    // On a narrow terminal: the id (copied from here) and the status are
+    // never wrapped; the least needed columns are left out first.
+    for column in [0, 3] {
+        if let Some(c) = table.column_mut(column) {
+            c.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
+    layout.fit(&mut table, &[7, 4, 6, 2, 5, 1]);
+    term::print(format_args!("{table}\n"))?;
     Ok(exit::OK)
+}
+
+/// How a run's or a stage's status looks in a coloured table.
+pub fn status_tone(status: &str) -> Tone {
+    match status {
+        "succeeded" => Tone::Good,
+        "failed" | "rejected" => Tone::Bad,
+        "awaiting-approval" | "interrupted" | "running" => Tone::Attention,
+        _ => Tone::Plain,
+    }
 }
 
 pub fn kind(run: &RunRow) -> String {

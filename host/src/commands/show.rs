@@ -1,13 +1,16 @@
 //! `capstan show`: one run in full — stages (every attempt), outputs,
 //! approvals, digests.
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use std::io::{self, Write};
+
+use comfy_table::ColumnConstraint;
 use serde_json::json;
 
 use super::drive::one_line;
-use super::runs::{kind, took};
+use super::runs::{kind, status_tone, took};
 use crate::exit::{self, Failure};
-use crate::store::latest_attempts;
+use crate::store::{ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts};
+use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
 /// Show one run: its stages and their attempts, outputs, approvals and the
@@ -15,11 +18,14 @@ use crate::text::inline;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
+  capstan show latest
+  capstan show latest@production
   capstan show 20261126-101500-7f3a
-  capstan show 20261126-1015        # a unique prefix is enough
+  capstan show 7f3a                 # a unique prefix or suffix is enough
   capstan show 20261126-101500-7f3a --json")]
 pub struct Args {
-    /// The run id (or a unique prefix of it).
+    /// The run: its id, a unique prefix or suffix of it, `latest` (the run
+    /// that started last) or `latest@<environment>`.
     pub run: String,
     /// Print everything as JSON on stdout.
     #[arg(long)]
@@ -34,6 +40,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pending = store
         .pending_approval(&run.id)
         .map_err(super::store_failure)?;
+    let mut out = term::stdout();
     if args.json {
         let doc = json!({
             "run": run,
@@ -42,127 +49,170 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             "approvals": approvals,
             "pending_approval": pending,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("JSON"))
+            .map_err(term::output_failure)?;
         return Ok(exit::OK);
     }
-    // Below, what a plugin supplied (summaries, reasons, outputs, approval
-    // subjects, digests, names) is shown escaped; `--json` keeps it raw.
-    println!(
-        "run {} — {} of `{}` in `{}`, by {}",
-        run.id,
-        kind(&run),
-        inline(&run.pipeline),
-        inline(&run.environment),
-        inline(&run.author)
-    );
-    println!(
-        "status {}; started {}{}",
-        run.status.as_str(),
-        run.started,
-        run.ended
-            .as_deref()
-            .map(|e| format!(", ended {e} ({})", took(&run.started, Some(e))))
-            .unwrap_or_default()
-    );
-    if let Some(undoes) = &run.undoes {
-        println!("undoes run {undoes}");
-    }
-    println!(
-        "pipeline {} (sha256 {})",
-        inline(&run.pipeline_file),
-        run.pipeline_digest
-    );
-    println!("run dir {}", inline(&run.run_dir));
-
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header([
-        "stage",
-        "try",
-        "status",
-        "started",
-        "took",
-        "summary / reason",
-    ]);
-    for s in &stages {
-        table.add_row([
-            inline(&s.name).into_owned(),
-            s.attempt.to_string(),
-            inline(&s.status).into_owned(),
-            s.started
-                .as_deref()
-                .and_then(|t| t.get(11..19))
-                .unwrap_or("")
-                .to_string(),
-            s.duration_ms
-                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-                .unwrap_or_default(),
-            one_line(&s.message, 90),
-        ]);
-    }
-    println!("{table}");
-
-    println!("outputs:");
-    for s in latest_attempts(stages) {
-        let Some(outputs) = s.outputs.as_object().filter(|o| !o.is_empty()) else {
-            continue;
-        };
-        println!("  {}:", inline(&s.name));
-        for (k, v) in outputs {
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            println!("    {} = {}", inline(k), one_line(&text, 100));
-        }
-    }
-    if !approvals.is_empty() {
-        println!("approvals:");
-        for a in &approvals {
-            println!(
-                "  {} {} by {} at {} for {} ({}){}{}",
-                inline(&a.stage),
-                inline(&a.decision),
-                inline(&a.by),
-                inline(&a.at),
-                inline(&a.digest),
-                inline(&a.policy),
-                a.comment
-                    .as_deref()
-                    .map(|c| format!(": {}", inline(c)))
-                    .unwrap_or_default(),
-                a.override_reason
-                    .as_deref()
-                    .map(|r| format!(" — OVERRIDE: {}", inline(r)))
-                    .unwrap_or_default(),
-            );
-        }
-    }
-    if let Some(p) = pending {
-        println!(
-            "waiting for approval: stage `{}`, {} — digest {}, {} approval(s) required{}",
-            inline(&p.stage),
-            inline(&p.subject),
-            inline(&p.digest),
-            p.required,
-            if p.approvers.is_empty() {
-                String::new()
-            } else {
-                format!(" from {}", inline(&p.approvers.join(", ")))
-            }
-        );
-        println!(
-            "  approve: capstan approve {} --as <name>   then: capstan resume {}",
-            run.id, run.id
-        );
-    }
-    println!("plugins:");
-    for p in run.plugins.as_array().into_iter().flatten() {
-        println!(
-            "  {} {} sha256 {}",
-            inline(p["name"].as_str().unwrap_or("?")),
-            inline(p["path"].as_str().unwrap_or("?")),
-            inline(p["sha256"].as_str().unwrap_or("?"))
-        );
-    }
+    let shown = Shown {
+        run: &run,
+        stages,
+        approvals: &approvals,
+        pending: pending.as_ref(),
+    };
+    shown
+        .print(&mut out, Layout::of(Stream::Stdout))
+        .and_then(|()| out.flush())
+        .map_err(term::output_failure)?;
     Ok(exit::OK)
+}
+
+/// What `show` prints of a run.
+struct Shown<'a> {
+    run: &'a RunRow,
+    stages: Vec<StageRow>,
+    approvals: &'a [ApprovalRow],
+    pending: Option<&'a PendingApproval>,
+}
+
+impl Shown<'_> {
+    // What a plugin supplied (summaries, reasons, outputs, approval
+    // subjects, digests, names) is shown escaped; `--json` keeps it raw.
+    fn print(self, out: &mut impl Write, layout: Layout) -> io::Result<()> {
+        let run = self.run;
+        writeln!(
+            out,
+            "run {} — {} of `{}` in `{}`, by {}",
+            run.id,
+            kind(run),
+            inline(&run.pipeline),
+            inline(&run.environment),
+            inline(&run.author)
+        )?;
+        writeln!(
+            out,
+            "status {}; started {}{}",
+            run.status.as_str(),
+            run.started,
+            run.ended
+                .as_deref()
+                .map(|e| format!(", ended {e} ({})", took(&run.started, Some(e))))
+                .unwrap_or_default()
+        )?;
+        if let Some(undoes) = &run.undoes {
+            writeln!(out, "undoes run {undoes}")?;
+        }
+        writeln!(
+            out,
+            "pipeline {} (sha256 {})",
+            inline(&run.pipeline_file),
+            run.pipeline_digest
+        )?;
+        writeln!(out, "run dir {}", inline(&run.run_dir))?;
+
+        let mut table = layout.table([
+            "stage",
+            "try",
+            "status",
+            "started",
+            "took",
+            "summary / reason",
+        ]);
+        for s in &self.stages {
+            table.add_row([
+                layout.cell(inline(&s.name), Tone::Plain),
+                layout.cell(s.attempt.to_string(), Tone::Plain),
+                layout.cell(inline(&s.status), status_tone(&s.status)),
+                layout.cell(
+                    s.started
+                        .as_deref()
+                        .and_then(|t| t.get(11..19))
+                        .unwrap_or(""),
+                    Tone::Plain,
+                ),
+                layout.cell(
+                    s.duration_ms
+                        .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                        .unwrap_or_default(),
+                    Tone::Plain,
+                ),
+                layout.cell(one_line(&s.message, 90), Tone::Plain),
+            ]);
+        }
+        // On a narrow terminal the summary wraps, the short columns do not.
+        for column in [1, 2, 3, 4] {
+            if let Some(c) = table.column_mut(column) {
+                c.set_constraint(ColumnConstraint::ContentWidth);
+            }
+        }
+        writeln!(out, "{table}")?;
+
+        writeln!(out, "outputs:")?;
+        for s in latest_attempts(self.stages) {
+            let Some(outputs) = s.outputs.as_object().filter(|o| !o.is_empty()) else {
+                continue;
+            };
+            writeln!(out, "  {}:", inline(&s.name))?;
+            for (k, v) in outputs {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                writeln!(out, "    {} = {}", inline(k), one_line(&text, 100))?;
+            }
+        }
+        if !self.approvals.is_empty() {
+            writeln!(out, "approvals:")?;
+            for a in self.approvals {
+                writeln!(
+                    out,
+                    "  {} {} by {} at {} for {} ({}){}{}",
+                    inline(&a.stage),
+                    inline(&a.decision),
+                    inline(&a.by),
+                    inline(&a.at),
+                    inline(&a.digest),
+                    inline(&a.policy),
+                    a.comment
+                        .as_deref()
+                        .map(|c| format!(": {}", inline(c)))
+                        .unwrap_or_default(),
+                    a.override_reason
+                        .as_deref()
+                        .map(|r| format!(" — OVERRIDE: {}", inline(r)))
+                        .unwrap_or_default(),
+                )?;
+            }
+        }
+        if let Some(p) = self.pending {
+            writeln!(
+                out,
+                "waiting for approval: stage `{}`, {} — digest {}, {} approval(s) required{}",
+                inline(&p.stage),
+                inline(&p.subject),
+                inline(&p.digest),
+                p.required,
+                if p.approvers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" from {}", inline(&p.approvers.join(", ")))
+                }
+            )?;
+            writeln!(
+                out,
+                "  approve: capstan approve {} --as <name>   then: capstan resume {}",
+                run.id, run.id
+            )?;
+        }
+        writeln!(out, "plugins:")?;
+        for p in run.plugins.as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  {} {} sha256 {}",
+                inline(p["name"].as_str().unwrap_or("?")),
+                inline(p["path"].as_str().unwrap_or("?")),
+                inline(p["sha256"].as_str().unwrap_or("?"))
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 use crate::exit::{self, Failure};
 use crate::stats::{RunFacts, StageTime, Window, compute};
 use crate::store::{RunFilter, RunRow, RunState, RunStore};
+use crate::term::{self, Layout, Stream};
 
 /// Delivery metrics of the recorded runs: success rate, stage durations
 /// (p50, p95), deployment frequency, lead time, change failure rate and mean
@@ -25,7 +26,7 @@ pub struct Args {
     /// Start of the window: a date (2026-11-01) or RFC 3339 time. Default: the first run.
     #[arg(long, value_parser = parse_time)]
     pub since: Option<jiff::Timestamp>,
-    /// End of the window (exclusive). Default: now.
+    /// End of the window (exclusive), after --since. Default: now.
     #[arg(long, value_parser = parse_time)]
     pub until: Option<jiff::Timestamp>,
     /// Print the metrics as JSON on stdout.
@@ -49,6 +50,7 @@ fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
 }
 
 pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
+    let window = window(args, jiff::Timestamp::now())?;
     let store = cli.store()?;
     let runs = store
         .runs(&RunFilter::default())
@@ -57,25 +59,50 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         .iter()
         .map(|run| facts(store.as_ref(), run))
         .collect::<Result<Vec<_>, _>>()?;
-    let stats = compute(
-        &history,
-        &Window {
-            environment: args.environment.clone(),
-            since: args.since,
-            until: args.until.unwrap_or_else(jiff::Timestamp::now),
-        },
-    );
+    let stats = compute(&history, &window);
     if args.json {
-        println!(
-            "{}",
+        term::print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&stats).expect("stats serialize")
-        );
+        ))?;
     } else if args.prometheus {
-        print!("{}", stats.render_prometheus());
+        term::print(stats.render_prometheus())?;
     } else {
-        println!("{}", stats.render_text());
+        term::print(format_args!(
+            "{}\n",
+            stats.render_text(Layout::of(Stream::Stdout))
+        ))?;
     }
     Ok(exit::OK)
+}
+
+/// The window `--since`/`--until` name; one that ends before it starts is
+/// a usage error.
+fn window(args: &Args, now: jiff::Timestamp) -> Result<Window, Failure> {
+    let until = args.until.unwrap_or(now);
+    if let Some(since) = args.since
+        && since >= until
+    {
+        let (until, fix) = match args.until {
+            Some(u) => (format!("--until {u}"), "a --since earlier than --until"),
+            None => (
+                format!("now ({now}, the default --until)"),
+                "a --since in the past, or a later --until",
+            ),
+        };
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "error: --since {since} is not before {until}: the window [since, until) would be empty\n  \
+                 give {fix}"
+            ),
+        ));
+    }
+    Ok(Window {
+        environment: args.environment.clone(),
+        since: args.since,
+        until,
+    })
 }
 
 /// What the metrics need of one recorded run.

@@ -26,14 +26,14 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             extra.join(", ")
         );
     }
-    println!(
-        "{}: pipeline `{}` is valid: {} stages ({}), {} plugins, environments {}",
+    crate::term::print(format_args!(
+        "{}: pipeline `{}` is valid: {} stages ({}), {} plugins, environments {}\n",
         args.pipeline.display(),
         p.name,
         p.stages.len(),
         p.stages.keys().cloned().collect::<Vec<_>>().join(" → "),
         p.plugins.len(),
         p.environments.join(", ")
-    );
+    ))?;
     Ok(exit::OK)
 }

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::AtomicU64;
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{family::Family, gauge::Gauge},
@@ -10,22 +9,20 @@ use prometheus_client::{
 };
 
 use super::Stats;
+use crate::term::Layout;
 
 impl Stats {
     /// A human-readable summary: one line naming the window, a table of the
-    /// delivery metrics and a table of stage durations. Numbers are rounded
-    /// here only; "n/a" stands for a null metric.
-    pub fn render_text(&self) -> String {
+    /// delivery metrics and a table of stage durations, drawn with `layout`.
+    /// Numbers are rounded here only; "n/a" stands for a null metric.
+    pub fn render_text(&self, layout: Layout) -> String {
         let env = match &self.environment {
             Some(e) => format!("environment {e}"),
             None => "all environments".to_string(),
         };
         let r = &self.runs;
         let lt = &self.lead_time;
-        let mut table = Table::new();
-        table
-            .load_preset(UTF8_BORDERS_ONLY)
-            .set_header(["metric", "value", "detail"]);
+        let mut table = layout.table(["metric", "value", "detail"]);
         table.add_row([
             "runs".to_string(),
             r.total.to_string(),
@@ -81,10 +78,7 @@ impl Stats {
             self.since, self.until
         );
         if !self.stages.is_empty() {
-            let mut stages = Table::new();
-            stages
-                .load_preset(UTF8_BORDERS_ONLY)
-                .set_header(["stage", "attempts", "p50", "p95"]);
+            let mut stages = layout.table(["stage", "attempts", "p50", "p95"]);
             for s in &self.stages {
                 stages.add_row([
                     s.name.clone(),

@@ -382,7 +382,10 @@ fn empty_history() {
     assert!(json["mttr_s"].is_null());
     assert!(json["environment"].is_null());
     // Renders without panicking; null metrics have no sample.
-    assert!(s.render_text().contains("n/a"));
+    assert!(
+        s.render_text(crate::term::Layout::default())
+            .contains("n/a")
+    );
     let prom = samples(&s.render_prometheus());
     assert!(!prom.contains_key("capstan_mttr_seconds"));
     assert!(!prom.contains_key("capstan_run_success_ratio"));
@@ -497,7 +500,7 @@ fn text_rendering() {
         since: Some(ts("2025-03-02T00:00:00Z")),
         until: ts("2025-03-12T00:00:00Z"),
     };
-    let text = compute(&history(), &window).render_text();
+    let text = compute(&history(), &window).render_text(crate::term::Layout::default());
     for needle in [
         "environment prod, 2025-03-02T00:00:00Z to 2025-03-12T00:00:00Z",
         "66.7%", // success and change failure rates

@@ -7,12 +7,14 @@
 //! record as it was before or after a change, never half of one.
 
 pub mod owner;
+pub mod run_id;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use owner::Owner;
+pub use run_id::RunRef;
 pub use sqlite::SqliteStore;
 
 /// What went wrong talking to the store.
@@ -32,9 +34,17 @@ pub enum StoreError {
     },
     #[error("no run `{0}` in the run store (list runs with `capstan runs`)")]
     NoSuchRun(String),
-    #[error("`{prefix}` matches several runs ({}); give more of the id", .matches.join(", "))]
+    /// `latest` or `latest@<environment>` with no such run.
+    #[error("{}", run_id::no_latest(environment.as_deref(), known))]
+    NoLatest {
+        environment: Option<String>,
+        /// The environments that have runs.
+        known: Vec<String>,
+    },
+    #[error("{}", run_id::ambiguous(given, matches))]
     Ambiguous {
-        prefix: String,
+        given: String,
+        /// Every id it names, sorted.
         matches: Vec<String>,
     },
     #[error("run store: a stored {what} is not valid JSON: {source}")]
@@ -43,6 +53,17 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the error is about how a run was named (a usage error), not
+    /// about the store.
+    pub fn is_unknown_run(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoSuchRun(_) | StoreError::NoLatest { .. } | StoreError::Ambiguous { .. }
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -266,7 +287,8 @@ pub trait RunStore: Send + Sync {
     fn ask_approval(&self, run: &str, pending: &PendingApproval) -> Result<()>;
     fn record_approval(&self, run: &str, decision: &ApprovalRow) -> Result<()>;
 
-    /// A run by id or unique id prefix.
+    /// A run as a person names it ([`RunRef`]): its id, `latest`,
+    /// `latest@<environment>`, or a unique prefix or suffix of its id.
     fn run(&self, id: &str) -> Result<RunRow>;
     fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>>;
     /// Every attempt of every stage, oldest first.

@@ -91,24 +91,62 @@ impl SqliteStore {
         }
     }
 
-    fn resolve(&self, id: &str) -> Result<String> {
-        let matches: Vec<String> = self.read(|c| {
-            let mut q = c.prepare(
-                "SELECT id FROM runs WHERE ?1 <> '' AND substr(id, 1, length(?1)) = ?1 ORDER BY id",
-            )?;
-            q.query_map([id], |r| r.get(0))?.collect()
-        })?;
-        match matches.as_slice() {
-            [] => Err(StoreError::NoSuchRun(id.to_string())),
-            [one] => Ok(one.clone()),
-            _ if matches.iter().any(|m| m == id) => Ok(id.to_string()),
-            _ => Err(StoreError::Ambiguous {
-                prefix: id.to_string(),
-                matches,
-            }),
+    /// The id of the run `given` names ([`RunRef`]).
+    fn resolve(&self, given: &str) -> Result<String> {
+        match RunRef::parse(given) {
+            RunRef::Latest { environment } => self.latest(environment),
+            RunRef::Id(id) => {
+                // The common case (every id the host passes itself) by key.
+                let exact: Option<String> = self.read(|c| {
+                    c.query_row("SELECT id FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                        .optional()
+                })?;
+                if let Some(id) = exact {
+                    return Ok(id);
+                }
+                let ids: Vec<String> = self.read(|c| {
+                    let mut q = c.prepare("SELECT id FROM runs")?;
+                    q.query_map([], |r| r.get(0))?.collect()
+                })?;
+                run_id::pick(
+                    id,
+                    ids.into_iter().filter(|c| run_id::names(id, c)).collect(),
+                )
+            }
         }
     }
+
+    /// The run that started last (in `environment`, if given).
+    fn latest(&self, environment: Option<&str>) -> Result<String> {
+        let found: Option<String> = self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT id FROM runs WHERE (?1 IS NULL OR environment = ?1) ORDER BY {NEWEST_FIRST} LIMIT 1"
+                ),
+                [environment],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        if let Some(id) = found {
+            return Ok(id);
+        }
+        let known = self.read(|c| {
+            let mut q = c.prepare("SELECT DISTINCT environment FROM runs ORDER BY environment")?;
+            q.query_map([], |r| r.get(0))?.collect()
+        })?;
+        Err(StoreError::NoLatest {
+            environment: environment.map(str::to_string),
+            known,
+        })
+    }
 }
+
+/// Newest first by start time. `started` is RFC 3339 text with as many
+/// fractional digits as needed (`…:00Z`, `…:00.12Z`, `…:00.123Z`), which
+/// does not sort as text; `julianday` compares it to the millisecond, and
+/// the id breaks the rare tie.
+const NEWEST_FIRST: &str = "julianday(started) DESC, id DESC";
 
 fn json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
@@ -346,7 +384,7 @@ impl RunStore for SqliteStore {
         let limit = filter.limit.map_or(-1, |l| l as i64);
         self.read(|c| {
             let mut q = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR environment = ?1) ORDER BY started DESC, id DESC LIMIT ?2"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR environment = ?1) ORDER BY {NEWEST_FIRST} LIMIT ?2"
             ))?;
             q.query_map(params![filter.environment, limit], run_row)?
                 .collect()

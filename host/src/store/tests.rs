@@ -99,8 +99,15 @@ fn a_run_and_its_stage_attempts_round_trip() {
     assert_eq!(latest[0].outputs, json!({"k": 1}));
 }
 
+fn started_at(id: &str, env: &str, started: &str) -> NewRun {
+    NewRun {
+        started: started.into(),
+        ..new_run(id, env)
+    }
+}
+
 #[test]
-fn run_ids_resolve_by_unique_prefix() {
+fn run_ids_resolve_by_unique_prefix_or_suffix() {
     let (_d, s) = store();
     let me = Owner::current();
     s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me)
@@ -111,15 +118,151 @@ fn run_ids_resolve_by_unique_prefix() {
         s.run("20261126-100000-b").unwrap().id,
         "20261126-100000-bbbb"
     );
+    assert_eq!(s.run("bbbb").unwrap().id, "20261126-100000-bbbb");
+    assert_eq!(s.run("0-aaaa").unwrap().id, "20261126-100000-aaaa");
     assert!(matches!(
         s.run("20261126"),
         Err(StoreError::Ambiguous { .. })
     ));
     assert!(matches!(s.run("2025"), Err(StoreError::NoSuchRun(_))));
+    assert!(matches!(s.run(""), Err(StoreError::NoSuchRun(_))));
     assert!(
         matches!(s.run("%"), Err(StoreError::NoSuchRun(_))),
         "LIKE wildcards are not patterns"
     );
+    assert!(matches!(s.run("a_a"), Err(StoreError::NoSuchRun(_))));
+}
+
+#[test]
+fn an_ambiguous_name_lists_the_runs_it_names_prefixes_and_suffixes_alike() {
+    let (_d, s) = store();
+    let me = Owner::current();
+    // `2611` is a suffix of one id and a prefix of another.
+    s.create_run(&new_run("20261126-100000-2611", "dev"), &me)
+        .unwrap();
+    s.create_run(&new_run("2611-other", "dev"), &me).unwrap();
+    s.create_run(&new_run("20261126-100000-ffff", "dev"), &me)
+        .unwrap();
+    let err = s.run("2611").unwrap_err();
+    match &err {
+        StoreError::Ambiguous { given, matches } => {
+            assert_eq!(given, "2611");
+            assert_eq!(matches, &["20261126-100000-2611", "2611-other"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("`2611` names 2 runs"), "{text}");
+    assert!(
+        text.contains("\n  20261126-100000-2611\n  2611-other\n"),
+        "{text}"
+    );
+    assert!(err.is_unknown_run());
+}
+
+#[test]
+fn a_long_ambiguity_lists_the_first_candidates_and_counts_the_rest() {
+    let (_d, s) = store();
+    let me = Owner::current();
+    for i in 0..11 {
+        s.create_run(&new_run(&format!("20261126-1000{i:02}-aaaa"), "dev"), &me)
+            .unwrap();
+    }
+    let text = s.run("aaaa").unwrap_err().to_string();
+    assert!(text.contains("`aaaa` names 11 runs"), "{text}");
+    assert!(text.contains("20261126-100007-aaaa"), "{text}");
+    assert!(!text.contains("20261126-100008-aaaa"), "{text}");
+    assert!(text.contains("… and 3 more"), "{text}");
+}
+
+#[test]
+fn a_whole_id_wins_over_the_longer_ids_it_is_a_prefix_of() {
+    let (_d, s) = store();
+    let me = Owner::current();
+    s.create_run(&new_run("r1", "dev"), &me).unwrap();
+    s.create_run(&new_run("r1x", "dev"), &me).unwrap();
+    s.create_run(&new_run("xr1", "dev"), &me).unwrap();
+    assert_eq!(s.run("r1").unwrap().id, "r1");
+    assert_eq!(s.run("r1x").unwrap().id, "r1x");
+}
+
+#[test]
+fn latest_is_the_run_that_started_last_by_time_not_by_text() {
+    let (_d, s) = store();
+    let me = Owner::current();
+    // As text `….12Z` sorts after `….123Z`, and `…:00Z` after `…:00.5Z`;
+    // as times they are earlier.
+    s.create_run(
+        &started_at("a-prod", "production", "2026-11-26T10:00:00.123Z"),
+        &me,
+    )
+    .unwrap();
+    s.create_run(
+        &started_at("b-prod", "production", "2026-11-26T10:00:00.12Z"),
+        &me,
+    )
+    .unwrap();
+    s.create_run(&started_at("c-dev", "dev", "2026-11-26T09:00:00.5Z"), &me)
+        .unwrap();
+    s.create_run(&started_at("d-dev", "dev", "2026-11-26T09:00:00Z"), &me)
+        .unwrap();
+    assert_eq!(s.run("latest").unwrap().id, "a-prod");
+    // Nanoseconds, as a run records them, parse too.
+    s.create_run(
+        &started_at("e-test", "test", "2026-11-26T10:00:01.123456789Z"),
+        &me,
+    )
+    .unwrap();
+    assert_eq!(s.run("latest").unwrap().id, "e-test");
+    assert_eq!(s.run("latest@production").unwrap().id, "a-prod");
+    assert_eq!(s.run("latest@dev").unwrap().id, "c-dev");
+    // `capstan runs` agrees: newest first.
+    let ids: Vec<String> = s
+        .runs(&RunFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["e-test", "a-prod", "b-prod", "c-dev", "d-dev"]);
+    // The latest run of an environment with none names those that have some.
+    let err = s.run("latest@staging").unwrap_err();
+    assert!(err.is_unknown_run());
+    assert_eq!(
+        err.to_string(),
+        "no run of environment `staging` in the run store; runs are recorded for: dev, production, test"
+    );
+    assert_eq!(
+        s.run("latest@").unwrap_err().to_string(),
+        "`latest@` needs an environment after the `@`, e.g. `latest@dev`"
+    );
+    // Only `latest` itself is special.
+    assert!(matches!(s.run("latest-ish"), Err(StoreError::NoSuchRun(_))));
+}
+
+#[test]
+fn latest_of_an_empty_store_is_a_clear_error() {
+    let (_d, s) = store();
+    for given in ["latest", "latest@production"] {
+        let err = s.run(given).unwrap_err();
+        assert!(err.is_unknown_run());
+        assert_eq!(err.to_string(), "no run in the run store yet");
+    }
+}
+
+#[test]
+fn run_names_parse() {
+    assert_eq!(
+        RunRef::parse("latest"),
+        RunRef::Latest { environment: None }
+    );
+    assert_eq!(
+        RunRef::parse("latest@production"),
+        RunRef::Latest {
+            environment: Some("production")
+        }
+    );
+    assert_eq!(RunRef::parse("latestx"), RunRef::Id("latestx"));
+    assert_eq!(RunRef::parse("7f3a"), RunRef::Id("7f3a"));
 }
 
 #[test]

@@ -4,9 +4,9 @@
 
 mod run;
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -15,6 +15,7 @@ use crate::caps::{self, Missing, Request};
 use crate::exit::{self, Failure};
 use crate::pipeline::Stage;
 use crate::runtime::plugin::LoadedPlugin;
+use crate::term::{self, Layout, Stream, Tone};
 use crate::text::{block, inline};
 
 /// Show, per stage, the plugin (path, sha256, contract), the capabilities it
@@ -28,14 +29,15 @@ Examples:
   capstan audit examples/hello/pipeline.toml
   capstan audit examples/hello/pipeline.toml --json | jq '.stages[].missing'
   capstan audit target/wasm32-wasip2/release/capstan_hello.wasm
-  capstan audit --run 20261126-101500-7f3a             # what a run's stages did
+  capstan audit --run latest                           # what the last run's stages did
   capstan audit --run 20261126-101500-7f3a --denied    # only what was refused")]
 pub struct Args {
     /// A pipeline file, or a plugin `.wasm` to describe on its own.
     #[arg(required_unless_present = "run")]
     pub target: Option<PathBuf>,
-    /// Instead: every capability use and denial recorded for this run (id or
-    /// unique prefix), from the run store.
+    /// Instead: every capability use and denial recorded for this run, from
+    /// the run store. The run: its id, a unique prefix or suffix of it,
+    /// `latest` or `latest@<environment>`.
     #[arg(long, value_name = "RUN", conflicts_with = "target")]
     pub run: Option<String>,
     /// With --run: only this stage.
@@ -117,12 +119,20 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             "host_contract": format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION}"),
             "stages": stages,
         });
-        println!(
-            "{}",
+        term::print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&doc).expect("audit serializes")
-        );
+        ))?;
     } else {
-        print_text(&pipeline.file, &stages);
+        let mut out = term::stdout();
+        print_text(
+            &mut out,
+            Layout::of(Stream::Stdout),
+            &pipeline.file,
+            &stages,
+        )
+        .and_then(|()| out.flush())
+        .map_err(term::output_failure)?;
     }
     Ok(if failing {
         exit::PLUGIN_OR_GRANT
@@ -182,27 +192,36 @@ fn report(
 /// description, reasons, requested values) is shown escaped, and so is
 /// everything else quoted from files: a reviewer sees the characters that
 /// are there, never text hidden or reordered by control characters.
-fn print_text(file: &Path, stages: &[StageReport]) {
-    println!(
+fn print_text(
+    out: &mut impl Write,
+    layout: Layout,
+    file: &Path,
+    stages: &[StageReport],
+) -> io::Result<()> {
+    writeln!(
+        out,
         "audit of {}  (host contract {CONTRACT_PACKAGE}@{CONTRACT_VERSION})",
         inline(&file.display().to_string())
-    );
+    )?;
     for s in stages {
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(
+            out,
             "stage `{}` — plugin `{}`",
             inline(&s.stage),
             inline(&s.plugin_key)
-        );
+        )?;
         if let Some(p) = &s.plugin {
-            println!(
+            writeln!(
+                out,
                 "  {} {} — {}",
                 inline(&p.name),
                 inline(&p.version),
                 inline(p.description.trim_end())
-            );
-            println!("  file     {}", inline(&p.path));
-            println!(
+            )?;
+            writeln!(out, "  file     {}", inline(&p.path))?;
+            writeln!(
+                out,
                 "  sha256   {}{}",
                 p.sha256,
                 if p.pinned {
@@ -210,44 +229,45 @@ fn print_text(file: &Path, stages: &[StageReport]) {
                 } else {
                     " (not pinned)"
                 }
-            );
-            println!("  contract {}", inline(&p.contract));
+            )?;
+            writeln!(out, "  contract {}", inline(&p.contract))?;
         }
         if let Some(e) = &s.load_error {
-            println!("  CANNOT LOAD: {}", block(e.trim_end()));
+            writeln!(out, "  CANNOT LOAD: {}", block(e.trim_end()))?;
         }
-        let mut table = Table::new();
-        table
-            .load_preset(UTF8_BORDERS_ONLY)
-            .set_header(["requested", "granted", "reason"]);
+        let mut table = layout.table(["requested", "granted", "reason"]);
         for r in &s.requested {
             let cap: caps::Capability =
                 serde_json::from_value(r["capability"].clone()).unwrap_or(caps::Capability::Read);
             let granted = if r["granted"].as_bool() == Some(true) {
-                "yes"
+                layout.cell("yes", Tone::Plain)
             } else {
-                "NO"
+                layout.cell("NO", Tone::Bad)
             };
             table.add_row([
-                inline(&cap.to_string()).into_owned(),
-                granted.to_string(),
-                inline(r["reason"].as_str().unwrap_or_default()).into_owned(),
+                layout.cell(inline(&cap.to_string()), Tone::Plain),
+                granted,
+                layout.cell(
+                    inline(r["reason"].as_str().unwrap_or_default()),
+                    Tone::Plain,
+                ),
             ]);
         }
-        println!("{table}");
+        writeln!(out, "{table}")?;
         let g = &s.granted;
         for e in g["exec"].as_array().into_iter().flatten() {
             let at = e["path"]
                 .as_str()
                 .map(|p| format!(" = {p}"))
                 .unwrap_or_else(|| format!(" (ERROR: {})", e["error"].as_str().unwrap_or("")));
-            println!(
+            writeln!(
+                out,
                 "  exec     {}{} args {} env {}",
                 inline(e["program"].as_str().unwrap_or("")),
                 inline(&at),
                 inline(&e["args"].to_string()),
                 inline(&e["env"].to_string())
-            );
+            )?;
         }
         for (k, label) in [
             ("read", "read    "),
@@ -256,15 +276,16 @@ fn print_text(file: &Path, stages: &[StageReport]) {
             ("connect", "connect "),
         ] {
             if g[k].as_array().is_some_and(|a| !a.is_empty()) {
-                println!("  {label} {}", inline(&g[k].to_string()));
+                writeln!(out, "  {label} {}", inline(&g[k].to_string()))?;
             }
         }
         if g["approval"] == true {
-            println!("  approval granted");
+            writeln!(out, "  approval granted")?;
         }
-        println!("  limits   {}", g["limits"]);
+        writeln!(out, "  limits   {}", g["limits"])?;
         for m in &s.missing {
-            println!(
+            writeln!(
+                out,
                 "  MISSING  {} — add:\n{}",
                 inline(&m.request.capability.to_string()),
                 m.toml
@@ -272,13 +293,15 @@ fn print_text(file: &Path, stages: &[StageReport]) {
                     .map(|l| format!("             {}", inline(l)))
                     .collect::<Vec<_>>()
                     .join("\n")
-            );
+            )?;
         }
         if !s.unrequested.is_empty() {
-            println!(
+            writeln!(
+                out,
                 "  ignored  granted but not requested: {}",
                 inline(&s.unrequested.join(", "))
-            );
+            )?;
         }
     }
+    Ok(())
 }

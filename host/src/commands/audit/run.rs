@@ -2,13 +2,16 @@
 //! and every denial, as recorded in the run store (the same events as the
 //! run's `audit.jsonl`).
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use std::io::Write;
+
+use comfy_table::ColumnConstraint;
 use serde_json::Value;
 
 use super::Args;
 use crate::commands::drive::one_line;
 use crate::exit::{self, Failure};
 use crate::store::AuditRow;
+use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
 pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
@@ -26,14 +29,38 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
         .filter(|e| !args.denied || !e.allowed || e.capability == "limit")
         .collect();
     if args.json {
-        println!(
-            "{}",
+        return term::print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&events).expect("events serialize")
-        );
-        return Ok(exit::OK);
+        ))
+        .map(|()| exit::OK);
     }
-    println!(
-        "run {} of `{}` in `{}` by {} ({}): {} event(s){}",
+    let layout = Layout::of(Stream::Stdout);
+    let mut table = layout.table(["time", "stage", "capability", "", "what", "why"]);
+    for e in &events {
+        table.add_row([
+            layout.cell(inline(e.time.get(11..23).unwrap_or(&e.time)), Tone::Plain),
+            layout.cell(inline(&e.stage), Tone::Plain),
+            layout.cell(inline(&e.capability), Tone::Plain),
+            if e.allowed {
+                layout.cell("ok", Tone::Plain)
+            } else {
+                layout.cell("DENIED", Tone::Bad)
+            },
+            layout.cell(one_line(&what(e), 80), Tone::Plain),
+            layout.cell(one_line(e.reason.as_deref().unwrap_or(""), 60), Tone::Plain),
+        ]);
+    }
+    // On a narrow terminal what and why wrap, the short columns do not.
+    for column in [0, 2, 3] {
+        if let Some(c) = table.column_mut(column) {
+            c.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
+    let mut out = term::stdout();
+    writeln!(
+        out,
+        "run {} of `{}` in `{}` by {} ({}): {} event(s){}\n{table}",
         run.id,
         inline(&run.pipeline),
         inline(&run.environment),
@@ -41,27 +68,9 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
         run.status.as_str(),
         events.len(),
         if args.denied { ", denials only" } else { "" }
-    );
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header([
-        "time",
-        "stage",
-        "capability",
-        "",
-        "what",
-        "why",
-    ]);
-    for e in &events {
-        table.add_row([
-            inline(e.time.get(11..23).unwrap_or(&e.time)).into_owned(),
-            inline(&e.stage).into_owned(),
-            inline(&e.capability).into_owned(),
-            if e.allowed { "ok" } else { "DENIED" }.to_string(),
-            one_line(&what(e), 80),
-            one_line(e.reason.as_deref().unwrap_or(""), 60),
-        ]);
-    }
-    println!("{table}");
+    )
+    .and_then(|()| out.flush())
+    .map_err(term::output_failure)?;
     Ok(exit::OK)
 }
 
