@@ -71,11 +71,12 @@ mod tests {
     #[test]
     fn descendants_include_grandchildren_that_left_the_group() {
         adopt_orphans();
-        // sh starts a `setsid` sleep in the background and exits: the sleep
+        // sh starts a `setsid` sleep in the background (not holding the
+        // pipe read below) and exits: the sleep
         // is orphaned, adopted by this (subreaper) process, in a session of
         // its own, and still found.
         let mut sh = std::process::Command::new("sh")
-            .args(["-c", "setsid sleep 30 & echo $!"])
+            .args(["-c", "setsid sleep 30 >/dev/null 2>&1 & echo $!"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
