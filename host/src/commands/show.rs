@@ -1,22 +1,27 @@
 //! `capstan show`: one run in full — stages (every attempt), outputs,
 //! approvals, digests.
 
+use std::io::Write as _;
+
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::json;
 
 use super::drive::one_line;
 use super::runs::{kind, took};
+use crate::caps::approval::review;
 use crate::exit::{self, Failure};
-use crate::store::latest_attempts;
+use crate::store::{PendingApproval, latest_attempts};
 use crate::text::inline;
 
-/// Show one run: its stages and their attempts, outputs, approvals and the
+/// Show one run: its stages and their attempts, outputs, approvals (with
+/// what the reviewers saw: subject, digest, checklist, the plan) and the
 /// digests of what ran (pipeline file, plugins, approved plans).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   capstan show 20261126-101500-7f3a
   capstan show 20261126-1015        # a unique prefix is enough
+  capstan show 20261126-101500-7f3a --plan   # the whole plan of each approval
   capstan show 20261126-101500-7f3a --json")]
 pub struct Args {
     /// The run id (or a unique prefix of it).
@@ -24,6 +29,10 @@ pub struct Args {
     /// Print everything as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print each approval request's details (e.g. the plan) whole, paged
+    /// when longer than the terminal, instead of their first 40 lines.
+    #[arg(long, visible_alias = "full")]
+    pub plan: bool,
 }
 
 pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
@@ -34,12 +43,16 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pending = store
         .pending_approval(&run.id)
         .map_err(super::store_failure)?;
+    let requests = store
+        .approval_requests(&run.id)
+        .map_err(super::store_failure)?;
     if args.json {
         let doc = json!({
             "run": run,
             "stages": latest_attempts(stages.clone()),
             "attempts": stages,
             "approvals": approvals,
+            "approval_requests": requests,
             "pending_approval": pending,
         });
         println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
@@ -137,6 +150,9 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             );
         }
     }
+    for request in reviewed(requests, pending.as_ref()) {
+        print_request(&request, &run.id, args.plan);
+    }
     if let Some(p) = pending {
         println!(
             "waiting for approval: stage `{}`, {} — digest {}, {} approval(s) required{}",
@@ -165,4 +181,60 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         );
     }
     Ok(exit::OK)
+}
+
+/// The latest request of each stage that asked for approval, in the order
+/// they were asked; the pending one when the store kept no request for it
+/// (a run paused by a Capstan that did not keep them).
+fn reviewed(
+    requests: Vec<PendingApproval>,
+    pending: Option<&PendingApproval>,
+) -> Vec<PendingApproval> {
+    let mut latest: indexmap::IndexMap<String, PendingApproval> = indexmap::IndexMap::new();
+    for r in requests.into_iter().chain(pending.cloned()) {
+        if latest.get(&r.stage).is_none_or(|old| r.asked >= old.asked) {
+            // Where the stage's latest request was asked, not its first.
+            latest.shift_remove(&r.stage);
+            latest.insert(r.stage.clone(), r);
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// What the reviewers of `request` saw: subject, digest, checklist and the
+/// details (e.g. the plan), cut to their first lines unless `whole`, and
+/// then paged when longer than the terminal.
+fn print_request(request: &PendingApproval, run: &str, whole: bool) {
+    println!(
+        "approval request of stage `{}` (asked {}): {}",
+        inline(&request.stage),
+        inline(&request.asked),
+        inline(&request.subject)
+    );
+    println!("  digest {}", inline(&request.digest));
+    if !request.checklist.is_empty() {
+        println!("  checklist:");
+        for item in &request.checklist {
+            println!("    [ ] {}", inline(item));
+        }
+    }
+    let details = review::framed(&request.details);
+    if details.is_empty() {
+        return;
+    }
+    println!("  details:");
+    if !whole {
+        let cut = review::cut(details, review::SHOWN_LINES, |more| {
+            let lines = if more == 1 { "line" } else { "lines" };
+            format!("  … {more} more {lines}: `capstan show {run} --plan` prints them all")
+        });
+        cut.iter().for_each(|line| println!("{line}"));
+        return;
+    }
+    let _ = std::io::stdout().flush();
+    if !(review::too_long(std::io::stdout(), &details, 0)
+        && review::page(std::io::stdout(), &details))
+    {
+        details.iter().for_each(|line| println!("{line}"));
+    }
 }
