@@ -330,7 +330,9 @@ fn a_failing_smoke_check_fails_the_run_and_the_custom_stage_runs_with_the_same_h
 
 /// On a terminal the host prompts: the run's author is refused, another
 /// person approves, and the run goes on to apply. `script` gives the run a
-/// pseudo-terminal and types the answers.
+/// pseudo-terminal and types the answers. Reviewers see the plan as
+/// Terraform renders it, with the counts and the checklist, at the prompt
+/// (paged when longer than the terminal) and in `capstan show`.
 #[test]
 fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     let sb = Sandbox::new();
@@ -341,10 +343,28 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
         pipeline.display()
     );
     let out = sb.on_a_terminal(&line, b"carol\nalice\nyes\nlooks good\n");
-    let screen = String::from_utf8_lossy(&out.stdout);
+    let screen = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
     assert!(out.status.success(), "{screen}");
     assert!(
         screen.contains("carol started this run and may not approve it"),
+        "{screen}"
+    );
+    // The terminal has no size (nobody sized script's pty): nothing is
+    // paged. The counts, Terraform's own plan, then the checklist.
+    let at = |text: &str| {
+        screen
+            .find(text)
+            .unwrap_or_else(|| panic!("{text:?} not at the prompt:\n{screen}"))
+    };
+    let counts =
+        at("\n  │ plan: 0 to create, 0 to update, 0 to delete, 0 to replace; 9 output changes");
+    let plan = at("\n  │\n  │ Changes to Outputs:\n  │   + ansible_inventory = <<-EOT\n");
+    let last = at("\n  │ state, without changing any real infrastructure.\n");
+    let checklist = at("\n  [ ] nothing is destroyed or replaced\n");
+    let question = at("approver name (empty: leave it pending): ");
+    assert!(counts < plan && plan < last && last < checklist && checklist < question);
+    assert!(
+        screen.contains("\n  │   + image_id          = \"golden-"),
         "{screen}"
     );
     let run = sb.last_run();
@@ -363,16 +383,64 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     assert_eq!(approval["detail"]["by"], serde_json::json!(["alice"]));
     assert_eq!(approval["detail"]["author"], "carol");
 
+    // `show` of the decided run: what the reviewers saw, the plan cut to
+    // its first lines (not a terminal) unless `--plan`.
+    let id = sb.newest_run_id();
+    let digest = run.output("plan", "plan_digest");
+    let shown = sb.capstan(&["show", &id]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    for line in [
+        "approval request of stage `approve` (asked ",
+        &format!("\n  digest {}\n", digest.as_str().unwrap()),
+        "\n  checklist:\n    [ ] the image is the one this run built: golden-",
+        "\n    [ ] nothing is destroyed or replaced\n",
+        "\n  details:\n  │ plan: 0 to create,",
+        "\n  │ Changes to Outputs:\n",
+        &format!("more lines: `capstan show {id} --plan` prints them all\n"),
+    ] {
+        assert!(shown.stdout.contains(line), "{line:?}: {shown:?}");
+    }
+    assert!(
+        !shown.stdout.contains("without changing any real"),
+        "{shown:?}"
+    );
+    let whole = sb.capstan(&["show", &id, "--plan"]);
+    assert!(
+        whole
+            .stdout
+            .contains("\n  │ state, without changing any real infrastructure.\n")
+            && !whole.stdout.contains("--plan` prints them all"),
+        "{whole:?}"
+    );
+
     // Nobody answers at the prompt: the run waits, and is approved later
-    // from another process like any paused run.
-    let out = sb.on_a_terminal(&line, b"\n");
-    let screen = String::from_utf8_lossy(&out.stdout);
+    // from another process like any paused run. On a terminal shorter
+    // than the plan, the plan goes through the operator's pager.
+    let paged = format!("stty rows 8 cols 120; PAGER='sed s/^/paged:/' {line}");
+    let out = sb.on_a_terminal(&paged, b"\n");
+    let screen = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
     assert_eq!(out.status.code(), Some(5), "{screen}");
     let id = sb.newest_run_id();
     assert!(
         screen.contains(&format!("capstan approve {id}")),
         "{screen}"
     );
+    for line in [
+        "\npaged:  │ plan: 0 to create, 0 to update, 0 to delete, 0 to replace; no output changes",
+        "\npaged:  │ No changes. Your infrastructure matches the configuration.\n",
+        &format!("\n(the details were paged; `capstan show {id} --plan` prints them again)\n"),
+        "\n  [ ] nothing is destroyed or replaced\n",
+    ] {
+        assert!(screen.contains(line), "{line:?}:\n{screen}");
+    }
+    let shown = sb.capstan(&["show", &id]);
+    for line in [
+        "\n    [ ] the change window allows a deploy now\n",
+        "\n  │ No changes. Your infrastructure matches the configuration.\n",
+        "\nwaiting for approval: stage `approve`",
+    ] {
+        assert!(shown.stdout.contains(line), "{line:?}: {shown:?}");
+    }
     assert_eq!(sb.capstan(&["approve", &id, "--as", "alice"]).code, 0);
     let resumed = sb.capstan(&["resume", &id, "-q"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");

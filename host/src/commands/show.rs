@@ -8,12 +8,14 @@ use serde_json::json;
 
 use super::drive::one_line;
 use super::runs::{kind, status_tone, took};
+use crate::caps::approval::review;
 use crate::exit::{self, Failure};
 use crate::store::{ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts};
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
-/// Show one run: its stages and their attempts, outputs, approvals and the
+/// Show one run: its stages and their attempts, outputs, approvals (with
+/// what the reviewers saw: subject, digest, checklist, the plan) and the
 /// digests of what ran (pipeline file, plugins, approved plans).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -22,6 +24,7 @@ Examples:
   capstan show latest@production
   capstan show 20261126-101500-7f3a
   capstan show 7f3a                 # a unique prefix or suffix is enough
+  capstan show latest --plan        # the whole plan of each approval
   capstan show 20261126-101500-7f3a --json")]
 pub struct Args {
     /// The run: its id, a unique prefix or suffix of it, `latest` (the run
@@ -30,6 +33,10 @@ pub struct Args {
     /// Print everything as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print each approval request's details (e.g. the plan) whole, paged
+    /// when longer than the terminal, instead of their first 40 lines.
+    #[arg(long, visible_alias = "full")]
+    pub plan: bool,
 }
 
 pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
@@ -40,6 +47,9 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pending = store
         .pending_approval(&run.id)
         .map_err(super::store_failure)?;
+    let requests = store
+        .approval_requests(&run.id)
+        .map_err(super::store_failure)?;
     let mut out = term::stdout();
     if args.json {
         let doc = json!({
@@ -47,6 +57,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             "stages": latest_attempts(stages.clone()),
             "attempts": stages,
             "approvals": approvals,
+            "approval_requests": requests,
             "pending_approval": pending,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("JSON"))
@@ -57,7 +68,9 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         run: &run,
         stages,
         approvals: &approvals,
+        requests: reviewed(requests, pending.as_ref()),
         pending: pending.as_ref(),
+        whole_plan: args.plan,
     };
     shown
         .print(&mut out, Layout::of(Stream::Stdout))
@@ -71,7 +84,11 @@ struct Shown<'a> {
     run: &'a RunRow,
     stages: Vec<StageRow>,
     approvals: &'a [ApprovalRow],
+    /// The latest request of each stage that asked for approval.
+    requests: Vec<PendingApproval>,
     pending: Option<&'a PendingApproval>,
+    /// Print each request's details whole (`--plan`).
+    whole_plan: bool,
 }
 
 impl Shown<'_> {
@@ -183,6 +200,9 @@ impl Shown<'_> {
                 )?;
             }
         }
+        for request in &self.requests {
+            print_request(out, request, &run.id, self.whole_plan)?;
+        }
         if let Some(p) = self.pending {
             writeln!(
                 out,
@@ -215,4 +235,71 @@ impl Shown<'_> {
         }
         Ok(())
     }
+}
+
+/// The latest request of each stage that asked for approval, in the order
+/// they were asked; the pending one when the store kept no request for it
+/// (a run paused by a Capstan that did not keep them).
+fn reviewed(
+    requests: Vec<PendingApproval>,
+    pending: Option<&PendingApproval>,
+) -> Vec<PendingApproval> {
+    let mut latest: indexmap::IndexMap<String, PendingApproval> = indexmap::IndexMap::new();
+    for r in requests.into_iter().chain(pending.cloned()) {
+        if latest.get(&r.stage).is_none_or(|old| r.asked >= old.asked) {
+            // Where the stage's latest request was asked, not its first.
+            latest.shift_remove(&r.stage);
+            latest.insert(r.stage.clone(), r);
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// What the reviewers of `request` saw: subject, digest, checklist and the
+/// details (e.g. the plan), cut to their first lines unless `whole`, and
+/// then paged when longer than the terminal.
+fn print_request(
+    out: &mut impl Write,
+    request: &PendingApproval,
+    run: &str,
+    whole: bool,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "approval request of stage `{}` (asked {}): {}",
+        inline(&request.stage),
+        inline(&request.asked),
+        inline(&request.subject)
+    )?;
+    writeln!(out, "  digest {}", inline(&request.digest))?;
+    if !request.checklist.is_empty() {
+        writeln!(out, "  checklist:")?;
+        for item in &request.checklist {
+            writeln!(out, "    [ ] {}", inline(item))?;
+        }
+    }
+    let details = review::framed(&request.details);
+    if details.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "  details:")?;
+    if !whole {
+        let cut = review::cut(details, review::SHOWN_LINES, |more| {
+            let lines = if more == 1 { "line" } else { "lines" };
+            format!("  … {more} more {lines}: `capstan show {run} --plan` prints them all")
+        });
+        for line in cut {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    out.flush()?;
+    if !(review::too_long(std::io::stdout(), &details, 0)
+        && review::page(std::io::stdout(), &details))
+    {
+        for line in details {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
 }

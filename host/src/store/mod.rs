@@ -206,7 +206,8 @@ pub struct ApprovalRow {
     pub override_reason: Option<String>,
 }
 
-/// The request a paused run waits on.
+/// An approval request as it was asked: what a paused run waits on, and
+/// (kept after it is answered) what the reviewers saw.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingApproval {
     pub stage: String,
@@ -295,6 +296,11 @@ pub trait RunStore: Send + Sync {
     fn stages(&self, run: &str) -> Result<Vec<StageRow>>;
     fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>>;
     fn pending_approval(&self, run: &str) -> Result<Option<PendingApproval>>;
+    /// Keep a request as it was asked, answered or not, for `capstan show`;
+    /// the same stage asking again for the same digest replaces it.
+    fn record_request(&self, run: &str, request: &PendingApproval) -> Result<()>;
+    /// Every request the run's stages asked, oldest first.
+    fn approval_requests(&self, run: &str) -> Result<Vec<PendingApproval>>;
     fn audit_events(&self, run: &str) -> Result<Vec<AuditRow>>;
 
     /// Take `environment`'s lock for `run`, unless a live run holds it. A

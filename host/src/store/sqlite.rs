@@ -14,7 +14,10 @@ use super::*;
 
 /// Schema versions, oldest first. Append; never edit a released one.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("schema.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("schema.sql")),
+        M::up(include_str!("schema-2.sql")),
+    ])
 }
 
 /// The SQLite run store.
@@ -437,6 +440,35 @@ impl RunStore for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    fn record_request(&self, run: &str, request: &PendingApproval) -> Result<()> {
+        let text = serde_json::to_string(request).expect("requests serialize");
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO approval_requests (run_id, stage, digest, asked, request) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, request.stage, request.digest, request.asked, text],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn approval_requests(&self, run: &str) -> Result<Vec<PendingApproval>> {
+        let texts: Vec<String> = self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT request FROM approval_requests WHERE run_id = ?1 ORDER BY asked, rowid",
+            )?;
+            q.query_map([run], |r| r.get(0))?.collect()
+        })?;
+        texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|source| StoreError::Json {
+                    what: "approval request",
+                    source,
+                })
+            })
+            .collect()
     }
 
     fn audit_events(&self, run: &str) -> Result<Vec<AuditRow>> {

@@ -424,6 +424,89 @@ fn approvals_and_pending_requests() {
 }
 
 #[test]
+fn requests_are_kept_after_they_are_answered() {
+    let (_d, s) = store();
+    s.create_run(&new_run("r", "prod"), &Owner::current())
+        .unwrap();
+    let asked = |digest: &str, details: &str, at: &str| PendingApproval {
+        stage: "approve".into(),
+        digest: digest.into(),
+        subject: "apply".into(),
+        details: details.into(),
+        checklist: vec!["no deletes".into()],
+        approvers: vec![],
+        required: 1,
+        asked: at.into(),
+    };
+    s.record_request("r", &asked("sha1", "plan 1", "2026-11-26T10:00:01Z"))
+        .unwrap();
+    s.ask_approval("r", &asked("sha1", "plan 1", "2026-11-26T10:00:01Z"))
+        .unwrap();
+    // Asked again for the same plan (a resume): replaced, not added.
+    s.record_request("r", &asked("sha1", "plan 1", "2026-11-26T10:00:05Z"))
+        .unwrap();
+    // A new plan (re-planned): another request.
+    s.record_request("r", &asked("sha2", "plan 2", "2026-11-26T10:01:00Z"))
+        .unwrap();
+    s.end_stage("r", None, &ended("approve", "succeeded"))
+        .unwrap();
+    assert!(s.pending_approval("r").unwrap().is_none());
+    let kept = s.approval_requests("r").unwrap();
+    let seen: Vec<(&str, &str, &str)> = kept
+        .iter()
+        .map(|r| (r.digest.as_str(), r.details.as_str(), r.asked.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("sha1", "plan 1", "2026-11-26T10:00:05Z"),
+            ("sha2", "plan 2", "2026-11-26T10:01:00Z")
+        ]
+    );
+    assert_eq!(kept[1].checklist, ["no deletes"]);
+    assert!(s.approval_requests("other").unwrap().is_empty());
+}
+
+/// A store written by a Capstan with schema version 1 (no kept requests)
+/// opens, migrated, with its runs and pending requests readable.
+#[test]
+fn a_version_1_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capstan.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("schema.sql")).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO runs (id, pipeline, pipeline_file, pipeline_digest, environment, author, \
+             kind, only_stages, run_dir, status, started, plugins, owner_pid, owner_start, \
+             owner_host) VALUES ('r1', 'p', '/p.toml', 'd', 'prod', 'alice', 'deploy', '[]', \
+             '/r', 'awaiting-approval', '2026-11-26T10:00:00Z', '[]', 1, 1, 'h')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO pending_approvals (run_id, stage, request) VALUES ('r1', 'approve', ?1)",
+            [
+                json!({"stage": "approve", "digest": "sha", "subject": "apply", "details": "plan",
+                    "checklist": ["a"], "approvers": [], "required": 1, "asked": "t"})
+                .to_string(),
+            ],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).expect("migrated");
+    assert_eq!(s.run("r1").unwrap().status, RunState::AwaitingApproval);
+    assert_eq!(s.pending_approval("r1").unwrap().unwrap().details, "plan");
+    assert!(s.approval_requests("r1").unwrap().is_empty());
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+#[test]
 fn a_store_from_a_newer_capstan_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("capstan.db");

@@ -12,12 +12,17 @@
 //! The decision is bound to `digest` (the plan file's sha256); the apply
 //! stage then refuses a plan whose digest differs.
 //!
+//! Reviewers read `details` (e.g. the plan's counts) followed by `plan`
+//! (e.g. Terraform's own rendering of the plan): the host shows both, with
+//! the checklist, at the prompt and in `capstan show`.
+//!
 //! ```toml
 //! [stages.approve]
 //! plugin = "approval"
 //! needs = ["plan"]
 //! with.digest = "${stages.plan.outputs.plan_digest}"
-//! with.details = "${stages.plan.outputs.summary}"
+//! with.details = "${stages.plan.outputs.summary_text}"
+//! with.plan = "${stages.plan.outputs.plan_text}"
 //! with.checklist = ["the image is the one built by this run", "no unexpected deletes"]
 //! with.policy = { dev = "auto", staging = "auto", production = { mode = "manual", approvers = ["alice", "bob"], required = 1 } }
 //! [stages.approve.grants]
@@ -43,6 +48,10 @@ struct Config {
     /// The change for the reviewer: text, or any JSON (e.g. a plan summary).
     #[serde(default)]
     details: Option<Value>,
+    /// The plan as reviewers read it, shown after `details`, e.g.
+    /// `${stages.plan.outputs.plan_text}` (Terraform's own rendering).
+    #[serde(default)]
+    plan: Option<String>,
     /// Points the reviewer must check.
     #[serde(default)]
     checklist: Vec<String>,
@@ -100,6 +109,19 @@ fn details_text(details: &Option<Value>) -> String {
     }
 }
 
+/// What the reviewer reads: `details`, then a blank line and `plan`. The
+/// request has one text for both (the host frames, escapes, pages and cuts
+/// it as a whole), so that the approval interface stays as it is.
+fn review_text(config: &Config) -> String {
+    let details = details_text(&config.details);
+    let parts = [
+        details.trim_end(),
+        config.plan.as_deref().unwrap_or("").trim_end(),
+    ];
+    let shown: Vec<&str> = parts.into_iter().filter(|p| !p.trim().is_empty()).collect();
+    shown.join("\n\n")
+}
+
 /// The request for `environment` under `config`'s policy.
 fn request(config: &Config, environment: &str) -> Result<(Request, &'static str), Error> {
     if config.digest.trim().is_empty() {
@@ -111,8 +133,7 @@ fn request(config: &Config, environment: &str) -> Result<(Request, &'static str)
         .subject
         .clone()
         .unwrap_or_else(|| format!("apply the plan to {environment}"));
-    let mut request =
-        Request::new(subject, config.digest.clone()).details(details_text(&config.details));
+    let mut request = Request::new(subject, config.digest.clone()).details(review_text(config));
     for item in &config.checklist {
         request = request.check(item.clone());
     }
@@ -264,5 +285,27 @@ mod tests {
     fn details_are_text_for_the_reviewer() {
         assert_eq!(details_text(&Some(json!("2 to add"))), "2 to add");
         assert!(details_text(&Some(json!({ "create": 2 }))).contains("\"create\": 2"));
+    }
+
+    #[test]
+    fn the_plan_follows_the_details() {
+        let plan = "Terraform will perform the following actions:\n\n  # a.b will be created\n";
+        let c = config(json!({
+            "digest": "abc",
+            "details": "plan: 1 to create\n",
+            "plan": plan,
+            "checklist": ["no deletes"],
+        }));
+        let (r, _) = request(&c, "production").unwrap();
+        assert_eq!(
+            r.details,
+            "plan: 1 to create\n\nTerraform will perform the following actions:\n\n  # a.b \
+             will be created"
+        );
+        assert_eq!(r.checklist, ["no deletes"]);
+        let only_plan = config(json!({ "digest": "abc", "plan": plan }));
+        assert_eq!(review_text(&only_plan), plan.trim_end());
+        let neither = config(json!({ "digest": "abc", "details": " ", "plan": "" }));
+        assert_eq!(review_text(&neither), "");
     }
 }

@@ -124,8 +124,9 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
-    /// `init`, `plan -out`, `show -json`: outputs the plan file, its digest
-    /// and a summary, and enforces the policy.
+    /// `init`, `plan -out`, `show -json`, `show -no-color`: outputs the plan
+    /// file, its digest, a summary and the plan as Terraform renders it, and
+    /// enforces the policy.
     Plan,
     /// `init`, `apply` of the approved saved plan, `output -json`.
     Apply,
@@ -318,6 +319,16 @@ pub fn show_args(plan_file: &Path) -> Vec<String> {
     ]
 }
 
+/// `terraform show -no-color <plan_file>`: Terraform's own rendering of the
+/// saved plan, sensitive values masked.
+pub fn show_text_args(plan_file: &Path) -> Vec<String> {
+    vec![
+        "show".into(),
+        "-no-color".into(),
+        plan_file.display().to_string(),
+    ]
+}
+
 /// `terraform apply -input=false -no-color -lock-timeout=<lock_timeout>
 /// <plan_file>`: a saved plan is applied without a prompt (Terraform
 /// refuses variables with it), after waiting up to `lock_timeout` for
@@ -438,6 +449,10 @@ mod tests {
         assert_eq!(
             show_args(Path::new("/w/tfplan")),
             ["show", "-json", "/w/tfplan"]
+        );
+        assert_eq!(
+            show_text_args(Path::new("/w/tfplan")),
+            ["show", "-no-color", "/w/tfplan"]
         );
         assert_eq!(
             apply_args(Path::new("/w/tfplan"), "120s"),

@@ -4,14 +4,18 @@
 //!
 //! Actions (`with.action`):
 //!
-//! - `plan`: `terraform init`, `plan -out=<work dir>/tfplan`, `show -json`.
-//!   Outputs `plan_file`, `plan_digest` (sha256 hex of the plan file),
-//!   `summary` (counts per action and of output changes), `changes` (one
-//!   line per changing resource: `+ aws_instance.web[0]`, `-/+ …`, `~ …`),
+//! - `plan`: `terraform init`, `plan -out=<work dir>/tfplan`, `show -json`
+//!   and `show -no-color` (the plan as Terraform renders it for people,
+//!   sensitive values masked). Outputs `plan_file`, `plan_digest` (sha256
+//!   hex of the plan file), `summary` (counts per action and of output
+//!   changes), `summary_text` (the same in one line), `changes` (one line
+//!   per changing resource: `+ aws_instance.web[0]`, `-/+ …`, `~ …`),
 //!   `output_changes`, `has_changes`, `format_version`,
-//!   `terraform_version`. Fails when the plan breaks the policy
-//!   (`max_destroy`, `forbid_replace`, `require_changes`), naming the
-//!   resources.
+//!   `terraform_version`, `plan_text` (Terraform's rendering, cut at a line
+//!   after 128 KiB with a note saying so) and `plan_text_file`
+//!   (`<work dir>/plan.txt`, the whole rendering). Fails when the plan
+//!   breaks the policy (`max_destroy`, `forbid_replace`,
+//!   `require_changes`), naming the resources.
 //! - `destroy-plan`: the same with `plan -destroy`, for rollback.
 //! - `apply`: hashes `plan_file` itself and refuses unless its sha256 is
 //!   `approved_digest`; applies a copy of exactly those bytes (kept in its
@@ -96,6 +100,7 @@ mod config;
 mod digest;
 mod outputs;
 mod plan;
+mod plan_text;
 #[cfg(test)]
 mod samples;
 
@@ -115,8 +120,9 @@ impl Stage for Terraform {
             )
             .exec(
                 "terraform",
-                "to run `terraform init`, `plan -out`, `show -json`, `apply <saved plan>` and \
-                 `output -json` in the configuration directory",
+                "to run `terraform init`, `plan -out`, `show -json` and `show -no-color` (the \
+                 plan for reviewers), `apply <saved plan>` and `output -json` in the \
+                 configuration directory",
             )
             .read(
                 "to run Terraform in the configuration directory `dir` (a command's working \
@@ -199,8 +205,9 @@ impl Runner {
         let subcommand = args.first().cloned().unwrap_or_default();
         let mut exec = Exec::new("terraform");
         // JSON from `show` and `output` holds sensitive values in clear:
-        // keep it out of the stage log (Terraform's own text output masks them).
-        if args.iter().any(|a| a == "-json") {
+        // keep it out of the stage log (Terraform's own text output masks
+        // them). `show` as text repeats what `plan` has just logged.
+        if args.iter().any(|a| a == "-json") || subcommand == "show" {
             exec = exec.unlogged();
         }
         let out = exec
@@ -299,6 +306,8 @@ fn plan(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
         plan.format_version,
         short_digest(&digest)
     );
+    let plan_text_file = ctx.work_dir.join("plan.txt");
+    let plan_text = render(tf, &plan_file, &plan_text_file)?;
     let report = plan.report();
     let summary_file = ctx.work_dir.join("plan-summary.json");
     let pretty = serde_json::to_string_pretty(&report).map_err(Error::from)?;
@@ -313,9 +322,10 @@ fn plan(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
     });
     if !violations.is_empty() {
         return Err(Error::failed(format!(
-            "{}\n{summary}\nChanges:\n{}",
+            "{}\n{summary}\nChanges:\n{}\nThe plan as Terraform renders it: {}",
             violations.join("\n"),
-            lines_or_none(&plan.change_lines())
+            lines_or_none(&plan.change_lines()),
+            plan_text_file.display()
         )));
     }
     for line in plan.change_lines() {
@@ -326,13 +336,28 @@ fn plan(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
         .output("plan_file", &plan_file)
         .output("plan_digest", &digest)
         .output("summary", &plan.counts)
+        .output("summary_text", plan.summary_text(label))
         .output("changes", plan.change_lines())
         .output("output_changes", plan.output_changes())
         .output("has_changes", plan.has_changes())
         .output("format_version", &plan.format_version)
         .output("terraform_version", &plan.terraform_version)
+        .output("plan_text", plan_text)
+        .output("plan_text_file", &plan_text_file)
         .artifact(plan_file)
-        .artifact(summary_file))
+        .artifact(summary_file)
+        .artifact(plan_text_file))
+}
+
+/// Terraform's own rendering of the saved plan (`show -no-color`), written
+/// whole to `file`; returned cut to [`plan_text::MAX_BYTES`], saying so.
+fn render(tf: &mut Runner, plan_file: &Path, file: &Path) -> Result<String, Error> {
+    let shown = tf.run(config::show_text_args(plan_file))?;
+    let text = plan_text::tidy(&shown.stdout_str(), shown.truncated);
+    std::fs::write(file, format!("{text}\n"))
+        .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
+    let display = file.display().to_string();
+    Ok(plan_text::cut(&text, plan_text::MAX_BYTES, &display).unwrap_or(text))
 }
 
 /// The first 12 hex digits, for summaries (outputs carry the whole digest).

@@ -890,6 +890,29 @@ mod tests {
         }
     }
 
+    /// Real resources (tests/fixtures/aws-config), one holding a sensitive
+    /// variable's value: in the plan JSON in clear, never in the report.
+    #[test]
+    fn real_plan_of_resources() {
+        let name = "real-1.11.4-aws-create.json";
+        let p = plan(name);
+        assert_eq!(
+            p.counts,
+            Counts {
+                create: 2,
+                output_changes: 1,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(
+            p.change_lines(),
+            ["+ aws_sqs_queue.jobs", "+ aws_ssm_parameter.db_password"]
+        );
+        assert!(fixture(name).contains("s3cr3t-hunter"));
+        let shown = [p.summary_text("plan"), p.report().to_string()];
+        assert!(shown.iter().all(|s| !s.contains("s3cr3t")), "{shown:?}");
+    }
+
     #[test]
     fn real_update_and_destroy_plans_of_outputs() {
         let p = plan("real-1.11.4-outputs-update.json");

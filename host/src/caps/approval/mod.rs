@@ -10,6 +10,7 @@
 //! asks again).
 
 mod prompt;
+pub mod review;
 mod rules;
 
 use std::sync::{Arc, Mutex};
@@ -182,7 +183,8 @@ impl ApprovalHost {
         let required = request.required.max(1);
         let mut how = format!(
             "stage `{}` of run {run} waits for approval of {} ({}); {} of {required} approvals so far{}. \
-             Approve from any terminal or CI job with `capstan approve {run} --as <name>`, then \
+             Review it with `capstan show {run}`; approve from any terminal or CI job with \
+             `capstan approve {run} --as <name>`, then \
              `capstan resume {run}`; the run's author ({}) may not approve.",
             self.audit.stage,
             short(&request.digest),
@@ -204,16 +206,7 @@ impl ApprovalHost {
                 short(digest)
             ));
         }
-        let pending = PendingApproval {
-            stage: self.audit.stage.clone(),
-            digest: request.digest.clone(),
-            subject: request.subject.clone(),
-            details: request.details.clone(),
-            checklist: request.checklist.clone(),
-            approvers: request.approvers.clone(),
-            required,
-            asked: now(),
-        };
+        let pending = self.asked(request);
         if let Some(Err(e)) = self.store.as_ref().map(|s| s.ask_approval(run, &pending)) {
             how.push_str(&format!(" (warning: {e})"));
         }
@@ -224,6 +217,30 @@ impl ApprovalHost {
         );
         *self.pending.lock().expect("pending lock") = Some(how.clone());
         wit::Decision::Pending(how)
+    }
+}
+
+impl ApprovalHost {
+    /// The request as the run store keeps it.
+    fn asked(&self, request: &wit::Request) -> PendingApproval {
+        PendingApproval {
+            stage: self.audit.stage.clone(),
+            digest: request.digest.clone(),
+            subject: request.subject.clone(),
+            details: request.details.clone(),
+            checklist: request.checklist.clone(),
+            approvers: request.approvers.clone(),
+            required: request.required.max(1),
+            asked: now(),
+        }
+    }
+
+    /// Keep the request as asked, whatever the answer, for `capstan show`.
+    fn keep_request(&self, request: &wit::Request) {
+        let Some(store) = &self.store else { return };
+        if let Err(e) = store.record_request(&self.run.run_id, &self.asked(request)) {
+            eprintln!("capstan: {e} (`capstan show` will not have the request's details)");
+        }
     }
 }
 
@@ -261,6 +278,7 @@ impl wit::Host for ApprovalHost {
             );
             return Ok(Err(wit::Error::NotPermitted(reason)));
         }
+        self.keep_request(&request);
         if let Some(note) = rules::refused_in_protected(&request.policy, &self.run) {
             return Ok(self.manual(request, note).await);
         }

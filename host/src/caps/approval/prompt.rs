@@ -3,8 +3,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use super::rules::approver_problem;
-use super::{RunInfo, now, short, wit};
-use crate::text::{block, inline};
+use super::{RunInfo, now, review, short, wit};
+use crate::text::inline;
 
 /// One prompt at a time, whatever the number of stages asking.
 pub static PROMPT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -48,10 +48,25 @@ pub fn prompt(
         inline(&request.subject),
         inline(&request.digest)
     )?;
-    if !request.details.is_empty() {
+    let details = review::framed(&request.details);
+    if !details.is_empty() {
         writeln!(err)?;
-        for line in block(request.details.trim_end()).lines() {
-            writeln!(err, "  │ {line}")?;
+        // Rows printed after the details, up to the question: the checklist
+        // stays in view below a plan that fits.
+        let after = request.checklist.len() + 4;
+        err.flush()?;
+        if review::too_long(std::io::stderr(), &details, after)
+            && review::page(std::io::stderr(), &details)
+        {
+            writeln!(
+                err,
+                "(the details were paged; `capstan show {} --plan` prints them again)",
+                run.run_id
+            )?;
+        } else {
+            for line in &details {
+                writeln!(err, "{line}")?;
+            }
         }
         writeln!(err)?;
     }
