@@ -2,7 +2,9 @@
 //! and delivery metrics: over that real history, and over a seeded one
 //! whose values are computed by hand.
 
-use capstan::store::{NewRun, Owner, RunKind, RunState, RunStore, SqliteStore, StageRow};
+use capstan::store::{
+    NewRun, Owner, RunKind, RunState, RunStore, SqliteStore, StageRow, StageState,
+};
 use serde_json::{Value, json};
 
 use crate::golden_image::{example, run};
@@ -111,7 +113,7 @@ type Seed<'a> = (
     Option<&'a str>,
     RunState,
     Option<bool>,
-    &'a [(&'a str, u64, &'a str)],
+    &'a [(&'a str, u64, StageState)],
 );
 
 /// Seed the store with a history at fixed times, then compare `capstan stats`
@@ -124,14 +126,14 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
     // id, env, kind, undoes, started, ended, status, verified, [(stage, ms, status)]
     #[rustfmt::skip]
     let history: &[Seed] = &[
-        ("r1", "production", RunKind::Deploy, None, "2026-11-01T10:00:00Z", Some("2026-11-01T10:10:00Z"), RunState::Succeeded, Some(true), &[("plan", 60_000, "succeeded"), ("smoke", 30_000, "succeeded")]),
-        ("r2", "production", RunKind::Deploy, None, "2026-11-02T10:00:00Z", Some("2026-11-02T10:20:00Z"), RunState::Failed, Some(false), &[("plan", 120_000, "succeeded"), ("smoke", 60_000, "failed")]),
-        ("r3", "production", RunKind::Rollback, Some("r2"), "2026-11-02T10:30:00Z", Some("2026-11-02T10:40:00Z"), RunState::Succeeded, Some(true), &[("plan", 30_000, "succeeded"), ("smoke", 30_000, "succeeded")]),
-        ("r4", "production", RunKind::Deploy, None, "2026-11-03T09:00:00Z", Some("2026-11-03T12:00:00Z"), RunState::Succeeded, Some(true), &[("plan", 90_000, "succeeded"), ("smoke", 45_000, "succeeded")]),
-        ("r5", "production", RunKind::Deploy, None, "2026-11-04T09:00:00Z", Some("2026-11-04T09:30:00Z"), RunState::Rejected, None, &[("plan", 60_000, "succeeded")]),
-        ("r6", "production", RunKind::Deploy, None, "2026-11-05T09:00:00Z", None, RunState::AwaitingApproval, None, &[("plan", 60_000, "succeeded")]),
-        ("r7", "dev", RunKind::Deploy, None, "2026-11-05T09:00:00Z", Some("2026-11-05T09:01:00Z"), RunState::Succeeded, Some(true), &[("plan", 1_000, "succeeded")]),
-        ("r0", "production", RunKind::Deploy, None, "2026-10-20T09:00:00Z", Some("2026-10-20T09:01:00Z"), RunState::Failed, Some(false), &[("plan", 999_000, "failed")]),
+        ("r1", "production", RunKind::Deploy, None, "2026-11-01T10:00:00Z", Some("2026-11-01T10:10:00Z"), RunState::Succeeded, Some(true), &[("plan", 60_000, StageState::Succeeded), ("smoke", 30_000, StageState::Succeeded)]),
+        ("r2", "production", RunKind::Deploy, None, "2026-11-02T10:00:00Z", Some("2026-11-02T10:20:00Z"), RunState::Failed, Some(false), &[("plan", 120_000, StageState::Succeeded), ("smoke", 60_000, StageState::Failed)]),
+        ("r3", "production", RunKind::Rollback, Some("r2"), "2026-11-02T10:30:00Z", Some("2026-11-02T10:40:00Z"), RunState::Succeeded, Some(true), &[("plan", 30_000, StageState::Succeeded), ("smoke", 30_000, StageState::Succeeded)]),
+        ("r4", "production", RunKind::Deploy, None, "2026-11-03T09:00:00Z", Some("2026-11-03T12:00:00Z"), RunState::Succeeded, Some(true), &[("plan", 90_000, StageState::Succeeded), ("smoke", 45_000, StageState::Succeeded)]),
+        ("r5", "production", RunKind::Deploy, None, "2026-11-04T09:00:00Z", Some("2026-11-04T09:30:00Z"), RunState::Rejected, None, &[("plan", 60_000, StageState::Succeeded)]),
+        ("r6", "production", RunKind::Deploy, None, "2026-11-05T09:00:00Z", None, RunState::AwaitingApproval, None, &[("plan", 60_000, StageState::Succeeded)]),
+        ("r7", "dev", RunKind::Deploy, None, "2026-11-05T09:00:00Z", Some("2026-11-05T09:01:00Z"), RunState::Succeeded, Some(true), &[("plan", 1_000, StageState::Succeeded)]),
+        ("r0", "production", RunKind::Deploy, None, "2026-10-20T09:00:00Z", Some("2026-10-20T09:01:00Z"), RunState::Failed, Some(false), &[("plan", 999_000, StageState::Failed)]),
     ];
     for (id, env, kind, undoes, started, ended, status, verified, stages) in history {
         store
@@ -159,7 +161,7 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
                 name: name.to_string(),
                 attempt: 0,
                 plugin: "seed".into(),
-                status: s.to_string(),
+                status: *s,
                 message: String::new(),
                 outputs: json!({}),
                 artifacts: json!([]),

@@ -5,14 +5,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::log::LogSink;
-use crate::store::{AuditRow, RunStore};
+use crate::store::{AuditKind, AuditRow, RunRow, RunStore};
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
@@ -20,8 +20,7 @@ pub struct Event<'a> {
     pub time: String,
     pub stage: &'a str,
     pub plugin: &'a str,
-    /// `exec`, `read`, `write`, `env`, `connect`, `approval`, `limit`, `load`, `stage`.
-    pub capability: &'a str,
+    pub capability: AuditKind,
     /// What was asked or done (argv, cwd, exit status, …).
     pub detail: Value,
     pub allowed: bool,
@@ -61,7 +60,7 @@ impl AuditLog {
         &self,
         stage: &str,
         plugin: &str,
-        capability: &str,
+        capability: AuditKind,
         allowed: bool,
         detail: Value,
         reason: Option<String>,
@@ -91,7 +90,7 @@ impl AuditLog {
                 time: event.time,
                 stage: event.stage.to_string(),
                 plugin: event.plugin.to_string(),
-                capability: event.capability.to_string(),
+                capability: event.capability,
                 allowed: event.allowed,
                 detail: event.detail,
                 reason: event.reason,
@@ -103,6 +102,34 @@ impl AuditLog {
         }
         size
     }
+}
+
+/// The audit log of a run could not be appended to.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot append to {}: {source}", path.display())]
+pub struct AppendError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Append one event of Capstan's own (`plugin` "capstan") to the audit log
+/// of a run this process does not run, and to the run store: a decision,
+/// a cancellation.
+pub fn append(
+    store: Arc<dyn RunStore>,
+    run: &RunRow,
+    stage: &str,
+    kind: AuditKind,
+    detail: Value,
+) -> Result<(), AppendError> {
+    let path = Path::new(&run.run_dir).join("audit.jsonl");
+    let log = AuditLog::open(&path, store, &run.id).map_err(|source| AppendError {
+        path: path.clone(),
+        source,
+    })?;
+    log.record(stage, "capstan", kind, true, detail, None);
+    Ok(())
 }
 
 /// An `AuditLog` bound to one stage, whose records count against the
@@ -128,14 +155,14 @@ impl StageAudit {
         }
     }
 
-    pub fn allowed(&self, capability: &str, detail: Value) {
+    pub fn allowed(&self, capability: AuditKind, detail: Value) {
         let n = self
             .log
             .record(&self.stage, &self.plugin, capability, true, detail, None);
         let _ = self.budget.charge(n);
     }
 
-    pub fn denied(&self, capability: &str, detail: Value, reason: impl Into<String>) {
+    pub fn denied(&self, capability: AuditKind, detail: Value, reason: impl Into<String>) {
         let n = self.log.record(
             &self.stage,
             &self.plugin,
@@ -149,7 +176,13 @@ impl StageAudit {
 
     /// Record an event the host decided on (a failure, a limit) without
     /// charging the stage for it.
-    pub fn host(&self, capability: &str, allowed: bool, detail: Value, reason: Option<String>) {
+    pub fn host(
+        &self,
+        capability: AuditKind,
+        allowed: bool,
+        detail: Value,
+        reason: Option<String>,
+    ) {
         self.log.record(
             &self.stage,
             &self.plugin,

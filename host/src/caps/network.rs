@@ -10,6 +10,7 @@ use super::audit::StageAudit;
 use crate::bindings::capstan::plugin::network as wit;
 use crate::caps::state::StageState;
 use crate::pipeline::patterns::{ConnectPattern, Target};
+use crate::store::AuditKind;
 
 /// Whether `host:port` matches one of the grant's patterns (grammar in
 /// `pipeline::patterns`): IP patterns (`127.0.0.*:*`, `*:22`, `[::1]:80`)
@@ -42,7 +43,7 @@ impl NetworkHost {
             "connect to `{host}:{port}` is not granted (granted: {:?}); add it to `connect` in the stage's grants",
             self.patterns
         );
-        self.audit.denied("connect", detail, &reason);
+        self.audit.denied(AuditKind::Connect, detail, &reason);
         Some(wit::Error::NotPermitted(reason))
     }
 }
@@ -76,7 +77,7 @@ impl wit::Host for NetworkHost {
             Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
         };
         self.audit.allowed(
-            "connect",
+            AuditKind::Connect,
             json!({ "host": host, "port": port, "result": format!("{result:?}") }),
         );
         Ok(Ok(result))
@@ -122,7 +123,7 @@ impl wit::Host for NetworkHost {
             Err(e) => json!({ "error": e }),
         };
         self.audit
-            .allowed("connect", json!({ "url": url, "result": summary }));
+            .allowed(AuditKind::Connect, json!({ "url": url, "result": summary }));
         Ok(Ok(result))
     }
 }

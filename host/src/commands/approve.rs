@@ -2,12 +2,11 @@
 //! request from any terminal or CI job. An answer is for the digest the run
 //! waits on (e.g. one plan file); `capstan resume` then continues the run.
 
-use serde_json::json;
-
-use crate::caps::approval::{Recorded, approver_problem, recorded, short};
-use crate::caps::audit::AuditLog;
+use crate::caps::approval::{Recorded, short};
+use crate::caps::audit::AppendError;
 use crate::exit::{self, Failure};
-use crate::store::{ApprovalRow, PendingApproval, RunRow, RunState, RunStore, latest_attempts};
+use crate::run::answer::{self, AnswerError, Approval};
+use crate::store::StoreError;
 use crate::text::inline;
 
 /// Approve what a paused run waits for (then `capstan resume` it).
@@ -58,47 +57,12 @@ pub struct Answer {
     pub comment: Option<String>,
 }
 
-fn refused(message: String) -> Failure {
-    Failure::new(exit::REFUSED, format!("error: {message}"))
-}
-
-/// The paused run and the request it waits on.
-fn waiting(store: &dyn RunStore, id: &str) -> Result<(RunRow, PendingApproval), Failure> {
-    let run = store.run(id).map_err(super::store_failure)?;
-    if run.status != RunState::AwaitingApproval {
-        return Err(refused(format!(
-            "run {} is {}, not waiting for approval; nothing to answer",
-            run.id,
-            run.status.as_str()
-        )));
+/// A refused answer as a failure: a run named wrong is a usage error.
+fn failure(e: AnswerError) -> Failure {
+    match e {
+        AnswerError::Store(e) => super::store_failure(e),
+        e => Failure::new(exit::REFUSED, format!("error: {e}")),
     }
-    let pending = store
-        .pending_approval(&run.id)
-        .map_err(super::store_failure)?
-        .ok_or_else(|| refused(format!("run {} has no open approval request", run.id)))?;
-    Ok((run, pending))
-}
-
-/// Keep a decision in the run store and append it to the run's audit.jsonl.
-fn record(
-    store: &std::sync::Arc<dyn RunStore>,
-    run: &RunRow,
-    row: &ApprovalRow,
-    via: &str,
-) -> Result<(), Failure> {
-    store
-        .record_approval(&run.id, row)
-        .map_err(super::store_failure)?;
-    let detail = json!({"decision": row.decision, "by": row.by, "digest": row.digest, "comment": row.comment,
-                        "policy": row.policy, "override_reason": row.override_reason, "via": via});
-    let path = std::path::Path::new(&run.run_dir).join("audit.jsonl");
-    match AuditLog::open(&path, store.clone(), &run.id) {
-        Ok(log) => {
-            log.record(&row.stage, "capstan", "approval", true, detail, None);
-        }
-        Err(e) => eprintln!("warning: cannot append to {}: {e}", path.display()),
-    }
-    Ok(())
 }
 
 fn now() -> String {
@@ -107,83 +71,28 @@ fn now() -> String {
 
 pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
-    let (run, pending) = waiting(store.as_ref(), &args.answer.run)?;
+    let waiting = answer::waiting(store.as_ref(), &args.answer.run).map_err(failure)?;
+    let (run, pending) = (&waiting.run, &waiting.request);
     let by = super::identity(args.answer.by.as_deref());
-    if let Some(reviewed) = &args.digest
-        && (reviewed.len() < 12 || !pending.digest.starts_with(reviewed.as_str()))
-    {
-        return Err(refused(format!(
-            "you reviewed {reviewed}, but run {} waits for approval of {} ({}), not of what you reviewed \
-             (it may have been re-planned). Review it (`capstan show {}`) and approve that digest.",
-            run.id,
-            inline(&pending.digest),
-            inline(&pending.subject),
-            run.id
-        )));
-    }
+    let at = now();
+    let approval = Approval {
+        by: &by,
+        comment: args.answer.comment.as_deref(),
+        reviewed: args.digest.as_deref(),
+        emergency: args.emergency.as_deref(),
+        at: &at,
+    };
     let mut decisions = store.approvals(&run.id).map_err(super::store_failure)?;
-    let tally = |decisions: &[ApprovalRow]| {
-        recorded(
-            decisions,
-            &pending.stage,
-            &pending.digest,
-            &run.author,
-            &pending.approvers,
-            pending.required,
-        )
-    };
-    let row = ApprovalRow {
-        stage: pending.stage.clone(),
-        digest: pending.digest.clone(),
-        decision: "approved".into(),
-        by: by.clone(),
-        at: now(),
-        comment: args.answer.comment.clone(),
-        policy: "manual".into(),
-        override_reason: None,
-    };
-    let row = match &args.emergency {
-        Some(reason) if reason.trim().is_empty() => {
-            return Err(refused(
-                "an emergency override needs a reason: --emergency \"<why>\"".into(),
-            ));
-        }
-        Some(reason) => {
-            eprintln!(
-                "\n!!! EMERGENCY OVERRIDE of stage `{}` of run {} by {by}: {reason}\n",
-                pending.stage, run.id
-            );
-            ApprovalRow {
-                policy: "emergency-override".into(),
-                override_reason: Some(reason.clone()),
-                ..row
-            }
-        }
-        None => {
-            let Recorded::Open { approved_by, .. } = tally(&decisions) else {
-                return Err(refused(format!(
-                    "run {} is already decided for {}; `capstan resume {}` continues it",
-                    run.id,
-                    inline(short(&pending.digest)),
-                    run.id
-                )));
-            };
-            if let Some(problem) =
-                approver_problem(&by, &run.author, &pending.approvers, &approved_by)
-            {
-                return Err(refused(format!(
-                    "{} (run {}, environment `{}`)",
-                    inline(&problem),
-                    run.id,
-                    run.environment
-                )));
-            }
-            row
-        }
-    };
-    record(&store, &run, &row, "capstan approve")?;
+    let row = waiting.approval(&approval, &decisions).map_err(failure)?;
+    if let Some(reason) = &row.override_reason {
+        eprintln!(
+            "\n!!! EMERGENCY OVERRIDE of stage `{}` of run {} by {by}: {reason}\n",
+            pending.stage, run.id
+        );
+    }
+    warn(waiting.record(&store, &row, "capstan approve"))?;
     decisions.push(row);
-    match tally(&decisions) {
+    match waiting.tally(&decisions) {
         Recorded::Approved(answers) => eprintln!(
             "approved {} for stage `{}` of run {} by {}. Continue it with: capstan resume {}",
             inline(short(&pending.digest)),
@@ -214,52 +123,20 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
 
 pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
-    let (run, pending) = waiting(store.as_ref(), &args.answer.run)?;
+    let waiting = answer::waiting(store.as_ref(), &args.answer.run).map_err(failure)?;
     let by = super::identity(args.answer.by.as_deref());
-    let at = now();
-    let row = ApprovalRow {
-        stage: pending.stage.clone(),
-        digest: pending.digest.clone(),
-        decision: "rejected".into(),
-        by: by.clone(),
-        at: at.clone(),
-        comment: args.answer.comment.clone(),
-        policy: "manual".into(),
-        override_reason: None,
-    };
-    record(&store, &run, &row, "capstan reject")?;
-    // The paused stage ends as failed, the run as rejected, and the
-    // environment is free again.
-    let stages = latest_attempts(store.stages(&run.id).map_err(super::store_failure)?);
-    if let Some(stage) = stages.into_iter().find(|s| s.name == pending.stage) {
-        let attempt = stage.attempt;
-        let reason = format!(
-            "rejected by {by}{}",
-            args.answer
-                .comment
-                .as_deref()
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default()
-        );
-        let ended = crate::store::StageRow {
-            status: "failed".into(),
-            message: reason,
-            ended: Some(at.clone()),
-            ..stage
-        };
-        store
-            .end_stage(&run.id, Some(attempt), &ended)
-            .map_err(super::store_failure)?;
-    }
-    store
-        .finish_run(&run.id, RunState::Rejected, &at, None)
-        .map_err(super::store_failure)?;
-    store
-        .unlock(&run.environment, &run.id)
-        .map_err(super::store_failure)?;
+    warn(waiting.reject(&store, &by, args.answer.comment.as_deref(), &now()))?;
     eprintln!(
         "run {} rejected by {by}; it ends here and environment `{}` is unlocked",
-        run.id, run.environment
+        waiting.run.id, waiting.run.environment
     );
     Ok(exit::OK)
+}
+
+/// Say that the audit log missed a decision the store has.
+fn warn(recorded: Result<Option<AppendError>, StoreError>) -> Result<(), Failure> {
+    if let Some(e) = recorded.map_err(super::store_failure)? {
+        eprintln!("warning: {e}");
+    }
+    Ok(())
 }

@@ -12,8 +12,8 @@ use crate::run::stage::StageStatus;
 use crate::run::stop::{self, Stop};
 use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
-use crate::store::RunState;
 use crate::store::{NewRun, Owner, RunStore};
+use crate::store::{RunState, StageState};
 use crate::text::{self, inline};
 
 /// Flags of every command that drives a run (`run`, `resume`, `rollback`).
@@ -142,7 +142,7 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         }
         d.done.iter().try_for_each(|r| {
             let mut row = r.row(r.started.clone());
-            row.status = "reused".into();
+            row.status = StageState::Reused;
             d.store.end_stage(&id, None, &row)
         })
     });

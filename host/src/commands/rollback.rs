@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
-use crate::pipeline::file::OnFailure;
-use crate::run::stage::StageStatus;
-use crate::run::{Prepared, RunOptions, RunRecord, StageRecord};
-use crate::store::{RunFilter, RunKind, RunRow, RunState, RunStore, latest_attempts};
+use crate::run::rollback::{self, RollbackError, Targets};
+use crate::run::{Prepared, RunOptions, RunRecord};
+use crate::store::{RunFilter, RunKind, RunStore};
 
 /// Roll an environment back to the last good run (or the one named):
 /// plan, approval, apply, configure and smoke tests run again with the
@@ -84,15 +83,9 @@ pub async fn if_failed(
     cli: &super::Cli,
     store: &Arc<dyn RunStore>,
 ) {
-    let Some(stage) = record.stages.iter().find(|s| {
-        matches!(s.status, StageStatus::Failed { .. })
-            && prepared.pipeline.stages[&s.name].on_failure == OnFailure::Rollback
-    }) else {
+    let Some(stage) = rollback::rolls_back(record, &prepared.pipeline) else {
         return;
     };
-    if record.status != RunState::Failed {
-        return;
-    }
     eprintln!(
         "\nstage `{}` failed and rolls back on failure (`on_failure = \"rollback\"`): starting a rollback of run {}",
         stage.name, record.run_id
@@ -179,61 +172,16 @@ fn known_environment(args: &Args, store: &dyn RunStore) -> Result<(), Failure> {
     super::environment(&pipeline, Some(environment)).map(drop)
 }
 
-fn refused(message: String) -> Failure {
-    Failure::new(exit::REFUSED, format!("error: {message}"))
-}
-
-/// The run being undone and the good run to redeploy.
-pub fn targets(
-    store: &dyn RunStore,
-    environment: &str,
-    to: Option<&str>,
-    undoes: Option<&str>,
-) -> Result<(Option<String>, RunRow), Failure> {
-    let runs = store
-        .runs(&RunFilter {
-            environment: Some(environment.to_string()),
-            limit: None,
-        })
-        .map_err(super::store_failure)?; // newest first
-    let undone = match undoes {
-        Some(id) => runs.iter().find(|r| r.id == id),
-        None => runs.iter().find(|r| {
-            r.kind == RunKind::Deploy
-                && !matches!(r.status, RunState::Running | RunState::AwaitingApproval)
-        }),
-    };
-    let target = match to {
-        Some(to) => {
-            let run = store.run(to).map_err(super::store_failure)?;
-            if run.environment != environment {
-                return Err(refused(format!(
-                    "run {} deployed to `{}`, not `{environment}`",
-                    run.id, run.environment
-                )));
-            }
-            if run.status != RunState::Succeeded {
-                return Err(refused(format!(
-                    "run {} is {}, not a good run to roll back to",
-                    run.id,
-                    run.status.as_str()
-                )));
-            }
-            run
+/// A refusal as a failure: a run named wrong is a usage error, a pipeline
+/// without `[rollback]` an invalid one.
+fn failure(e: RollbackError) -> Failure {
+    match e {
+        RollbackError::Store(e) => super::store_failure(e),
+        e @ RollbackError::NoReuse { .. } => {
+            Failure::new(exit::INVALID_PIPELINE, format!("error: {e}"))
         }
-        None => runs
-            .iter()
-            .filter(|r| undone.is_none_or(|u| r.id < u.id))
-            .find(|r| r.status == RunState::Succeeded)
-            .cloned()
-            .ok_or_else(|| {
-                refused(format!(
-                    "no good run of `{environment}` before {} to roll back to; name one with --to",
-                    undone.map_or("now".to_string(), |u| format!("run {}", u.id))
-                ))
-            })?,
-    };
-    Ok((undone.map(|u| u.id.clone()), target))
+        e => Failure::new(exit::REFUSED, format!("error: {e}")),
+    }
 }
 
 pub async fn start(
@@ -241,59 +189,23 @@ pub async fn start(
     cli: &super::Cli,
     store: &Arc<dyn RunStore>,
 ) -> Result<u8, Failure> {
-    let (undoes, target) = targets(
+    let Targets { undoes, target } = rollback::targets(
         store.as_ref(),
         &r.environment,
         r.to.as_deref(),
         r.undoes.as_deref(),
-    )?;
+    )
+    .map_err(failure)?;
     let path = r
         .pipeline
         .clone()
         .unwrap_or_else(|| PathBuf::from(&target.pipeline_file));
     let pipeline = super::load_pipeline(&path)?;
-    if pipeline.rollback_reuse.is_empty() {
-        return Err(Failure::new(
-            exit::INVALID_PIPELINE,
-            format!(
-                "error: {} has no [rollback] section, so Capstan does not know which stages' outputs to redeploy.\n  \
-                 add to the pipeline file:\n\n    [rollback]\n    reuse = [\"build\"]   # the stage(s) that produce what is deployed",
-                path.display()
-            ),
-        ));
-    }
-    let environment = super::environment(&pipeline, Some(&r.environment))?;
     // The reused stages and everything they need come from the target.
-    let reused: Vec<String> = pipeline
-        .stages
-        .iter()
-        .filter(|(name, _)| {
-            pipeline.rollback_reuse.contains(name)
-                || pipeline
-                    .rollback_reuse
-                    .iter()
-                    .any(|u| pipeline.stages[u].upstream.contains(*name))
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
-    let rows = latest_attempts(store.stages(&target.id).map_err(super::store_failure)?);
-    let mut done: Vec<StageRecord> = Vec::new();
-    for name in &reused {
-        let Some(row) = rows
-            .iter()
-            .find(|s| &s.name == name && matches!(s.status.as_str(), "succeeded" | "reused"))
-        else {
-            return Err(refused(format!(
-                "run {} has no finished stage `{name}` to reuse; roll back to another run with --to",
-                target.id
-            )));
-        };
-        let mut record = super::resume::finished(row.clone(), &target);
-        if let StageStatus::Succeeded { summary, .. } = &mut record.status {
-            *summary = format!("reused from run {}: {summary}", target.id);
-        }
-        done.push(record);
-    }
+    let reused = rollback::reused(&pipeline, &path).map_err(failure)?;
+    let environment = super::environment(&pipeline, Some(&r.environment))?;
+    let rows = store.stages(&target.id).map_err(super::store_failure)?;
+    let done = rollback::reuse(&target, rows, &reused).map_err(failure)?;
     let runtime = super::new_runtime()?;
     let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
     let opts = RunOptions {

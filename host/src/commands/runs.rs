@@ -3,7 +3,7 @@
 use comfy_table::ColumnConstraint;
 
 use crate::exit::{self, Failure};
-use crate::store::{RunFilter, RunKind, RunRow};
+use crate::store::{RunFilter, RunKind, RunRow, RunState, StageState};
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
@@ -57,12 +57,11 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         "pipeline",
     ]);
     for run in &runs {
-        let status = run.status.as_str();
         table.add_row([
             layout.cell(run.id.clone(), Tone::Plain),
             layout.cell(inline(&run.environment), Tone::Plain),
             layout.cell(kind(run), Tone::Plain),
-            layout.cell(status, status_tone(status)),
+            layout.cell(run.status.as_str(), run_tone(run.status)),
             layout.cell(inline(&run.author), Tone::Plain),
             layout.cell(
                 run.started
@@ -87,13 +86,25 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-/// How a run's or a stage's status looks in a coloured table.
-pub fn status_tone(status: &str) -> Tone {
+/// How a run's status looks in a coloured table.
+pub fn run_tone(status: RunState) -> Tone {
     match status {
-        "succeeded" => Tone::Good,
-        "failed" | "rejected" => Tone::Bad,
-        "awaiting-approval" | "interrupted" | "running" => Tone::Attention,
-        _ => Tone::Plain,
+        RunState::Succeeded => Tone::Good,
+        RunState::Failed | RunState::Rejected => Tone::Bad,
+        RunState::AwaitingApproval | RunState::Interrupted | RunState::Running => Tone::Attention,
+        RunState::Cancelled => Tone::Plain,
+    }
+}
+
+/// How a stage's status looks in a coloured table.
+pub fn stage_tone(status: StageState) -> Tone {
+    match status {
+        StageState::Succeeded => Tone::Good,
+        StageState::Failed => Tone::Bad,
+        StageState::AwaitingApproval | StageState::Interrupted | StageState::Running => {
+            Tone::Attention
+        }
+        StageState::Skipped | StageState::Reused | StageState::Cancelled => Tone::Plain,
     }
 }
 

@@ -7,7 +7,7 @@ use comfy_table::ColumnConstraint;
 use serde_json::json;
 
 use super::drive::one_line;
-use super::runs::{kind, status_tone, took};
+use super::runs::{kind, stage_tone, took};
 use crate::caps::approval::review;
 use crate::exit::{self, Failure};
 use crate::store::{ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts};
@@ -138,7 +138,7 @@ impl Shown<'_> {
             table.add_row([
                 layout.cell(inline(&s.name), Tone::Plain),
                 layout.cell(s.attempt.to_string(), Tone::Plain),
-                layout.cell(inline(&s.status), status_tone(&s.status)),
+                layout.cell(s.status.as_str(), stage_tone(s.status)),
                 layout.cell(
                     s.started
                         .as_deref()
@@ -184,11 +184,11 @@ impl Shown<'_> {
                     out,
                     "  {} {} by {} at {} for {} ({}){}{}",
                     inline(&a.stage),
-                    inline(&a.decision),
+                    a.decision,
                     inline(&a.by),
                     inline(&a.at),
                     inline(&a.digest),
-                    inline(&a.policy),
+                    a.policy,
                     a.comment
                         .as_deref()
                         .map(|c| format!(": {}", inline(c)))

@@ -2,7 +2,7 @@
 
 use crate::exit::{self, Failure};
 use crate::stats::{RunFacts, StageTime, Window, compute};
-use crate::store::{RunFilter, RunRow, RunState, RunStore};
+use crate::store::{RunFilter, RunRow, RunState, RunStore, StageState};
 use crate::term::{self, Layout, Stream};
 
 /// Delivery metrics of the recorded runs: success rate, stage durations
@@ -112,10 +112,10 @@ fn facts(store: &dyn RunStore, run: &RunRow) -> Result<RunFacts, Failure> {
         .stages(&run.id)
         .map_err(super::store_failure)?
         .into_iter()
-        .filter(|s| matches!(s.status.as_str(), "succeeded" | "failed"))
+        .filter(|s| matches!(s.status, StageState::Succeeded | StageState::Failed))
         .filter_map(|s| {
             Some(StageTime {
-                succeeded: s.status == "succeeded",
+                succeeded: s.status == StageState::Succeeded,
                 duration_ms: s.duration_ms?,
                 name: s.name,
             })

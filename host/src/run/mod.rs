@@ -1,14 +1,21 @@
 //! Running a prepared pipeline: the run directory, the scheduler, and the
-//! record of what happened.
+//! record of what happened; and the rules of a run's life after it started
+//! (resuming, rolling back, cancelling, answering its approval requests).
 
+pub mod answer;
+pub mod cancel;
 pub mod config;
 pub mod lock;
 pub mod prepare;
 pub mod progress;
 pub mod record;
+pub mod resume;
+pub mod rollback;
 pub mod rundir;
 pub mod stage;
 pub mod stop;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,7 +30,7 @@ use crate::caps::audit::AuditLog;
 use crate::fault;
 use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
-use crate::store::{RunState, RunStore, StoreError};
+use crate::store::{AuditKind, Decision, RunState, RunStore, StoreError};
 pub use prepare::{Prepared, prepare};
 use progress::Progress;
 use record::verified;
@@ -264,7 +271,7 @@ pub async fn execute(
         audit.record(
             "",
             "capstan",
-            "run",
+            AuditKind::Run,
             true,
             serde_json::json!({
                 "event": "cancelled",
@@ -290,7 +297,7 @@ pub async fn execute(
     let rejected = store
         .approvals(&dir.id)?
         .iter()
-        .any(|a| a.decision == "rejected");
+        .any(|a| a.decision == Decision::Rejected);
     let status = if opts.stop.requested().is_some() {
         RunState::Cancelled
     } else if has(|s| matches!(s, StageStatus::Failed { .. })) {

@@ -1,12 +1,13 @@
 //! What a run did, as `run.json` has it and as run-store rows.
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Prepared;
 use super::stage::{StageStatus, path_text};
-use crate::store::RunState;
-use crate::store::StageRow;
+use crate::store::{RunState, StageRow, StageState};
 
 /// One stage's record in `run.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -51,12 +52,19 @@ pub struct PluginRecord {
 impl StageRecord {
     /// The record as a run-store row.
     pub fn row(&self, ended: Option<String>) -> StageRow {
+        let (status, message) = match &self.status {
+            StageStatus::Succeeded { summary, .. } => (StageState::Succeeded, summary),
+            StageStatus::Failed { reason } => (StageState::Failed, reason),
+            StageStatus::AwaitingApproval { reason } => (StageState::AwaitingApproval, reason),
+            StageStatus::Skipped { reason } => (StageState::Skipped, reason),
+            StageStatus::Cancelled { reason } => (StageState::Cancelled, reason),
+        };
         let mut row = StageRow {
             name: self.name.clone(),
             attempt: 0,
             plugin: self.plugin.clone(),
-            status: String::new(),
-            message: String::new(),
+            status,
+            message: message.clone(),
             outputs: Value::Object(Map::new()),
             artifacts: Value::Array(Vec::new()),
             report: None,
@@ -64,26 +72,40 @@ impl StageRecord {
             ended,
             duration_ms: self.duration_ms,
         };
-        let (status, message) = match &self.status {
-            StageStatus::Succeeded {
-                summary,
-                outputs,
-                artifacts,
-                report,
-            } => {
-                row.outputs = Value::Object(outputs.clone());
-                row.artifacts = serde_json::json!(artifacts);
-                row.report = report.clone();
-                ("succeeded", summary)
-            }
-            StageStatus::Failed { reason } => ("failed", reason),
-            StageStatus::AwaitingApproval { reason } => ("awaiting-approval", reason),
-            StageStatus::Skipped { reason } => ("skipped", reason),
-            StageStatus::Cancelled { reason } => ("cancelled", reason),
-        };
-        row.status = status.into();
-        row.message = message.clone();
+        if let StageStatus::Succeeded {
+            outputs,
+            artifacts,
+            report,
+            ..
+        } = &self.status
+        {
+            row.outputs = Value::Object(outputs.clone());
+            row.artifacts = serde_json::json!(artifacts);
+            row.report = report.clone();
+        }
         row
+    }
+
+    /// A stage a run recorded as finished (see [`StageState::is_finished`]),
+    /// as the executor keeps it: it does not run again, and what it output
+    /// is there for the stages after it. `run_dir` is the recording run's.
+    pub fn finished(row: StageRow, run_dir: &str) -> StageRecord {
+        let log = Path::new(run_dir)
+            .join("logs")
+            .join(format!("{}.log", row.name));
+        StageRecord {
+            name: row.name,
+            plugin: row.plugin,
+            status: StageStatus::Succeeded {
+                summary: row.message,
+                outputs: row.outputs.as_object().cloned().unwrap_or_default(),
+                artifacts: serde_json::from_value(row.artifacts).unwrap_or_default(),
+                report: row.report,
+            },
+            started: row.started,
+            duration_ms: row.duration_ms,
+            log: log.display().to_string(),
+        }
     }
 }
 

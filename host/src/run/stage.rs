@@ -23,7 +23,7 @@ use crate::caps::{StagePolicy, env};
 use crate::pipeline::Stage;
 use crate::runtime::Runtime;
 use crate::runtime::plugin::LoadedPlugin;
-use crate::store::RunStore;
+use crate::store::{AuditKind, RunStore};
 
 /// Cap on captured output returned to a plugin, per stream and exec.
 pub const CAPTURE_CAP: usize = 4 << 20;
@@ -131,7 +131,7 @@ impl StageRun {
         ) {
             start.extend(caps);
         }
-        audit.host("stage", true, start, None);
+        audit.host(AuditKind::Stage, true, start, None);
         let mut store = self.runtime.store(state, deadline);
         let call = async {
             let instance = self.plugin().pre.instantiate_async(&mut store).await?;
@@ -160,7 +160,12 @@ impl StageRun {
                     }
                 }
                 let reason = format!("cancelled by {}: {}", request.by, request.reason);
-                audit.host("stage", true, json!({"event": "cancelled"}), Some(reason.clone()));
+                audit.host(
+                    AuditKind::Stage,
+                    true,
+                    json!({"event": "cancelled"}),
+                    Some(reason.clone()),
+                );
                 sink.line(&format!("[capstan] stage cancelled: {reason}"));
                 return StageStatus::Cancelled { reason };
             }
@@ -204,7 +209,11 @@ impl StageRun {
         };
         if let StageStatus::Failed { reason } = &status {
             audit.host(
-                if limited { "limit" } else { "stage" },
+                if limited {
+                    AuditKind::Limit
+                } else {
+                    AuditKind::Stage
+                },
                 !limited,
                 json!({"event": "failed"}),
                 Some(reason.clone()),
@@ -215,7 +224,7 @@ impl StageRun {
                 StageStatus::AwaitingApproval { .. } => "awaiting-approval",
                 _ => "succeeded",
             };
-            audit.host("stage", true, json!({ "event": event }), None);
+            audit.host(AuditKind::Stage, true, json!({ "event": event }), None);
         }
         status
     }

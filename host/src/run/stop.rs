@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::caps::exec::tree;
-use crate::store::RunStore;
+use crate::store::{AuditKind, RunStore};
 
 /// Default time programs get between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -192,10 +192,9 @@ pub fn listen(
 /// The newest `capstan cancel` request recorded for `run`.
 fn cancel_request(store: &dyn RunStore, run: &str) -> Option<StopRequest> {
     let events = store.audit_events(run).ok()?;
-    let event = events
-        .iter()
-        .rev()
-        .find(|e| e.capability == "run" && e.detail["event"].as_str() == Some(CANCEL_REQUESTED))?;
+    let event = events.iter().rev().find(|e| {
+        e.capability == AuditKind::Run && e.detail["event"].as_str() == Some(CANCEL_REQUESTED)
+    })?;
     Some(StopRequest {
         by: event.detail["by"].as_str().unwrap_or("unknown").to_string(),
         reason: event.detail["reason"]

@@ -9,6 +9,7 @@
 pub mod owner;
 pub mod run_id;
 pub mod sqlite;
+mod words;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,6 +17,7 @@ use serde_json::Value;
 pub use owner::Owner;
 pub use run_id::RunRef;
 pub use sqlite::SqliteStore;
+pub use words::{ApprovalPolicy, AuditKind, Decision, RunKind, RunState, StageState};
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -67,59 +69,6 @@ impl StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// Why a run exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunKind {
-    /// A run of the pipeline (`capstan run`).
-    Deploy,
-    /// `capstan rollback` or `on_failure = "rollback"`.
-    Rollback,
-}
-
-/// Where a run is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunState {
-    Running,
-    Succeeded,
-    Failed,
-    /// Paused at an approval; it keeps its environment lock.
-    AwaitingApproval,
-    /// Ended by a reviewer's rejection.
-    Rejected,
-    /// The host running it died (e.g. SIGKILL); `capstan resume` continues it.
-    Interrupted,
-    /// Ended by `capstan cancel` without finishing (and without a decision).
-    Cancelled,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::AwaitingApproval => "awaiting-approval",
-            RunState::Rejected => "rejected",
-            RunState::Interrupted => "interrupted",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RunState> {
-        serde_json::from_value(Value::String(s.to_string())).ok()
-    }
-
-    /// Whether nothing more will happen to the run without someone acting.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Succeeded | RunState::Rejected | RunState::Cancelled
-        )
-    }
-}
 
 /// A run as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -176,9 +125,7 @@ pub struct StageRow {
     pub name: String,
     pub attempt: u32,
     pub plugin: String,
-    /// `running`, `succeeded`, `failed`, `skipped`, `awaiting-approval`,
-    /// `interrupted`, or `reused` (a rollback's outputs from another run).
-    pub status: String,
+    pub status: StageState,
     /// Summary (succeeded) or reason (other statuses).
     pub message: String,
     pub outputs: Value,
@@ -195,13 +142,11 @@ pub struct ApprovalRow {
     pub stage: String,
     /// The digest the decision is for (e.g. the plan file's sha256).
     pub digest: String,
-    /// `approved` or `rejected`.
-    pub decision: String,
+    pub decision: Decision,
     pub by: String,
     pub at: String,
     pub comment: Option<String>,
-    /// `manual`, `automatic`, `emergency-override`, or `terminal` (prompted).
-    pub policy: String,
+    pub policy: ApprovalPolicy,
     /// An emergency override's reason.
     pub override_reason: Option<String>,
 }
@@ -226,7 +171,7 @@ pub struct AuditRow {
     pub time: String,
     pub stage: String,
     pub plugin: String,
-    pub capability: String,
+    pub capability: AuditKind,
     pub allowed: bool,
     pub detail: Value,
     pub reason: Option<String>,

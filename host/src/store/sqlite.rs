@@ -166,11 +166,7 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
         pipeline_digest: r.get("pipeline_digest")?,
         environment: r.get("environment")?,
         author: r.get("author")?,
-        kind: if kind == "rollback" {
-            RunKind::Rollback
-        } else {
-            RunKind::Deploy
-        },
+        kind: RunKind::parse(&kind).unwrap_or(RunKind::Deploy),
         target: r.get("target")?,
         undoes: r.get("undoes")?,
         only: serde_json::from_str(&only).unwrap_or_default(),
@@ -185,11 +181,12 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
 }
 
 fn stage_row(r: &Row) -> rusqlite::Result<StageRow> {
+    let status: String = r.get("status")?;
     Ok(StageRow {
         name: r.get("name")?,
         attempt: r.get("attempt")?,
         plugin: r.get("plugin")?,
-        status: r.get("status")?,
+        status: StageState::parse(&status).unwrap_or(StageState::Failed),
         message: r.get("message")?,
         outputs: json(r.get("outputs")?),
         artifacts: json(r.get("artifacts")?),
@@ -198,13 +195,6 @@ fn stage_row(r: &Row) -> rusqlite::Result<StageRow> {
         ended: r.get("ended")?,
         duration_ms: r.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
     })
-}
-
-fn kind_text(kind: RunKind) -> &'static str {
-    match kind {
-        RunKind::Deploy => "deploy",
-        RunKind::Rollback => "rollback",
-    }
 }
 
 /// Mark a run whose process died as interrupted, its running stages too,
@@ -249,7 +239,7 @@ impl RunStore for SqliteStore {
                 &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
-                    run.author, kind_text(run.kind), run.target, run.undoes,
+                    run.author, run.kind.as_str(), run.target, run.undoes,
                     serde_json::to_string(&run.only).expect("strings serialize"),
                     run.run_dir, run.started, run.plugins.to_string(),
                     owner.pid, owner.start as i64, owner.host,
@@ -325,13 +315,13 @@ impl RunStore for SqliteStore {
             tx.execute(
                 &format!("INSERT OR REPLACE INTO stages (run_id, {STAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
-                    run, row.name, attempt, row.plugin, row.status, row.message,
+                    run, row.name, attempt, row.plugin, row.status.as_str(), row.message,
                     row.outputs.to_string(), row.artifacts.to_string(),
                     row.report.as_ref().map(Value::to_string),
                     row.started, row.ended, row.duration_ms.map(|d| d as i64),
                 ],
             )?;
-            if row.status != "awaiting-approval" {
+            if row.status != StageState::AwaitingApproval {
                 tx.execute(
                     "DELETE FROM pending_approvals WHERE run_id = ?1 AND stage = ?2",
                     params![run, row.name],
@@ -345,7 +335,7 @@ impl RunStore for SqliteStore {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO audit_events (run_id, time, stage, plugin, capability, allowed, detail, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![run, e.time, e.stage, e.plugin, e.capability, e.allowed, e.detail.to_string(), e.reason],
+                params![run, e.time, e.stage, e.plugin, e.capability.as_str(), e.allowed, e.detail.to_string(), e.reason],
             )?;
             Ok(())
         })
@@ -366,7 +356,7 @@ impl RunStore for SqliteStore {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, override_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![run, a.stage, a.digest, a.decision, a.by, a.at, a.comment, a.policy, a.override_reason],
+                params![run, a.stage, a.digest, a.decision.as_str(), a.by, a.at, a.comment, a.policy.as_str(), a.override_reason],
             )?;
             Ok(())
         })
@@ -412,11 +402,11 @@ impl RunStore for SqliteStore {
                 Ok(ApprovalRow {
                     stage: r.get(0)?,
                     digest: r.get(1)?,
-                    decision: r.get(2)?,
+                    decision: word(r, 2, Decision::parse)?,
                     by: r.get(3)?,
                     at: r.get(4)?,
                     comment: r.get(5)?,
-                    policy: r.get(6)?,
+                    policy: word(r, 6, ApprovalPolicy::parse)?,
                     override_reason: r.get(7)?,
                 })
             })?
@@ -481,7 +471,7 @@ impl RunStore for SqliteStore {
                     time: r.get(0)?,
                     stage: r.get(1)?,
                     plugin: r.get(2)?,
-                    capability: r.get(3)?,
+                    capability: AuditKind::parse(&r.get::<_, String>(3)?),
                     allowed: r.get(4)?,
                     detail: json(r.get(5)?),
                     reason: r.get(6)?,
@@ -588,6 +578,19 @@ impl RunStore for SqliteStore {
             Ok(dead)
         })
     }
+}
+
+/// Column `index` as one of the words `parse` knows; an unknown word is an
+/// error, never a guess (a decision that cannot be read counts for nothing).
+fn word<T>(r: &Row, index: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(index)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown value `{text}`").into(),
+        )
+    })
 }
 
 fn owner_at(r: &Row, first: usize) -> rusqlite::Result<Owner> {

@@ -38,12 +38,12 @@ fn dead_owner() -> Owner {
     }
 }
 
-fn ended(name: &str, status: &str) -> StageRow {
+fn ended(name: &str, status: StageState) -> StageRow {
     StageRow {
         name: name.into(),
         attempt: 0,
         plugin: "x".into(),
-        status: status.into(),
+        status,
         message: "m".into(),
         outputs: json!({"k": 1}),
         artifacts: json!([]),
@@ -63,8 +63,12 @@ fn a_run_and_its_stage_attempts_round_trip() {
     let a1 = s
         .start_stage("20261126-100000-aaaa", "build", "x", "t1")
         .unwrap();
-    s.end_stage("20261126-100000-aaaa", Some(a1), &ended("build", "failed"))
-        .unwrap();
+    s.end_stage(
+        "20261126-100000-aaaa",
+        Some(a1),
+        &ended("build", StageState::Failed),
+    )
+    .unwrap();
     let a2 = s
         .start_stage("20261126-100000-aaaa", "build", "x", "t2")
         .unwrap();
@@ -72,11 +76,15 @@ fn a_run_and_its_stage_attempts_round_trip() {
     s.end_stage(
         "20261126-100000-aaaa",
         Some(a2),
-        &ended("build", "succeeded"),
+        &ended("build", StageState::Succeeded),
     )
     .unwrap();
-    s.end_stage("20261126-100000-aaaa", None, &ended("smoke", "skipped"))
-        .unwrap();
+    s.end_stage(
+        "20261126-100000-aaaa",
+        None,
+        &ended("smoke", StageState::Skipped),
+    )
+    .unwrap();
     s.finish_run("20261126-100000-aaaa", RunState::Succeeded, "t3", None)
         .unwrap();
 
@@ -89,12 +97,8 @@ fn a_run_and_its_stage_attempts_round_trip() {
     let latest = latest_attempts(all);
     assert_eq!(latest.len(), 2);
     assert_eq!(
-        (
-            latest[0].name.as_str(),
-            latest[0].attempt,
-            latest[0].status.as_str()
-        ),
-        ("build", 2, "succeeded")
+        (latest[0].name.as_str(), latest[0].attempt, latest[0].status),
+        ("build", 2, StageState::Succeeded)
     );
     assert_eq!(latest[0].outputs, json!({"k": 1}));
 }
@@ -288,7 +292,7 @@ fn runs_of_dead_processes_are_interrupted_and_their_locks_released() {
         "a live run stays running"
     );
     let apply = &s.stages("r1").unwrap()[0];
-    assert_eq!(apply.status, "interrupted");
+    assert_eq!(apply.status, StageState::Interrupted);
     assert!(
         apply.message.contains("capstan resume r1"),
         "{}",
@@ -405,17 +409,17 @@ fn approvals_and_pending_requests() {
         &ApprovalRow {
             stage: "approve".into(),
             digest: "sha".into(),
-            decision: "approved".into(),
+            decision: Decision::Approved,
             by: "bob".into(),
             at: "t".into(),
             comment: Some("ok".into()),
-            policy: "manual".into(),
+            policy: ApprovalPolicy::Manual,
             override_reason: None,
         },
     )
     .unwrap();
     assert_eq!(s.approvals("r").unwrap()[0].by, "bob");
-    s.end_stage("r", None, &ended("approve", "succeeded"))
+    s.end_stage("r", None, &ended("approve", StageState::Succeeded))
         .unwrap();
     assert!(
         s.pending_approval("r").unwrap().is_none(),
@@ -448,7 +452,7 @@ fn requests_are_kept_after_they_are_answered() {
     // A new plan (re-planned): another request.
     s.record_request("r", &asked("sha2", "plan 2", "2026-11-26T10:01:00Z"))
         .unwrap();
-    s.end_stage("r", None, &ended("approve", "succeeded"))
+    s.end_stage("r", None, &ended("approve", StageState::Succeeded))
         .unwrap();
     assert!(s.pending_approval("r").unwrap().is_none());
     let kept = s.approval_requests("r").unwrap();
@@ -546,7 +550,7 @@ fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
             time: "t".into(),
             stage: "apply".into(),
             plugin: "terraform".into(),
-            capability: "exec-started".into(),
+            capability: AuditKind::ExecStarted,
             allowed: true,
             detail,
             reason: None,

@@ -21,7 +21,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::audit::StageAudit;
 use crate::bindings::capstan::plugin::approval as wit;
 use crate::caps::state::StageState;
-use crate::store::{ApprovalRow, PendingApproval, RunStore};
+use crate::store::{ApprovalPolicy, ApprovalRow, AuditKind, Decision, PendingApproval, RunStore};
 pub use prompt::interactive;
 pub use rules::{Recorded, approver_problem, recorded};
 
@@ -55,24 +55,34 @@ pub fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
+/// What an `approval` audit record says of a request: its decision, or
+/// that it waits for one.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Outcome {
+    Approved,
+    Rejected,
+    Pending,
+}
+
 impl ApprovalHost {
     /// Keep a decision in the run store (the audit log has it too).
     fn store_decision(
         &self,
         request: &wit::Request,
-        decision: &str,
-        policy: &str,
+        decision: Decision,
+        policy: ApprovalPolicy,
         answer: &wit::Answer,
         override_reason: Option<String>,
     ) {
         let row = ApprovalRow {
             stage: self.audit.stage.clone(),
             digest: request.digest.clone(),
-            decision: decision.into(),
+            decision,
             by: answer.by.clone(),
             at: answer.at.clone(),
             comment: answer.comment.clone(),
-            policy: policy.into(),
+            policy,
             override_reason,
         };
         let Some(store) = &self.store else { return };
@@ -81,7 +91,7 @@ impl ApprovalHost {
         }
     }
 
-    fn record(&self, request: &wit::Request, decision: &str, extra: serde_json::Value) {
+    fn record(&self, request: &wit::Request, decision: Outcome, extra: serde_json::Value) {
         let mut detail = json!({
             "subject": request.subject,
             "digest": request.digest,
@@ -91,7 +101,7 @@ impl ApprovalHost {
         if let (Some(d), Some(e)) = (detail.as_object_mut(), extra.as_object()) {
             d.extend(e.clone());
         }
-        self.audit.allowed("approval", detail);
+        self.audit.allowed(AuditKind::Approval, detail);
     }
 
     /// Ask humans. `note` (an object) goes into every audit record of the
@@ -120,13 +130,13 @@ impl ApprovalHost {
                 let by: Vec<&str> = answers.iter().map(|a| a.by.as_str()).collect();
                 self.record(
                     &request,
-                    "approved",
-                    with(json!({ "policy": "manual", "by": by, "source": "run store" })),
+                    Outcome::Approved,
+                    with(json!({ "policy": ApprovalPolicy::Manual, "by": by, "source": "run store" })),
                 );
                 return Ok(wit::Decision::Approved(answers));
             }
             Recorded::Rejected(answer) => {
-                self.record(&request, "rejected", with(json!({ "policy": "manual", "by": answer.by, "comment": answer.comment, "source": "run store" })));
+                self.record(&request, Outcome::Rejected, with(json!({ "policy": ApprovalPolicy::Manual, "by": answer.by, "comment": answer.comment, "source": "run store" })));
                 return Ok(wit::Decision::Rejected(answer));
             }
             Recorded::Open { approved_by, stale } => (approved_by, stale),
@@ -147,18 +157,30 @@ impl ApprovalHost {
         match &decision {
             wit::Decision::Approved(answers) => {
                 let by: Vec<&str> = answers.iter().map(|a| a.by.as_str()).collect();
-                self.record(&request, "approved", with(json!({ "policy": "manual", "by": by, "answers": answers.iter().map(|a| json!({"by": a.by, "at": a.at, "comment": a.comment})).collect::<Vec<_>>() })));
+                self.record(&request, Outcome::Approved, with(json!({ "policy": ApprovalPolicy::Manual, "by": by, "answers": answers.iter().map(|a| json!({"by": a.by, "at": a.at, "comment": a.comment})).collect::<Vec<_>>() })));
                 for a in answers {
-                    self.store_decision(&request, "approved", "terminal", a, None);
+                    self.store_decision(
+                        &request,
+                        Decision::Approved,
+                        ApprovalPolicy::Terminal,
+                        a,
+                        None,
+                    );
                 }
             }
             wit::Decision::Rejected(a) => {
                 self.record(
                     &request,
-                    "rejected",
-                    with(json!({ "policy": "manual", "by": a.by, "comment": a.comment })),
+                    Outcome::Rejected,
+                    with(json!({ "policy": ApprovalPolicy::Manual, "by": a.by, "comment": a.comment })),
                 );
-                self.store_decision(&request, "rejected", "terminal", a, None);
+                self.store_decision(
+                    &request,
+                    Decision::Rejected,
+                    ApprovalPolicy::Terminal,
+                    a,
+                    None,
+                );
             }
             // Nobody answered at the prompt: pending, as without a terminal,
             // so that `capstan approve` can answer it later.
@@ -212,7 +234,7 @@ impl ApprovalHost {
         }
         self.record(
             request,
-            "pending",
+            Outcome::Pending,
             merged(json!({ "approved_by": approved_by }), note),
         );
         *self.pending.lock().expect("pending lock") = Some(how.clone());
@@ -272,7 +294,7 @@ impl wit::Host for ApprovalHost {
             let reason =
                 "approval is not granted; add `approval = true` to the stage's grants".to_string();
             self.audit.denied(
-                "approval",
+                AuditKind::Approval,
                 json!({ "subject": request.subject, "digest": request.digest }),
                 &reason,
             );
@@ -292,15 +314,21 @@ impl wit::Host for ApprovalHost {
                 };
                 self.record(
                     &request,
-                    "approved",
-                    json!({ "policy": "automatic", "why": why }),
+                    Outcome::Approved,
+                    json!({ "policy": ApprovalPolicy::Automatic, "why": why }),
                 );
-                self.store_decision(&request, "approved", "automatic", &answer, None);
+                self.store_decision(
+                    &request,
+                    Decision::Approved,
+                    ApprovalPolicy::Automatic,
+                    &answer,
+                    None,
+                );
                 Ok(wit::Decision::Approved(vec![answer]))
             }
             wit::Policy::EmergencyOverride(o) if o.reason.trim().is_empty() => {
                 let reason = "an emergency override needs a reason".to_string();
-                self.audit.denied("approval", json!({ "subject": request.subject, "digest": request.digest, "policy": "emergency-override", "claimed_by": o.by }), &reason);
+                self.audit.denied(AuditKind::Approval, json!({ "subject": request.subject, "digest": request.digest, "policy": ApprovalPolicy::EmergencyOverride, "claimed_by": o.by }), &reason);
                 Err(wit::Error::NotPermitted(reason))
             }
             wit::Policy::EmergencyOverride(o) => self.emergency_override(request, o).await,
@@ -345,7 +373,7 @@ impl ApprovalHost {
             .map_err(|e| wit::Error::Unavailable(format!("cannot read the answer: {e}")))?;
             if !confirmed {
                 let note = json!({
-                    "requested_policy": "emergency-override",
+                    "requested_policy": ApprovalPolicy::EmergencyOverride,
                     "claimed_by": o.by,
                     "override_reason": o.reason,
                     "refused": format!("{operator} declined the emergency override at the terminal; humans are asked"),
@@ -364,8 +392,8 @@ impl ApprovalHost {
         );
         self.record(
             &request,
-            "approved",
-            json!({ "policy": "emergency-override", "override": true, "by": operator, "claimed_by": o.by,
+            Outcome::Approved,
+            json!({ "policy": ApprovalPolicy::EmergencyOverride, "override": true, "by": operator, "claimed_by": o.by,
                     "reason": o.reason, "confirmed_at_terminal": self.interactive }),
         );
         let answer = wit::Answer {
@@ -375,8 +403,8 @@ impl ApprovalHost {
         };
         self.store_decision(
             &request,
-            "approved",
-            "emergency-override",
+            Decision::Approved,
+            ApprovalPolicy::EmergencyOverride,
             &answer,
             Some(o.reason.clone()),
         );

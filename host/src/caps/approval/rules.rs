@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{RunInfo, wit};
-use crate::store::ApprovalRow;
+use crate::store::{ApprovalPolicy, ApprovalRow, Decision};
 
 /// In an environment the pipeline marks `protected`, only humans approve:
 /// a plugin asking for an automatic approval or an emergency override is
@@ -25,12 +25,12 @@ pub fn refused_in_protected(policy: &wit::Policy, run: &RunInfo) -> Option<serde
     match policy {
         wit::Policy::Manual => None,
         wit::Policy::Automatic(why) => Some(json!({
-            "requested_policy": "automatic",
+            "requested_policy": ApprovalPolicy::Automatic,
             "requested_why": why,
             "refused": format!("the plugin asked for an automatic approval; {because}"),
         })),
         wit::Policy::EmergencyOverride(o) => Some(json!({
-            "requested_policy": "emergency-override",
+            "requested_policy": ApprovalPolicy::EmergencyOverride,
             "claimed_by": o.by,
             "override_reason": o.reason,
             "refused": format!(
@@ -105,21 +105,23 @@ pub fn recorded(
     let mut stale = Vec::new();
     for d in mine {
         if d.digest != request_digest {
-            if d.decision == "approved" && d.policy != "automatic" {
+            if d.decision == Decision::Approved && d.policy != ApprovalPolicy::Automatic {
                 stale.push((d.by.clone(), d.digest.clone()));
             }
             continue;
         }
-        match (d.decision.as_str(), d.policy.as_str()) {
-            ("rejected", _) => return Recorded::Rejected(answer(d)),
-            ("approved", "emergency-override") => return Recorded::Approved(vec![answer(d)]),
-            ("approved", "manual" | "terminal") => {
+        match (d.decision, d.policy) {
+            (Decision::Rejected, _) => return Recorded::Rejected(answer(d)),
+            (Decision::Approved, ApprovalPolicy::EmergencyOverride) => {
+                return Recorded::Approved(vec![answer(d)]);
+            }
+            (Decision::Approved, ApprovalPolicy::Manual | ApprovalPolicy::Terminal) => {
                 let already: Vec<String> = approved.iter().map(|a| a.by.clone()).collect();
                 if approver_problem(&d.by, author, approvers, &already).is_none() {
                     approved.push(d);
                 }
             }
-            _ => {}
+            (Decision::Approved, ApprovalPolicy::Automatic) => {}
         }
     }
     if approved.len() >= required.max(1) as usize {
@@ -139,11 +141,11 @@ mod tests {
         ApprovalRow {
             stage: "approve".into(),
             digest: digest.into(),
-            decision: decision.into(),
+            decision: Decision::parse(decision).unwrap(),
             by: by.into(),
             at: "t".into(),
             comment: None,
-            policy: policy.into(),
+            policy: ApprovalPolicy::parse(policy).unwrap(),
             override_reason: None,
         }
     }

@@ -22,7 +22,7 @@ use crate::caps::fs;
 use crate::caps::log::LogSink;
 use crate::fault;
 use crate::run::stop::Stop;
-use crate::store::Owner;
+use crate::store::{AuditKind, Owner};
 
 /// Per-stage state of the `process` interface.
 pub struct ProcessHost {
@@ -62,7 +62,7 @@ impl Drop for GroupGuard {
 impl ProcessHost {
     fn deny(&self, cmd: &wit::Command, reason: String) -> wit::Error {
         self.audit.denied(
-            "exec",
+            AuditKind::Exec,
             json!({ "program": cmd.program, "args": cmd.args, "cwd": cmd.cwd }),
             &reason,
         );
@@ -147,7 +147,7 @@ impl ProcessHost {
         .unwrap_or(remaining);
         let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged });
-        self.audit.allowed("exec", detail.clone());
+        self.audit.allowed(AuditKind::Exec, detail.clone());
         self.log
             .line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
 
@@ -206,7 +206,7 @@ impl ProcessHost {
                 self.audit.log.record(
                     &self.audit.stage,
                     &self.audit.plugin,
-                    "exec",
+                    AuditKind::Exec,
                     true,
                     detail,
                     Some(reason.clone()),
@@ -217,10 +217,10 @@ impl ProcessHost {
         drop(cwd_dir);
         let mut guard = GroupGuard(child.id().map(|id| id as i32));
         // Recorded so that a resumed stage can wait for a child that outlived
-        // a killed host (see `commands/resume.rs`).
+        // a killed host (see `run::resume`).
         if let Some(owner) = child.id().and_then(Owner::of) {
             self.audit.allowed(
-                "exec-started",
+                AuditKind::ExecStarted,
                 json!({ "program": cmd.program, "pid": owner.pid, "start": owner.start, "host": owner.host }),
             );
         }
@@ -277,7 +277,7 @@ impl ProcessHost {
             self.audit.log.record(
                 &self.audit.stage,
                 &self.audit.plugin,
-                "exec",
+                AuditKind::Exec,
                 true,
                 json!({ "program": cmd.program, "timed_out_ms": duration_ms }),
                 Some(reason.clone()),
@@ -293,7 +293,7 @@ impl ProcessHost {
             self.audit.log.record(
                 &self.audit.stage,
                 &self.audit.plugin,
-                "limit",
+                AuditKind::Limit,
                 false,
                 json!({ "program": cmd.program, "limit": "max_output" }),
                 Some("output limit exceeded".into()),
@@ -323,7 +323,7 @@ impl ProcessHost {
             wit::ExitStatus::Signal(s) => json!({ "signal": s }),
         };
         self.audit.allowed(
-            "exec-exit",
+            AuditKind::ExecExit,
             json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms }),
         );
         let how = match exit {

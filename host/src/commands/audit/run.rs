@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Args;
 use crate::commands::drive::one_line;
 use crate::exit::{self, Failure};
-use crate::store::AuditRow;
+use crate::store::{AuditKind, AuditRow};
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
@@ -26,7 +26,7 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
         .map_err(crate::commands::store_failure)?
         .into_iter()
         .filter(|e| args.stage.as_ref().is_none_or(|s| &e.stage == s))
-        .filter(|e| !args.denied || !e.allowed || e.capability == "limit")
+        .filter(|e| !args.denied || !e.allowed || e.capability == AuditKind::Limit)
         .collect();
     if args.json {
         return term::print(format_args!(
@@ -41,7 +41,7 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
         table.add_row([
             layout.cell(inline(e.time.get(11..23).unwrap_or(&e.time)), Tone::Plain),
             layout.cell(inline(&e.stage), Tone::Plain),
-            layout.cell(inline(&e.capability), Tone::Plain),
+            layout.cell(inline(e.capability.as_str()), Tone::Plain),
             if e.allowed {
                 layout.cell("ok", Tone::Plain)
             } else {
@@ -80,8 +80,8 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
 fn what(e: &AuditRow) -> String {
     let d = &e.detail;
     let text = |v: &Value| v.as_str().map(str::to_string);
-    match e.capability.as_str() {
-        "exec" if d["args"].is_array() => {
+    match e.capability {
+        AuditKind::Exec if d["args"].is_array() => {
             let args: Vec<String> = d["args"]
                 .as_array()
                 .into_iter()
@@ -94,7 +94,7 @@ fn what(e: &AuditRow) -> String {
                 args.join(" ")
             )
         }
-        "approval" => {
+        AuditKind::Approval => {
             // `by` is one name, or the list of approvers of a decision.
             let by = match &d["by"] {
                 Value::Array(names) => names
@@ -117,7 +117,7 @@ fn what(e: &AuditRow) -> String {
                     .unwrap_or_default()
             )
         }
-        "stage" => text(&d["event"]).unwrap_or_else(|| d.to_string()),
+        AuditKind::Stage => text(&d["event"]).unwrap_or_else(|| d.to_string()),
         _ => d.to_string(),
     }
 }

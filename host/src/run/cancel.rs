@@ -1,0 +1,332 @@
+//! Cancelling a run (`capstan cancel`): which runs may be cancelled and
+//! how, asking a live run's host to stop it, recording a run no process
+//! runs as cancelled, and ending the programs it left running.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use super::stop::CANCEL_REQUESTED;
+use crate::caps::audit::{self, AppendError};
+use crate::store::{AuditKind, Owner, RunRow, RunState, RunStore, StoreError};
+use crate::text::inline;
+
+/// How long programs get to die after SIGKILL before they count as left.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// Why a run cannot be cancelled (or not entirely).
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("run {id} has ended ({state}); nothing to cancel")]
+    Ended { id: String, state: RunState },
+    #[error("run {id}: it runs on host `{}` ({owner}); cancel it there", owner.host)]
+    OtherHost { id: String, owner: Owner },
+    #[error(
+        "run {id}: its host process ({owner}) is gone; run `capstan cancel {id}` again to cancel the interrupted run"
+    )]
+    HostGone { id: String, owner: Owner },
+    #[error("run {id}: cannot signal its host process ({owner}): {source}")]
+    Signal {
+        id: String,
+        owner: Owner,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(
+        "run {id}: still running after {}; its host process is {owner}",
+        humantime::format_duration(*waited)
+    )]
+    StillRunning {
+        id: String,
+        waited: Duration,
+        owner: Owner,
+    },
+    #[error(
+        "run {id} is cancelled, but programs it started still run after SIGKILL ({}); \
+         environment `{environment}` stays locked until they end",
+        left.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    ProgramsLeft {
+        id: String,
+        environment: String,
+        left: Vec<Orphan>,
+    },
+    /// The request could not be recorded for the run's host to read.
+    #[error(transparent)]
+    Audit(#[from] AppendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What cancelling a run takes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancel {
+    /// A live host process runs it: ask that process to stop it.
+    Stop,
+    /// No process runs it (paused, interrupted, failed): record it as
+    /// cancelled and end what it left running.
+    End,
+}
+
+/// How `run` is cancelled from `here` (this process), if it can be: a
+/// running run only by a process on its own host, while its host lives.
+pub fn how(run: &RunRow, here: &Owner) -> Result<Cancel, CancelError> {
+    match run.status {
+        RunState::AwaitingApproval | RunState::Interrupted | RunState::Failed => Ok(Cancel::End),
+        RunState::Running if run.owner.host != here.host => Err(CancelError::OtherHost {
+            id: run.id.clone(),
+            owner: run.owner.clone(),
+        }),
+        RunState::Running if !run.owner.is_alive() => Err(CancelError::HostGone {
+            id: run.id.clone(),
+            owner: run.owner.clone(),
+        }),
+        RunState::Running => Ok(Cancel::Stop),
+        state @ (RunState::Succeeded | RunState::Rejected | RunState::Cancelled) => {
+            Err(CancelError::Ended {
+                id: run.id.clone(),
+                state,
+            })
+        }
+    }
+}
+
+/// Record who cancels and why (the host reads them from the store when
+/// SIGTERM comes), then send the run's host SIGTERM.
+pub fn request_stop(
+    store: &Arc<dyn RunStore>,
+    run: &RunRow,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<(), CancelError> {
+    audit::append(
+        store.clone(),
+        run,
+        "",
+        AuditKind::Run,
+        json!({ "event": CANCEL_REQUESTED, "by": by, "reason": reason }),
+    )?;
+    kill(Pid::from_raw(run.owner.pid as i32), Signal::SIGTERM).map_err(|source| {
+        CancelError::Signal {
+            id: run.id.clone(),
+            owner: run.owner.clone(),
+            source,
+        }
+    })
+}
+
+/// Wait (up to `wait`) until the run's host has stopped it; its state then.
+pub async fn stopped(
+    store: &dyn RunStore,
+    run: &RunRow,
+    wait: Duration,
+) -> Result<RunState, CancelError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = store.run(&run.id)?;
+        if now.status != RunState::Running || !run.owner.is_alive() {
+            return Ok(now.status);
+        }
+        if Instant::now() >= deadline {
+            return Err(CancelError::StillRunning {
+                id: run.id.clone(),
+                waited: wait,
+                owner: run.owner.clone(),
+            });
+        }
+    }
+}
+
+/// Record a run no process runs as cancelled by `by`, in its audit log and
+/// in the store. Returns a warning when the audit log could not be appended
+/// to (the run is cancelled all the same).
+pub fn end(
+    store: &Arc<dyn RunStore>,
+    run: &RunRow,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<Option<AppendError>, CancelError> {
+    let logged = audit::append(
+        store.clone(),
+        run,
+        "",
+        AuditKind::Run,
+        json!({ "event": "cancelled", "by": by, "reason": reason, "was": run.status }),
+    );
+    let now = jiff::Timestamp::now().to_string();
+    store.finish_run(&run.id, RunState::Cancelled, &now, None)?;
+    Ok(logged.err())
+}
+
+/// A program a run started (recorded as `exec-started`, identified by pid
+/// and start time) that outlived its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub program: String,
+    pub owner: Owner,
+}
+
+impl std::fmt::Display for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` ({})", inline(&self.program), self.owner)
+    }
+}
+
+/// The programs `run` started that still run.
+pub fn orphans(store: &dyn RunStore, run: &str) -> Result<Vec<Orphan>, StoreError> {
+    Ok(store
+        .audit_events(run)?
+        .into_iter()
+        .filter(|e| e.capability == AuditKind::ExecStarted)
+        .filter_map(|e| {
+            Some(Orphan {
+                owner: serde_json::from_value(e.detail.clone()).ok()?,
+                program: e.detail["program"].as_str().unwrap_or("?").to_string(),
+            })
+        })
+        .filter(|o| o.owner.is_alive())
+        .collect())
+}
+
+/// End `orphans`: SIGTERM to each one's process group, SIGKILL after
+/// `grace`. Returns those still alive: the environment stays locked until
+/// they end.
+pub async fn end_orphans(orphans: Vec<Orphan>, grace: Duration) -> Vec<Orphan> {
+    let alive = || -> Vec<&Orphan> { orphans.iter().filter(|o| o.owner.is_alive()).collect() };
+    let signal = |signal: Signal| {
+        for o in alive() {
+            // Each program leads its own process group (see caps::exec).
+            let _ = killpg(Pid::from_raw(o.owner.pid as i32), signal);
+        }
+    };
+    if alive().is_empty() {
+        return Vec::new();
+    }
+    signal(Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while !alive().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(Signal::SIGKILL);
+    let deadline = Instant::now() + AFTER_KILL;
+    while !alive().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    alive().into_iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::testing::{Runs, exec_started, sleeper};
+    use crate::store::AuditRow;
+
+    #[test]
+    fn a_live_run_is_stopped_by_its_host_and_others_are_ended_here() {
+        let runs = Runs::new();
+        let here = Owner::current();
+        let mut live = runs.run("live", RunState::Running);
+        assert_eq!(how(&live, &here).unwrap(), Cancel::Stop);
+
+        live.owner.host = "elsewhere".into();
+        assert_eq!(
+            how(&live, &here).unwrap_err().to_string(),
+            format!(
+                "run live: it runs on host `elsewhere` ({}); cancel it there",
+                live.owner
+            )
+        );
+        live.owner = Owner {
+            start: here.start + 1,
+            ..here.clone()
+        };
+        assert_eq!(
+            how(&live, &here).unwrap_err().to_string(),
+            format!(
+                "run live: its host process ({}) is gone; run `capstan cancel live` again to cancel the interrupted run",
+                live.owner
+            )
+        );
+
+        for state in [
+            RunState::AwaitingApproval,
+            RunState::Interrupted,
+            RunState::Failed,
+        ] {
+            let run = runs.run(state.as_str(), state);
+            assert_eq!(how(&run, &here).unwrap(), Cancel::End, "{state:?}");
+        }
+        for state in [RunState::Succeeded, RunState::Rejected, RunState::Cancelled] {
+            let run = runs.run(state.as_str(), state);
+            assert_eq!(
+                how(&run, &here).unwrap_err().to_string(),
+                format!("run {state} has ended ({state}); nothing to cancel")
+            );
+        }
+    }
+
+    #[test]
+    fn an_ended_run_is_recorded_with_who_and_why() {
+        let runs = Runs::new();
+        let store = &runs.store;
+        let run = runs.run("r", RunState::AwaitingApproval);
+        assert!(
+            end(store, &run, "bob", Some("superseded"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.run("r").unwrap().status, RunState::Cancelled);
+        let events = store.audit_events("r").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].capability, AuditKind::Run);
+        assert_eq!(
+            events[0].detail,
+            json!({ "event": "cancelled", "by": "bob", "reason": "superseded", "was": "awaiting-approval" })
+        );
+        let line = std::fs::read_to_string(runs.dir.path().join("r/audit.jsonl")).unwrap();
+        assert!(line.contains(r#""capability":"run""#), "{line}");
+
+        // Without its run directory the store still records it, with a warning.
+        let gone = runs.run("g", RunState::Failed);
+        std::fs::remove_dir_all(&gone.run_dir).unwrap();
+        let warning = end(store, &gone, "bob", None).unwrap().expect("a warning");
+        assert!(
+            warning.to_string().starts_with("cannot append to "),
+            "{warning}"
+        );
+        assert_eq!(store.run("g").unwrap().status, RunState::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn programs_left_by_a_dead_host_are_ended() {
+        let runs = Runs::new();
+        runs.run("r", RunState::Interrupted);
+        let (mut sleeper, live, dead) = sleeper();
+        for event in [
+            exec_started("apply", "sleep 600", &live),
+            exec_started("apply", "sleep 600", &dead),
+            AuditRow {
+                capability: AuditKind::Exec,
+                ..exec_started("apply", "sleep 600", &live)
+            },
+        ] {
+            runs.store.audit("r", &event).unwrap();
+        }
+        let found = orphans(runs.store.as_ref(), "r").unwrap();
+        assert_eq!(
+            found,
+            [Orphan {
+                program: "sleep 600".into(),
+                owner: live.clone()
+            }]
+        );
+        assert_eq!(found[0].to_string(), format!("`sleep 600` ({live})"));
+        assert!(end_orphans(found, Duration::from_secs(60)).await.is_empty());
+        assert!(!live.is_alive());
+        sleeper.wait().unwrap();
+    }
+}

@@ -1,0 +1,360 @@
+//! Continuing a run (`capstan resume`): whether it may continue, which of
+//! its stages keep their outcome, and which programs of an interrupted
+//! attempt must end before that stage runs again.
+
+use std::time::{Duration, Instant};
+
+use super::StageRecord;
+use crate::pipeline::Pipeline;
+use crate::store::{
+    AuditKind, AuditRow, Owner, RunRow, RunState, StageRow, StageState, latest_attempts,
+};
+use crate::text::inline;
+
+/// How long to wait for a left-over program of a stage the pipeline no
+/// longer has (it has no timeout to go by).
+const UNKNOWN_STAGE_WAIT: Duration = Duration::from_secs(600);
+
+/// Why a run may not continue.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("run {id} is running ({owner}); it cannot be resumed twice")]
+    Running { id: String, owner: Owner },
+    #[error("run {id} {}; start a new run instead", ended(*state))]
+    Ended { id: String, state: RunState },
+    #[error(
+        "the pipeline file {file} changed since run {id} started (sha256 {then} then, {now} now). A resumed run \
+         runs the pipeline it was planned and approved with: restore the file, or start a new run."
+    )]
+    PipelineChanged {
+        file: String,
+        id: String,
+        then: String,
+        now: String,
+    },
+    #[error(
+        "plugin `{name}` changed since run {id} started (sha256 {then} then, {} now); \
+         restore it, or start a new run",
+        now.as_deref().unwrap_or("missing")
+    )]
+    PluginChanged {
+        name: String,
+        id: String,
+        then: String,
+        /// `None`: the pipeline no longer loads it.
+        now: Option<String>,
+    },
+    #[error(
+        "`{}` ({}), started by the interrupted attempt of stage `{}`, still runs after {}; \
+         let it finish or stop it, then resume again",
+        inline(&.0.program), .0.child, .0.stage, humantime::format_duration(.0.limit)
+    )]
+    StillRunning(Leftover),
+}
+
+fn ended(state: RunState) -> &'static str {
+    match state {
+        RunState::Succeeded => "already succeeded",
+        RunState::Rejected => "was rejected",
+        _ => "was cancelled",
+    }
+}
+
+/// A paused, interrupted or failed run may continue; a running one is
+/// someone else's, and an ended one is over.
+pub fn may_resume(run: &RunRow) -> Result<(), ResumeError> {
+    match run.status {
+        RunState::AwaitingApproval | RunState::Interrupted | RunState::Failed => Ok(()),
+        RunState::Running => Err(ResumeError::Running {
+            id: run.id.clone(),
+            owner: run.owner.clone(),
+        }),
+        state @ (RunState::Succeeded | RunState::Rejected | RunState::Cancelled) => {
+            Err(ResumeError::Ended {
+                id: run.id.clone(),
+                state,
+            })
+        }
+    }
+}
+
+/// A resumed run runs the pipeline file it was planned and approved with.
+pub fn same_pipeline(run: &RunRow, pipeline: &Pipeline) -> Result<(), ResumeError> {
+    if pipeline.digest == run.pipeline_digest {
+        return Ok(());
+    }
+    Err(ResumeError::PipelineChanged {
+        file: run.pipeline_file.clone(),
+        id: run.id.clone(),
+        then: run.pipeline_digest.clone(),
+        now: pipeline.digest.clone(),
+    })
+}
+
+/// The plugins must be the ones the run started with: an approved plan is
+/// applied by the code that was reviewed. `now` is a plugin's sha256 as
+/// loaded now.
+pub fn same_plugins<'a>(
+    run: &RunRow,
+    now: impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), ResumeError> {
+    for p in run.plugins.as_array().into_iter().flatten() {
+        let (Some(name), Some(then)) = (p["name"].as_str(), p["sha256"].as_str()) else {
+            continue;
+        };
+        let now = now(name);
+        if now != Some(then) {
+            return Err(ResumeError::PluginChanged {
+                name: name.to_string(),
+                id: run.id.clone(),
+                then: then.to_string(),
+                now: now.map(str::to_string),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a resumed run starts from.
+#[derive(Debug)]
+pub struct Plan {
+    /// Stages that keep their recorded outcome and do not run again (a
+    /// finished apply never runs twice).
+    pub keep: Vec<StageRecord>,
+    /// Stages whose last attempt was interrupted: programs it started may
+    /// still run (see [`leftovers`]).
+    pub interrupted: Vec<String>,
+}
+
+/// Plan the resumption of `run` from its recorded stage attempts: the
+/// latest attempt of each stage that finished is kept, unless it is `from`
+/// or comes after it (`--from`: run it and what follows again).
+pub fn plan(run: &RunRow, rows: Vec<StageRow>, pipeline: &Pipeline, from: Option<&str>) -> Plan {
+    let rerun = |name: &str| {
+        from.is_some_and(|from| {
+            name == from
+                || pipeline
+                    .stages
+                    .get(name)
+                    .is_some_and(|s| s.upstream.contains(from))
+        })
+    };
+    let rows = latest_attempts(rows);
+    let interrupted = rows
+        .iter()
+        .filter(|r| r.status == StageState::Interrupted)
+        .map(|r| r.name.clone())
+        .collect();
+    let keep = rows
+        .into_iter()
+        .filter(|r| r.status.is_finished() && !rerun(&r.name))
+        .filter(|r| pipeline.stages.contains_key(&r.name))
+        .map(|r| StageRecord::finished(r, &run.run_dir))
+        .collect();
+    Plan { keep, interrupted }
+}
+
+/// A program an interrupted attempt started that outlived the host that
+/// was killed (programs finish their work rather than stop halfway).
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    pub stage: String,
+    pub program: String,
+    pub child: Owner,
+    /// How long to wait for it: its stage's timeout.
+    pub limit: Duration,
+}
+
+/// The programs the `interrupted` stages started (their `exec-started`
+/// audit events) that still run: each must end before its stage runs
+/// again, so that it never runs twice at once.
+pub fn leftovers(
+    events: &[AuditRow],
+    interrupted: &[String],
+    pipeline: &Pipeline,
+) -> Vec<Leftover> {
+    events
+        .iter()
+        .filter(|e| e.capability == AuditKind::ExecStarted && interrupted.contains(&e.stage))
+        .filter_map(|e| {
+            let child = serde_json::from_value::<Owner>(e.detail.clone()).ok()?;
+            Some(Leftover {
+                stage: e.stage.clone(),
+                program: e.detail["program"].as_str().unwrap_or("?").to_string(),
+                child,
+                limit: pipeline
+                    .stages
+                    .get(&e.stage)
+                    .map_or(UNKNOWN_STAGE_WAIT, |s| s.timeout),
+            })
+        })
+        .filter(|l| l.child.is_alive())
+        .collect()
+}
+
+impl Leftover {
+    /// Wait until the program has ended, up to its stage's timeout.
+    pub async fn wait(&self) -> Result<(), ResumeError> {
+        let deadline = Instant::now() + self.limit;
+        while self.child.is_alive() {
+            if Instant::now() >= deadline {
+                return Err(ResumeError::StillRunning(self.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::stage::StageStatus;
+    use crate::run::testing::{PIPELINE, Runs, attempt, exec_started, pipeline, sleeper};
+
+    #[test]
+    fn paused_interrupted_and_failed_runs_resume() {
+        let runs = Runs::new();
+        for (i, (state, refused)) in [
+            (RunState::AwaitingApproval, None),
+            (RunState::Interrupted, None),
+            (RunState::Failed, None),
+            (RunState::Running, Some("is running (pid ")),
+            (
+                RunState::Succeeded,
+                Some("already succeeded; start a new run instead"),
+            ),
+            (
+                RunState::Rejected,
+                Some("was rejected; start a new run instead"),
+            ),
+            (
+                RunState::Cancelled,
+                Some("was cancelled; start a new run instead"),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("r{i}");
+            match (may_resume(&runs.run(&id, state)), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(why)) => {
+                    let text = e.to_string();
+                    assert!(text.starts_with(&format!("run {id} ")), "{text}");
+                    assert!(text.contains(why), "{state:?}: {text}");
+                }
+                (got, want) => panic!("{state:?}: {got:?}, wanted a refusal: {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn finished_stages_keep_their_outcome_and_the_rest_runs_again() {
+        let (_p, pipeline) = pipeline(PIPELINE);
+        let runs = Runs::new();
+        let run = runs.run("r", RunState::Interrupted);
+        let rows = || {
+            vec![
+                attempt("build", 1, StageState::Reused),
+                attempt("plan", 1, StageState::Failed),
+                attempt("plan", 2, StageState::Succeeded),
+                attempt("apply", 3, StageState::Interrupted),
+                attempt("smoke", 3, StageState::Skipped),
+                // A stage the pipeline no longer has is not kept.
+                attempt("gone", 1, StageState::Succeeded),
+            ]
+        };
+        let names = |plan: &Plan| plan.keep.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+
+        let all = plan(&run, rows(), &pipeline, None);
+        assert_eq!(names(&all), ["build", "plan"]);
+        assert_eq!(all.interrupted, ["apply"]);
+        let kept = &all.keep[1];
+        assert_eq!(kept.log, format!("{}/logs/plan.log", run.run_dir));
+        match &kept.status {
+            StageStatus::Succeeded {
+                summary, outputs, ..
+            } => {
+                assert_eq!(summary, "plan succeeded", "the latest attempt's");
+                assert_eq!(outputs["from"], "plan");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // --from plan: plan and what comes after it run again.
+        assert_eq!(
+            names(&plan(&run, rows(), &pipeline, Some("plan"))),
+            ["build"]
+        );
+        assert!(names(&plan(&run, rows(), &pipeline, Some("build"))).is_empty());
+    }
+
+    #[test]
+    fn a_changed_pipeline_or_plugin_is_refused() {
+        let (_p, pipeline) = pipeline(PIPELINE);
+        let mut run = Runs::new().run("r", RunState::Failed);
+        let changed = same_pipeline(&run, &pipeline).unwrap_err().to_string();
+        assert!(
+            changed.starts_with(
+                "the pipeline file /p/pipeline.toml changed since run r started (sha256 d then, "
+            ),
+            "{changed}"
+        );
+        run.pipeline_digest = pipeline.digest.clone();
+        same_pipeline(&run, &pipeline).unwrap();
+
+        run.plugins =
+            serde_json::json!([{ "name": "x", "sha256": "aaa" }, { "name": "y", "sha256": "bbb" }]);
+        let now = |name: &str| match name {
+            "x" => Some("aaa"),
+            _ => None,
+        };
+        assert_eq!(
+            same_plugins(&run, now).unwrap_err().to_string(),
+            "plugin `y` changed since run r started (sha256 bbb then, missing now); restore it, or start a new run"
+        );
+        same_plugins(&run, |_| Some("aaa")).unwrap_err();
+        run.plugins = serde_json::json!([{ "name": "x", "sha256": "aaa" }]);
+        same_plugins(&run, now).unwrap();
+    }
+
+    #[tokio::test]
+    async fn programs_of_interrupted_attempts_that_still_run_are_waited_for() {
+        let (_p, pipeline) = pipeline(PIPELINE);
+        let (mut sleeper, live, dead) = sleeper();
+        let program = "terraform\x1b[2J";
+        let events = [
+            exec_started("apply", program, &dead),
+            exec_started("plan", program, &live),
+            exec_started("apply", program, &live),
+            AuditRow {
+                capability: AuditKind::Exec,
+                ..exec_started("apply", program, &live)
+            },
+        ];
+        let left = leftovers(&events, &["apply".to_string()], &pipeline);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!((left[0].stage.as_str(), &left[0].child), ("apply", &live));
+        assert_eq!(
+            left[0].limit,
+            Duration::from_secs(7 * 60),
+            "the stage's timeout"
+        );
+
+        let still = Leftover {
+            limit: Duration::ZERO,
+            ..left[0].clone()
+        };
+        assert_eq!(
+            still.wait().await.unwrap_err().to_string(),
+            format!(
+                "`terraform\\x1b[2J` ({live}), started by the interrupted attempt of stage `apply`, still runs \
+                 after 0s; let it finish or stop it, then resume again"
+            )
+        );
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        left[0].wait().await.unwrap();
+    }
+}
