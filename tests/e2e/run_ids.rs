@@ -109,11 +109,18 @@ fn an_ambiguous_or_unknown_run_is_a_usage_error_that_says_why() {
 }
 
 #[test]
-fn show_latest_works_before_any_run_says_there_is_none() {
+fn show_latest_before_any_run_says_nothing_is_recorded_and_creates_nothing() {
     let sb = Sandbox::new();
     let ran = sb.capstan(&["show", "latest"]);
     assert_eq!(ran.code, 2, "{ran:?}");
-    assert_eq!(ran.stderr.trim(), "error: no run in the run store yet");
+    assert!(
+        ran.stderr.starts_with(&format!(
+            "error: no run store at {}/.capstan/capstan.db",
+            sb.path().display()
+        )),
+        "{ran:?}"
+    );
+    assert!(!sb.path().join(".capstan").exists());
 }
 
 /// `capstan <args>` with stdout a pipe nobody reads any more: its read end
@@ -270,6 +277,8 @@ fn stats_with_since_not_before_until_is_a_usage_error() {
         !sb.path().join(".capstan").exists(),
         "a usage error creates no run store"
     );
+    // With the range right, the store is opened: there is none to read.
     let ok = sb.capstan(&["stats", "--since", "2026-11-01", "--until", "2026-12-01"]);
-    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ok.code, 2, "{ok:?}");
+    assert!(ok.stderr.contains("no run store"), "{ok:?}");
 }

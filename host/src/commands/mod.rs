@@ -48,6 +48,9 @@ pub struct Cli {
     /// The state dir in use (resolved from the above before any command).
     #[arg(skip)]
     pub state_dir: PathBuf,
+    /// Why this command, which reads recorded runs, has no store to read.
+    #[arg(skip)]
+    missing_store: Option<String>,
     /// The run store (SQLite). Default: <state-dir>/capstan.db.
     #[arg(long, global = true, env = "CAPSTAN_STORE", value_name = "PATH")]
     pub store: Option<PathBuf>,
@@ -171,7 +174,7 @@ impl Cli {
     /// later (or a first run through a symlink) cannot move Capstan's state
     /// under a grant.
     fn resolve_paths(&mut self) -> Result<(), Failure> {
-        self.state_dir = self.locate_state()?;
+        (self.state_dir, self.missing_store) = self.locate_state()?;
         let resolve = |path: &Path, what: &str| {
             crate::caps::fs::resolve_existing(path).map_err(|e| {
                 Failure::new(
@@ -187,10 +190,11 @@ impl Cli {
         Ok(())
     }
 
-    /// Where this command's state is (see [`locate`]). Commands that read
-    /// recorded runs refuse a state with no store rather than create an
-    /// empty one.
-    fn locate_state(&self) -> Result<PathBuf, Failure> {
+    /// Where this command's state is (see [`locate`]), and for commands
+    /// that read recorded runs, why there is no store there: they refuse
+    /// (when they open the store, after their own arguments are checked)
+    /// rather than create an empty one.
+    fn locate_state(&self) -> Result<(PathBuf, Option<String>), Failure> {
         use locate::Anchor;
         let usage = |message: String| Failure::new(exit::USAGE, message);
         let anchor = self.command.anchor();
@@ -203,40 +207,41 @@ impl Cli {
                     .map_err(|e| usage(format!("error: cannot read the current directory: {e}")))?;
                 match locate::upwards(&here, self.store.is_some()) {
                     Some(found) => found,
-                    None if matches!(anchor, Anchor::Cache) => here.join(locate::STATE_DIR),
-                    None if self.store.is_some() => here.join(locate::STATE_DIR),
+                    None if matches!(anchor, Anchor::Cache) || self.store.is_some() => {
+                        here.join(locate::STATE_DIR)
+                    }
                     None => {
-                        return Err(usage(format!(
+                        let missing = format!(
                             "error: no Capstan state ({}/capstan.db) in {} or any directory above it.\n  \
                              Runs are recorded beside their pipeline (at its repository's root): run this \
                              inside that repository, or pass --state-dir (or $CAPSTAN_STATE_DIR).",
                             locate::STATE_DIR,
                             here.display()
-                        )));
+                        );
+                        return Ok((here.join(locate::STATE_DIR), Some(missing)));
                     }
                 }
             }
         };
-        if matches!(anchor, Anchor::Recorded) {
-            let store = self
-                .store
-                .clone()
-                .unwrap_or_else(|| state.join("capstan.db"));
-            if !store.is_file() {
-                let from = if self.store.is_some() {
-                    "--store or $CAPSTAN_STORE"
-                } else {
-                    "--state-dir or $CAPSTAN_STATE_DIR"
-                };
-                return Err(usage(format!(
-                    "error: no run store at {} (from {from}); nothing is recorded there.\n  \
-                     Give the state dir of the pipeline whose runs you want (its `.capstan/`), or \
-                     run this inside its repository without --state-dir.",
-                    store.display()
-                )));
-            }
+        let store = self
+            .store
+            .clone()
+            .unwrap_or_else(|| state.join("capstan.db"));
+        if !matches!(anchor, Anchor::Recorded) || store.is_file() {
+            return Ok((state, None));
         }
-        Ok(state)
+        let from = if self.store.is_some() {
+            "--store or $CAPSTAN_STORE"
+        } else {
+            "--state-dir or $CAPSTAN_STATE_DIR"
+        };
+        let missing = format!(
+            "error: no run store at {} (from {from}); nothing is recorded there.\n  \
+             Give the state dir of the pipeline whose runs you want (its `.capstan/`), or \
+             run this inside its repository without --state-dir.",
+            store.display()
+        );
+        Ok((state, Some(missing)))
     }
 
     /// What no grant may reach: the state dir and the run store.
@@ -269,6 +274,11 @@ impl Cli {
 
     pub fn store(&self) -> Result<Arc<dyn RunStore>, Failure> {
         let path = self.store_path();
+        if let Some(missing) = &self.missing_store
+            && !path.is_file()
+        {
+            return Err(Failure::new(exit::USAGE, missing.clone()));
+        }
         let store = SqliteStore::open(&path).map_err(|e| {
             Failure::new(
                 exit::INTERNAL,
