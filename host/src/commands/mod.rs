@@ -23,7 +23,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::exit::{self, Failure};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Diagnostics, Pipeline};
 use crate::run::{Prepared, prepare};
 use crate::runtime::Runtime;
 use crate::runtime::cache::Cache;
@@ -327,19 +327,34 @@ pub async fn prepare_pipeline(
     runtime: &Runtime,
     cli: &Cli,
 ) -> Result<Prepared, Failure> {
-    let file = pipeline.file.clone();
+    let file = pipeline.source.file.clone();
+    check_pipeline(pipeline, runtime, cli)
+        .await?
+        .map_err(|d| Failure::new(exit::PLUGIN_OR_GRANT, not_runnable(&d, &file)))
+}
+
+/// Load plugins and check grants: the problems found, or the pipeline
+/// ready to run.
+pub async fn check_pipeline(
+    pipeline: Pipeline,
+    runtime: &Runtime,
+    cli: &Cli,
+) -> Result<Result<Prepared, Diagnostics>, Failure> {
     let protected = cli.protected()?;
-    prepare(pipeline, runtime, &cli.cache(), &protected)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                exit::PLUGIN_OR_GRANT,
-                format!(
-                    "{e}\n{} cannot run until these are fixed; no stage ran.",
-                    file.display()
-                ),
-            )
-        })
+    Ok(prepare(pipeline, runtime, &cli.cache(), &protected).await)
+}
+
+/// The report of problems that stop `file` before it runs (exit code 4).
+pub fn not_runnable(problems: &Diagnostics, file: &Path) -> String {
+    let them = if problems.errors() == 1 {
+        "it is"
+    } else {
+        "they are"
+    };
+    problems.report(&format!(
+        ", so {} cannot run until {them} fixed; no stage ran.",
+        file.display()
+    ))
 }
 
 /// Who is acting: `--as`, or the first identity the environment gives
@@ -380,11 +395,8 @@ pub fn environment(pipeline: &Pipeline, given: Option<&str>) -> Result<String, F
 }
 
 pub fn warn_unrequested(prepared: &Prepared) {
-    for (stage, extra) in &prepared.unrequested {
-        eprintln!(
-            "warning: stage `{stage}` grants {} that its plugin does not request; they are ignored",
-            extra.join(", ")
-        );
+    for warning in prepared.warnings() {
+        eprintln!("{}", crate::text::block(&warning.to_string()));
     }
 }
 

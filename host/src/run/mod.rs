@@ -372,6 +372,9 @@ fn stage_run(
     let config = scope
         .resolve(&stage.with)
         .map_err(|e| format!("cannot resolve `with`: {e}"))?;
+    if let Some(plugin) = prepared.plugins.get(&stage.plugin) {
+        config::check_resolved(pipeline, stage, plugin, &config)?;
+    }
     let upstream: Vec<wit::Upstream> = stage
         .needs
         .iter()
