@@ -179,6 +179,39 @@ fn every_command_ends_quietly_when_its_reader_went_away() {
     assert!(!ran.stderr.contains("panicked"), "{ran:?}");
 }
 
+/// `capstan run … 2>&1 | head -1`: stderr (progress, log lines, the
+/// end-of-run table) goes to a pipe whose reader is gone. The run goes on
+/// to its end, is recorded, and exits with its own code; so does a command
+/// that fails with nothing left to say it to.
+#[test]
+fn a_run_whose_stderr_reader_went_away_still_finishes_and_is_recorded() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = sb.command(&["run", pipeline.to_str().unwrap(), "--json"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(writer);
+    let ran: Ran = cmd.output().expect("run capstan").into();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let record: serde_json::Value = serde_json::from_str(&ran.stdout).expect("the run's JSON");
+    assert_eq!(record["status"], "succeeded", "{ran:?}");
+    let shown = sb.show(record["run_id"].as_str().unwrap());
+    assert_eq!(shown["run"]["status"], "succeeded", "{shown:#}");
+    assert_eq!(shown["stages"][0]["status"], "succeeded", "{shown:#}");
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = sb.command(&["show", "no-such-run"]);
+    cmd.stdin(Stdio::null()).stderr(writer);
+    let ran: Ran = cmd.output().expect("run capstan").into();
+    assert_eq!(
+        ran.code, 2,
+        "the usage error's code, not a panic's: {ran:?}"
+    );
+}
+
 #[test]
 fn tables_fit_a_terminal_and_are_coloured_only_where_asked() {
     let (sb, _, _) = two_runs();

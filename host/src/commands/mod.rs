@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::{self, Failure};
 use crate::pipeline::{Diagnostics, Pipeline};
@@ -114,7 +114,7 @@ impl Command {
 
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = parse();
     crate::term::set_colour(cli.color);
     if let Err(failure) = cli.resolve_paths() {
         eprintln!("{}", failure.message.trim_end());
@@ -165,6 +165,15 @@ pub fn main() -> ExitCode {
             exit::code(failure.code)
         }
     }
+}
+
+/// [`Cli::parse`], with clap's help and errors coloured as `--color`
+/// says: clap reads its colour choice before the arguments that carry it.
+fn parse() -> Cli {
+    let colour = crate::term::ColorChoice::given(std::env::args_os());
+    let mut command = Cli::command().color(colour.into());
+    let mut matches = command.get_matches_mut();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
 }
 
 impl Cli {

@@ -102,7 +102,7 @@ pub async fn execute(
         }
         records.insert(record.name.clone(), record);
     }
-    let progress = Progress::start(opts.echo, progress::colour());
+    let progress = Progress::start(opts.echo);
     let semaphore = Arc::new(Semaphore::new(pipeline.concurrency));
     let mut ending: Option<tokio::task::JoinHandle<usize>> = None;
     let mut running = JoinSet::new();
