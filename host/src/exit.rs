@@ -11,7 +11,8 @@ pub const USAGE: u8 = 2;
 /// The pipeline file is invalid.
 pub const INVALID_PIPELINE: u8 = 3;
 /// A plugin could not be loaded, or a capability it requests is not granted,
-/// or a granted program is missing; nothing ran.
+/// or a granted program is missing, or a `with` table does not fit its
+/// plugin's schema; nothing ran.
 pub const PLUGIN_OR_GRANT: u8 = 4;
 /// The run is paused, waiting for an approval.
 pub const AWAITING_APPROVAL: u8 = 5;
@@ -32,8 +33,9 @@ Exit codes:
   1   the run finished and a stage failed
   2   command-line usage error
   3   the pipeline file is invalid
-  4   a plugin cannot be loaded, a requested capability is not granted, or a
-      granted program is missing (nothing ran)
+  4   a plugin cannot be loaded, a requested capability is not granted, a
+      granted program is missing, or a `with` table does not fit its
+      plugin's schema (nothing ran)
   5   the run is waiting for an approval
   6   another run holds the environment's lock (see --wait)
   7   refused: e.g. approving your own run, an approval for another plan,

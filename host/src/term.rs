@@ -1,9 +1,11 @@
 //! Where output goes: whether stdout and stderr are terminals, how wide,
 //! whether to colour them (`--color`, `NO_COLOR`), tables laid out for
-//! them, and a command's results on stdout, where a reader that went away
-//! (`capstan show … | head -1`) ends the command quietly.
+//! them, a command's results on stdout, where a reader that went away
+//! (`capstan show … | head -1`) ends the command quietly, and messages on
+//! stderr, which never fail (see [`eprint`]).
 
 use std::ffi::OsString;
+use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::sync::OnceLock;
 
@@ -21,6 +23,43 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+impl ColorChoice {
+    /// The `--color` given on the command line `args`, read before clap
+    /// parses it, so that clap's own help and errors follow it too (`auto`
+    /// when absent or not a valid choice: clap then says what is wrong).
+    pub fn given(args: impl IntoIterator<Item = OsString>) -> ColorChoice {
+        use clap::ValueEnum;
+        let mut args = args.into_iter().skip(1);
+        let mut value = None;
+        while let Some(arg) = args.next() {
+            let Some(arg) = arg.to_str() else { continue };
+            if arg == "--" {
+                break;
+            } else if arg == "--color" {
+                value = args.next();
+            } else if let Some(v) = arg.strip_prefix("--color=") {
+                value = Some(v.into());
+            }
+        }
+        value
+            .as_ref()
+            .and_then(|v| v.to_str())
+            .and_then(|v| ColorChoice::from_str(v, false).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl From<ColorChoice> for clap::ColorChoice {
+    /// clap's `auto` honours `NO_COLOR` and a `dumb` terminal too.
+    fn from(choice: ColorChoice) -> clap::ColorChoice {
+        match choice {
+            ColorChoice::Auto => clap::ColorChoice::Auto,
+            ColorChoice::Always => clap::ColorChoice::Always,
+            ColorChoice::Never => clap::ColorChoice::Never,
+        }
+    }
 }
 
 /// An output stream of the process.
@@ -100,6 +139,8 @@ pub enum Tone {
     Bad,
     /// Waiting for someone, or needing a look (interrupted, running).
     Attention,
+    /// Stopped on purpose (cancelled).
+    Stopped,
     Plain,
 }
 
@@ -154,6 +195,7 @@ impl Layout {
             Tone::Good => Color::Green,
             Tone::Bad => Color::Red,
             Tone::Attention => Color::Yellow,
+            Tone::Stopped => Color::Magenta,
             Tone::Plain => return cell,
         };
         cell.fg(colour)
@@ -198,6 +240,15 @@ pub fn output_failure(e: io::Error) -> Failure {
     }
 }
 
+/// Write to stderr, ignoring failure. std's `eprintln!` panics when
+/// stderr is a pipe whose reader went away (`capstan run … 2>&1 | head -1`):
+/// mid-run, that would end the host with the run unrecorded and its
+/// programs left running. Nothing said on stderr is worth that. The
+/// crate's own `eprintln!` and `eprint!` (see `lib.rs`) come here.
+pub fn eprint(args: fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(args);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +267,29 @@ mod tests {
         assert!(!decide(Auto, None, set("dumb"), true));
         assert!(decide(Always, set("1"), set("dumb"), false));
         assert!(!decide(Never, None, set("xterm"), true));
+    }
+
+    #[test]
+    fn the_color_flag_is_read_before_clap_parses() {
+        let given = |line: &str| ColorChoice::given(line.split(' ').map(OsString::from));
+        assert_eq!(given("capstan --help"), ColorChoice::Auto);
+        assert_eq!(given("capstan --color never --help"), ColorChoice::Never);
+        assert_eq!(
+            given("capstan run --color=always p.toml"),
+            ColorChoice::Always
+        );
+        assert_eq!(
+            given("capstan --color never run --color always"),
+            ColorChoice::Always,
+            "the last one counts, as for clap"
+        );
+        assert_eq!(given("capstan --color sometimes"), ColorChoice::Auto);
+        assert_eq!(given("capstan --color"), ColorChoice::Auto);
+        assert_eq!(
+            given("capstan logs -- --color never"),
+            ColorChoice::Auto,
+            "after `--`, arguments are not flags"
+        );
     }
 
     #[test]

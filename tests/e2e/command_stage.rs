@@ -216,12 +216,13 @@ read = ["ro"]
             .contains("requests exec `*` (the programs the stage grants)"),
         "{ran:?}"
     );
-    assert!(
-        ran.stderr.contains(
-            "[[stages.lint.grants.exec]]  # one table per program the stage runs\n    program = \"<program>\""
-        ),
-        "{ran:?}"
-    );
+    // The lines to paste, one under the other.
+    let help: Vec<&str> = ran.stderr.lines().map(str::trim).collect();
+    let at = help
+        .iter()
+        .position(|l| *l == "[[stages.lint.grants.exec]]  # one table per program the stage runs")
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert_eq!(help[at + 1], "program = \"<program>\"", "{ran:?}");
     let audit = sb.capstan(&["audit", path]);
     assert!(
         audit

@@ -328,17 +328,55 @@ fn a_failing_smoke_check_fails_the_run_and_the_custom_stage_runs_with_the_same_h
     assert_eq!(run.output("change-window", "enforced"), false);
 }
 
+/// SGR sequences (colours, bold): what `--color never` leaves out.
+const SGR: &str = r"\x1b\[[0-9;]*m";
+
+/// What the frames of `stage`'s spinner line in `screen` show after its
+/// elapsed time (`⠹ plan    2s <its last log line>`, colours left out).
+fn spinner_frames(screen: &str, stage: &str) -> Vec<String> {
+    let plain = regex::Regex::new(SGR).unwrap().replace_all(screen, "");
+    // A frame ends where the next is drawn (`\r`, an escape) or, on a
+    // terminal of no known width, where the next stage's line begins.
+    let frame = regex::Regex::new(&format!(
+        r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] {stage} +\d+s ([^\r\n\x1b⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]*)"
+    ))
+    .unwrap();
+    frame
+        .captures_iter(&plain)
+        .map(|c| c[1].trim().to_string())
+        .collect()
+}
+
+/// The approval prompt, from its banner to `until`, is as the host wrote
+/// it: no spinner drawn over it, no escape sequence in it.
+fn prompt_is_intact(screen: &str, until: &str) {
+    let start = screen
+        .find("\n━━ approval needed: stage `approve`")
+        .expect(screen);
+    let end = start + screen[start..].find(until).expect(screen);
+    let prompt = &screen[start..end];
+    assert!(
+        !prompt.contains([
+            '\x1b', '\r', '⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'
+        ]),
+        "the prompt is garbled: {prompt:?}"
+    );
+}
+
 /// On a terminal the host prompts: the run's author is refused, another
 /// person approves, and the run goes on to apply. `script` gives the run a
 /// pseudo-terminal and types the answers. Reviewers see the plan as
 /// Terraform renders it, with the counts and the checklist, at the prompt
-/// (paged when longer than the terminal) and in `capstan show`.
+/// (paged when longer than the terminal) and in `capstan show`. Progress
+/// is live: a spinner line per running stage with its elapsed time and
+/// last log line, finished stages above, the prompt drawn over by nothing;
+/// coloured unless `--color never`.
 #[test]
 fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     let sb = Sandbox::new();
     let pipeline = example(&sb, |t| t);
     let line = format!(
-        "{} run {} --env production --as carol -q",
+        "env -u NO_COLOR TERM=xterm {} run {} --env production --as carol -q",
         env!("CARGO_BIN_EXE_capstan"),
         pipeline.display()
     );
@@ -367,7 +405,48 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
         screen.contains("\n  │   + image_id          = \"golden-"),
         "{screen}"
     );
+    prompt_is_intact(&screen, "comment (optional): ");
+    // Finished stages scroll above the spinners, coloured by their mark.
+    for stage in [
+        "build",
+        "lint",
+        "plan",
+        "approve",
+        "apply",
+        "configure",
+        "smoke",
+    ] {
+        let done = format!("\x1b[32m✓ {stage} (");
+        assert!(screen.contains(&done), "{done:?} not on:\n{screen}");
+    }
     let run = sb.last_run();
+    // While `plan` ran, its spinner line showed its elapsed time and the
+    // last line it logged.
+    let plan_log = std::fs::read_to_string(run.dir.join("logs/plan.log")).unwrap();
+    let frames = spinner_frames(&screen, "plan");
+    assert!(
+        frames
+            .iter()
+            .any(|shown| !shown.is_empty() && plan_log.contains(shown.as_str())),
+        "no spinner line of `plan` with a line of its log: {frames:?}\n{screen}"
+    );
+    let plain = regex::Regex::new(SGR).unwrap().replace_all(&screen, "");
+    let (built, planning, planned, asked) = (
+        plain.find("✓ build (").unwrap(),
+        regex::Regex::new("[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] plan ")
+            .unwrap()
+            .find(&plain)
+            .unwrap()
+            .start(),
+        plain.find("✓ plan (").unwrap(),
+        plain.find("━━ approval needed").unwrap(),
+    );
+    assert!(
+        built < planning && planning < planned && planned < asked,
+        "{plain}"
+    );
+    // The end-of-run table colours statuses.
+    assert!(screen.contains("\x1b[38;5;10m succeeded "), "{screen}");
     assert_eq!(run.status("apply"), "succeeded", "{screen}");
     assert_eq!(
         run.output("approve", "approvers"),
@@ -416,10 +495,36 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     // Nobody answers at the prompt: the run waits, and is approved later
     // from another process like any paused run. On a terminal shorter
     // than the plan, the plan goes through the operator's pager.
-    let paged = format!("stty rows 8 cols 120; PAGER='sed s/^/paged:/' {line}");
+    // `--color never`: progress and the table, not a colour in sight.
+    let paged = format!("stty rows 8 cols 120; PAGER='sed s/^/paged:/' {line} --color never");
     let out = sb.on_a_terminal(&paged, b"\n");
     let screen = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
     assert_eq!(out.status.code(), Some(5), "{screen}");
+    assert!(
+        !regex::Regex::new(SGR).unwrap().is_match(&screen),
+        "{screen:?}"
+    );
+    assert!(!spinner_frames(&screen, "plan").is_empty(), "{screen:?}");
+    for line in ["✓ plan (", "⏸ approve: waiting for approval"] {
+        assert!(screen.contains(line), "{line:?}:\n{screen}");
+    }
+    prompt_is_intact(&screen, "approver name (empty: leave it pending): ");
+    // The end-of-run table fits the terminal: its summaries wrap.
+    let table = &screen[screen.rfind('┌').expect(&screen)..];
+    let table = &table[..table.find("\nrun ").expect(table)];
+    assert!(table.lines().count() > 11, "{table}");
+    for row in table.lines() {
+        assert!(
+            row.chars().count() <= 120,
+            "{row:?} is wider than the terminal:\n{table}"
+        );
+    }
+    assert!(
+        regex::Regex::new("│ approve +WAITING ")
+            .unwrap()
+            .is_match(table),
+        "{table}"
+    );
     let id = sb.newest_run_id();
     assert!(
         screen.contains(&format!("capstan approve {id}")),

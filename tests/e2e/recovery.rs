@@ -204,7 +204,14 @@ fn holding(sb: &Sandbox, secs: u32) -> std::path::PathBuf {
 fn wait_until_running(sb: &Sandbox) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let runs = sb.json(&["runs", "--json"]);
+        // Until the first run creates the store, `runs` says there is none.
+        let ran = sb.capstan(&["runs", "--json"]);
+        let runs: Value = if ran.code == 0 {
+            serde_json::from_str(&ran.stdout).unwrap()
+        } else {
+            assert!(ran.stderr.contains("no run store"), "{ran:?}");
+            Value::Array(Vec::new())
+        };
         if let Some(run) = runs
             .as_array()
             .unwrap()

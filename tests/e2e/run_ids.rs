@@ -109,11 +109,18 @@ fn an_ambiguous_or_unknown_run_is_a_usage_error_that_says_why() {
 }
 
 #[test]
-fn show_latest_works_before_any_run_says_there_is_none() {
+fn show_latest_before_any_run_says_nothing_is_recorded_and_creates_nothing() {
     let sb = Sandbox::new();
     let ran = sb.capstan(&["show", "latest"]);
     assert_eq!(ran.code, 2, "{ran:?}");
-    assert_eq!(ran.stderr.trim(), "error: no run in the run store yet");
+    assert!(
+        ran.stderr.starts_with(&format!(
+            "error: no run store at {}/.capstan/capstan.db",
+            sb.path().display()
+        )),
+        "{ran:?}"
+    );
+    assert!(!sb.path().join(".capstan").exists());
 }
 
 /// `capstan <args>` with stdout a pipe nobody reads any more: its read end
@@ -170,6 +177,39 @@ fn every_command_ends_quietly_when_its_reader_went_away() {
     assert!(ran.stdout.starts_with("run "), "{ran:?}");
     assert_eq!(ran.stdout.lines().count(), 1, "{ran:?}");
     assert!(!ran.stderr.contains("panicked"), "{ran:?}");
+}
+
+/// `capstan run … 2>&1 | head -1`: stderr (progress, log lines, the
+/// end-of-run table) goes to a pipe whose reader is gone. The run goes on
+/// to its end, is recorded, and exits with its own code; so does a command
+/// that fails with nothing left to say it to.
+#[test]
+fn a_run_whose_stderr_reader_went_away_still_finishes_and_is_recorded() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = sb.command(&["run", pipeline.to_str().unwrap(), "--json"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(writer);
+    let ran: Ran = cmd.output().expect("run capstan").into();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let record: serde_json::Value = serde_json::from_str(&ran.stdout).expect("the run's JSON");
+    assert_eq!(record["status"], "succeeded", "{ran:?}");
+    let shown = sb.show(record["run_id"].as_str().unwrap());
+    assert_eq!(shown["run"]["status"], "succeeded", "{shown:#}");
+    assert_eq!(shown["stages"][0]["status"], "succeeded", "{shown:#}");
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = sb.command(&["show", "no-such-run"]);
+    cmd.stdin(Stdio::null()).stderr(writer);
+    let ran: Ran = cmd.output().expect("run capstan").into();
+    assert_eq!(
+        ran.code, 2,
+        "the usage error's code, not a panic's: {ran:?}"
+    );
 }
 
 #[test]
@@ -270,6 +310,8 @@ fn stats_with_since_not_before_until_is_a_usage_error() {
         !sb.path().join(".capstan").exists(),
         "a usage error creates no run store"
     );
+    // With the range right, the store is opened: there is none to read.
     let ok = sb.capstan(&["stats", "--since", "2026-11-01", "--until", "2026-12-01"]);
-    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ok.code, 2, "{ok:?}");
+    assert!(ok.stderr.contains("no run store"), "{ok:?}");
 }

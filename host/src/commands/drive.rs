@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-
 use crate::exit::{self, Failure};
 use crate::run::lock::{self, LockError};
 use crate::run::stage::StageStatus;
@@ -14,6 +12,7 @@ use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
 use crate::store::{NewRun, Owner, RunStore};
 use crate::store::{RunState, StageState};
+use crate::term::{Layout, Stream, Tone};
 use crate::text::{self, inline};
 
 /// Flags of every command that drives a run (`run`, `resume`, `rollback`).
@@ -210,25 +209,32 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
     Ok((code, record))
 }
 
-/// The end-of-run table and verdict on stderr; the exit code.
+/// The end-of-run table and verdict on stderr; the exit code. On a
+/// terminal the table fits its width and statuses are coloured (as
+/// `--color` and `NO_COLOR` allow); elsewhere it is one line per stage.
 fn report(record: &RunRecord, dir: &RunDir) -> u8 {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_header(["stage", "status", "time", "summary"]);
+    let layout = Layout::of(Stream::Stderr);
+    let mut table = layout.table(["stage", "status", "time", "summary"]);
     for s in &record.stages {
-        let (status, text) = match &s.status {
-            StageStatus::Succeeded { summary, .. } => ("succeeded", summary.as_str()),
-            StageStatus::Failed { reason } => ("FAILED", reason.as_str()),
-            StageStatus::Skipped { reason } => ("skipped", reason.as_str()),
-            StageStatus::AwaitingApproval { reason } => ("WAITING", reason.as_str()),
-            StageStatus::Cancelled { reason } => ("CANCELLED", reason.as_str()),
+        let (status, tone, text) = match &s.status {
+            StageStatus::Succeeded { summary, .. } => ("succeeded", Tone::Good, summary.as_str()),
+            StageStatus::Failed { reason } => ("FAILED", Tone::Bad, reason.as_str()),
+            StageStatus::Skipped { reason } => ("skipped", Tone::Plain, reason.as_str()),
+            StageStatus::AwaitingApproval { reason } => {
+                ("WAITING", Tone::Attention, reason.as_str())
+            }
+            StageStatus::Cancelled { reason } => ("CANCELLED", Tone::Stopped, reason.as_str()),
         };
         let time = s
             .duration_ms
             .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
             .unwrap_or_default();
-        table.add_row([&*inline(&s.name), status, &time, &one_line(text, 110)]);
+        table.add_row([
+            layout.cell(inline(&s.name), Tone::Plain),
+            layout.cell(status, tone),
+            layout.cell(time, Tone::Plain),
+            layout.cell(one_line(text, 110), Tone::Plain),
+        ]);
     }
     eprintln!("{table}");
     let (word, code) = match record.status {

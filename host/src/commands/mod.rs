@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::{self, Failure};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Diagnostics, Pipeline};
 use crate::run::{Prepared, prepare};
 use crate::runtime::Runtime;
 use crate::runtime::cache::Cache;
@@ -48,6 +48,9 @@ pub struct Cli {
     /// The state dir in use (resolved from the above before any command).
     #[arg(skip)]
     pub state_dir: PathBuf,
+    /// Why this command, which reads recorded runs, has no store to read.
+    #[arg(skip)]
+    missing_store: Option<String>,
     /// The run store (SQLite). Default: <state-dir>/capstan.db.
     #[arg(long, global = true, env = "CAPSTAN_STORE", value_name = "PATH")]
     pub store: Option<PathBuf>,
@@ -111,7 +114,7 @@ impl Command {
 
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = parse();
     crate::term::set_colour(cli.color);
     if let Err(failure) = cli.resolve_paths() {
         eprintln!("{}", failure.message.trim_end());
@@ -164,6 +167,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// [`Cli::parse`], with clap's help and errors coloured as `--color`
+/// says: clap reads its colour choice before the arguments that carry it.
+fn parse() -> Cli {
+    let colour = crate::term::ColorChoice::given(std::env::args_os());
+    let mut command = Cli::command().color(colour.into());
+    let mut matches = command.get_matches_mut();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
 impl Cli {
     /// Resolve `--state-dir` and `--store` once: absolute, with every symlink
     /// in their existing part resolved. Every later use goes by these paths,
@@ -171,7 +183,7 @@ impl Cli {
     /// later (or a first run through a symlink) cannot move Capstan's state
     /// under a grant.
     fn resolve_paths(&mut self) -> Result<(), Failure> {
-        self.state_dir = self.locate_state()?;
+        (self.state_dir, self.missing_store) = self.locate_state()?;
         let resolve = |path: &Path, what: &str| {
             crate::caps::fs::resolve_existing(path).map_err(|e| {
                 Failure::new(
@@ -187,10 +199,11 @@ impl Cli {
         Ok(())
     }
 
-    /// Where this command's state is (see [`locate`]). Commands that read
-    /// recorded runs refuse a state with no store rather than create an
-    /// empty one.
-    fn locate_state(&self) -> Result<PathBuf, Failure> {
+    /// Where this command's state is (see [`locate`]), and for commands
+    /// that read recorded runs, why there is no store there: they refuse
+    /// (when they open the store, after their own arguments are checked)
+    /// rather than create an empty one.
+    fn locate_state(&self) -> Result<(PathBuf, Option<String>), Failure> {
         use locate::Anchor;
         let usage = |message: String| Failure::new(exit::USAGE, message);
         let anchor = self.command.anchor();
@@ -203,40 +216,41 @@ impl Cli {
                     .map_err(|e| usage(format!("error: cannot read the current directory: {e}")))?;
                 match locate::upwards(&here, self.store.is_some()) {
                     Some(found) => found,
-                    None if matches!(anchor, Anchor::Cache) => here.join(locate::STATE_DIR),
-                    None if self.store.is_some() => here.join(locate::STATE_DIR),
+                    None if matches!(anchor, Anchor::Cache) || self.store.is_some() => {
+                        here.join(locate::STATE_DIR)
+                    }
                     None => {
-                        return Err(usage(format!(
+                        let missing = format!(
                             "error: no Capstan state ({}/capstan.db) in {} or any directory above it.\n  \
                              Runs are recorded beside their pipeline (at its repository's root): run this \
                              inside that repository, or pass --state-dir (or $CAPSTAN_STATE_DIR).",
                             locate::STATE_DIR,
                             here.display()
-                        )));
+                        );
+                        return Ok((here.join(locate::STATE_DIR), Some(missing)));
                     }
                 }
             }
         };
-        if matches!(anchor, Anchor::Recorded) {
-            let store = self
-                .store
-                .clone()
-                .unwrap_or_else(|| state.join("capstan.db"));
-            if !store.is_file() {
-                let from = if self.store.is_some() {
-                    "--store or $CAPSTAN_STORE"
-                } else {
-                    "--state-dir or $CAPSTAN_STATE_DIR"
-                };
-                return Err(usage(format!(
-                    "error: no run store at {} (from {from}); nothing is recorded there.\n  \
-                     Give the state dir of the pipeline whose runs you want (its `.capstan/`), or \
-                     run this inside its repository without --state-dir.",
-                    store.display()
-                )));
-            }
+        let store = self
+            .store
+            .clone()
+            .unwrap_or_else(|| state.join("capstan.db"));
+        if !matches!(anchor, Anchor::Recorded) || store.is_file() {
+            return Ok((state, None));
         }
-        Ok(state)
+        let from = if self.store.is_some() {
+            "--store or $CAPSTAN_STORE"
+        } else {
+            "--state-dir or $CAPSTAN_STATE_DIR"
+        };
+        let missing = format!(
+            "error: no run store at {} (from {from}); nothing is recorded there.\n  \
+             Give the state dir of the pipeline whose runs you want (its `.capstan/`), or \
+             run this inside its repository without --state-dir.",
+            store.display()
+        );
+        Ok((state, Some(missing)))
     }
 
     /// What no grant may reach: the state dir and the run store.
@@ -269,6 +283,11 @@ impl Cli {
 
     pub fn store(&self) -> Result<Arc<dyn RunStore>, Failure> {
         let path = self.store_path();
+        if let Some(missing) = &self.missing_store
+            && !path.is_file()
+        {
+            return Err(Failure::new(exit::USAGE, missing.clone()));
+        }
         let store = SqliteStore::open(&path).map_err(|e| {
             Failure::new(
                 exit::INTERNAL,
@@ -317,19 +336,34 @@ pub async fn prepare_pipeline(
     runtime: &Runtime,
     cli: &Cli,
 ) -> Result<Prepared, Failure> {
-    let file = pipeline.file.clone();
+    let file = pipeline.source.file.clone();
+    check_pipeline(pipeline, runtime, cli)
+        .await?
+        .map_err(|d| Failure::new(exit::PLUGIN_OR_GRANT, not_runnable(&d, &file)))
+}
+
+/// Load plugins and check grants: the problems found, or the pipeline
+/// ready to run.
+pub async fn check_pipeline(
+    pipeline: Pipeline,
+    runtime: &Runtime,
+    cli: &Cli,
+) -> Result<Result<Prepared, Diagnostics>, Failure> {
     let protected = cli.protected()?;
-    prepare(pipeline, runtime, &cli.cache(), &protected)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                exit::PLUGIN_OR_GRANT,
-                format!(
-                    "{e}\n{} cannot run until these are fixed; no stage ran.",
-                    file.display()
-                ),
-            )
-        })
+    Ok(prepare(pipeline, runtime, &cli.cache(), &protected).await)
+}
+
+/// The report of problems that stop `file` before it runs (exit code 4).
+pub fn not_runnable(problems: &Diagnostics, file: &Path) -> String {
+    let them = if problems.errors() == 1 {
+        "it is"
+    } else {
+        "they are"
+    };
+    problems.report(&format!(
+        ", so {} cannot run until {them} fixed; no stage ran.",
+        file.display()
+    ))
 }
 
 /// Who is acting: `--as`, or the first identity the environment gives
@@ -370,11 +404,8 @@ pub fn environment(pipeline: &Pipeline, given: Option<&str>) -> Result<String, F
 }
 
 pub fn warn_unrequested(prepared: &Prepared) {
-    for (stage, extra) in &prepared.unrequested {
-        eprintln!(
-            "warning: stage `{stage}` grants {} that its plugin does not request; they are ignored",
-            extra.join(", ")
-        );
+    for warning in prepared.warnings() {
+        eprintln!("{}", crate::text::block(&warning.to_string()));
     }
 }
 

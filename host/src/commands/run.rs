@@ -17,12 +17,16 @@ Examples:
   capstan run pipeline.toml --env production --only plan
   capstan run pipeline.toml --dry-run
 
-Each run is recorded in the run store (.capstan/capstan.db; see `capstan runs`,
-`capstan show`) and gets a directory .capstan/runs/<run-id>/ with run.json,
-outputs.json, audit.jsonl, logs/<stage>.log and stages/<stage>/ (the work dirs).
-A run holds its environment's lock from its first stage to its end, also while
-it waits for approval; a second run on the environment fails at once naming it,
-or waits with --wait.")]
+State lives in .capstan/ at the root of the git repository holding the pipeline
+file (beside the file outside a repository), wherever capstan is started; see
+--state-dir. Each run is recorded in its run store (.capstan/capstan.db; see
+`capstan runs`, `capstan show`) and gets a directory .capstan/runs/<run-id>/ with
+run.json, outputs.json, audit.jsonl, logs/<stage>.log and stages/<stage>/ (the
+work dirs). A run holds its environment's lock from its first stage to its end,
+also while it waits for approval; a second run on the environment fails at once
+naming it, or waits with --wait. Ctrl-C stops the run: its programs get SIGTERM,
+then SIGKILL after --stop-grace (at once on a second Ctrl-C); it is recorded as
+cancelled (exit code 8).")]
 pub struct Args {
     /// The pipeline file.
     pub pipeline: PathBuf,

@@ -92,7 +92,7 @@ pub fn run_tone(status: RunState) -> Tone {
         RunState::Succeeded => Tone::Good,
         RunState::Failed | RunState::Rejected => Tone::Bad,
         RunState::AwaitingApproval | RunState::Interrupted | RunState::Running => Tone::Attention,
-        RunState::Cancelled => Tone::Plain,
+        RunState::Cancelled => Tone::Stopped,
     }
 }
 
@@ -104,7 +104,8 @@ pub fn stage_tone(status: StageState) -> Tone {
         StageState::AwaitingApproval | StageState::Interrupted | StageState::Running => {
             Tone::Attention
         }
-        StageState::Skipped | StageState::Reused | StageState::Cancelled => Tone::Plain,
+        StageState::Cancelled => Tone::Stopped,
+        StageState::Skipped | StageState::Reused => Tone::Plain,
     }
 }
 

@@ -165,50 +165,32 @@ pub struct ExecGrant {
     pub timeout: Option<Duration>,
 }
 
-/// The same file read again for the places of grant patterns only, when one
-/// is refused (`Grants` keeps plain strings: that is what the capabilities
-/// match against). Unknown keys are ignored: the full model checked them.
-#[derive(Debug, Default, Deserialize)]
-pub struct PatternSpans {
-    #[serde(default)]
-    pub stages: IndexMap<String, StageSpans>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct StageSpans {
-    #[serde(default)]
-    pub grants: GrantSpans,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct GrantSpans {
-    #[serde(default)]
-    pub exec: Vec<ExecSpans>,
-    #[serde(default)]
-    pub connect: Vec<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ExecSpans {
-    #[serde(default)]
-    pub args: Vec<Spanned<String>>,
-}
-
 /// `Option<Duration>` as a humantime string (`"90s"`, `"10m"`).
 pub mod humantime_serde_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// The longest timeout a pipeline may set.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let Some(text) = Option::<String>::deserialize(d)? else {
             return Ok(None);
         };
-        humantime::parse_duration(&text).map(Some).map_err(|e| {
+        let duration = humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!(
                 "invalid duration `{text}` ({e}); write e.g. \"90s\" or \"10m\""
             ))
-        })
+        })?;
+        // Deadlines are computed as now + duration: bounded, they cannot
+        // overflow the clock.
+        if duration > MAX {
+            return Err(serde::de::Error::custom(format!(
+                "duration `{text}` is longer than 365 days, the longest allowed; write e.g. \"2h\""
+            )));
+        }
+        Ok(Some(duration))
     }
 
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

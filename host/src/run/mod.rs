@@ -109,7 +109,7 @@ pub async fn execute(
         }
         records.insert(record.name.clone(), record);
     }
-    let progress = Progress::start(opts.echo, progress::colour());
+    let progress = Progress::start(opts.echo);
     let semaphore = Arc::new(Semaphore::new(pipeline.concurrency));
     let mut ending: Option<tokio::task::JoinHandle<usize>> = None;
     let mut running = JoinSet::new();
@@ -379,6 +379,9 @@ fn stage_run(
     let config = scope
         .resolve(&stage.with)
         .map_err(|e| format!("cannot resolve `with`: {e}"))?;
+    if let Some(plugin) = prepared.plugins.get(&stage.plugin) {
+        config::check_resolved(pipeline, stage, plugin, &config)?;
+    }
     let upstream: Vec<wit::Upstream> = stage
         .needs
         .iter()

@@ -2,15 +2,15 @@
 //! themselves, every request is granted, every granted program exists.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use serde::Serialize;
 
+use crate::caps::exec::ExecPolicy;
 use crate::caps::fs::{GrantDir, Protected};
-use crate::caps::{self, GrantKind, Missing, StagePolicy};
-use crate::pipeline::Pipeline;
+use crate::caps::{self, GrantKind, PolicyError, StagePolicy};
+use crate::pipeline::{Diagnostic, Diagnostics, Part, Pipeline, Stage};
 use crate::runtime::Runtime;
 use crate::runtime::cache::{Cache, CacheUse};
 use crate::runtime::plugin::LoadedPlugin;
@@ -24,61 +24,27 @@ pub struct Prepared {
     pub unrequested: IndexMap<String, Vec<String>>,
 }
 
-/// Problems that stop a pipeline before it starts.
-#[derive(Debug, Default, Serialize)]
-pub struct PrepareErrors {
-    pub plugins: Vec<String>,
-    pub missing: Vec<(String, String, Missing)>,
-    pub programs: Vec<String>,
-    pub configs: Vec<String>,
-    /// Grants that would expose Capstan's own state, a component or a
-    /// program to a plugin.
-    pub grants: Vec<String>,
-}
-
-impl PrepareErrors {
-    fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
-            && self.missing.is_empty()
-            && self.programs.is_empty()
-            && self.configs.is_empty()
-            && self.grants.is_empty()
-    }
-}
-
-impl fmt::Display for PrepareErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for p in &self.plugins {
-            writeln!(f, "error: {p}")?;
-        }
-        for p in self
-            .programs
+impl Prepared {
+    /// Grants no plugin asked for, as warnings at the stage's grants.
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        let map = &self.pipeline.source;
+        self.unrequested
             .iter()
-            .chain(&self.configs)
-            .chain(&self.grants)
-        {
-            writeln!(f, "error: {p}")?;
-        }
-        for (stage, plugin, m) in &self.missing {
-            writeln!(
-                f,
-                "error: stage `{stage}` (plugin `{plugin}`) requests {} — \"{}\" — but the pipeline does not grant it.\n  add to the pipeline file:\n\n{}\n",
-                m.request.capability,
-                crate::text::inline(&m.request.reason),
-                indent(&m.toml)
-            )?;
-        }
-        Ok(())
+            .map(|(stage, extra)| {
+                map.error(
+                    &["stages", stage, "grants"],
+                    Part::Key,
+                    format!(
+                        "stage `{stage}` grants {} that its plugin does not request; they are ignored",
+                        extra.join(", ")
+                    ),
+                )
+                .help("remove them, or check that the stage uses the plugin you meant")
+                .stage(stage.as_str())
+                .warning()
+            })
+            .collect()
     }
-}
-
-impl std::error::Error for PrepareErrors {}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Load every plugin the pipeline declares and check every stage's grants.
@@ -92,26 +58,32 @@ pub async fn prepare(
     runtime: &Runtime,
     cache: &Cache,
     protected: &[Protected],
-) -> Result<Prepared, PrepareErrors> {
-    let mut errors = PrepareErrors::default();
+) -> Result<Prepared, Diagnostics> {
+    let mut errors = Vec::new();
     // Grants are opened and checked against Capstan's state before anything
     // is loaded: loading compiles plugins into the state dir's cache, which
     // must not be created inside a grant.
     let mut opened = HashMap::new();
+    let mut reach_state = Vec::new();
     for stage in pipeline.stages.values() {
         match caps::open_grants(stage) {
             Ok(granted) => {
-                errors
-                    .grants
-                    .extend(reached(&stage.name, &granted, protected, &[]));
+                reach_state.extend(reached(&pipeline, stage, &granted, protected, &[]));
                 opened.insert(stage.name.clone(), granted);
             }
-            Err(e) => errors.programs.push(format!("stage `{}`: {e}", stage.name)),
+            Err(e) => errors.extend(policy_errors(&pipeline, stage, &e)),
         }
     }
-    if !errors.grants.is_empty() {
-        return Err(errors);
-    }
+    // When a grant reaches the state dir, plugins are still loaded (to find
+    // every other problem too) but without the cache, so nothing is written.
+    let no_cache = Cache::disabled();
+    let cache = if reach_state.is_empty() {
+        cache
+    } else {
+        &no_cache
+    };
+    errors.extend(reach_state);
+    let map = &pipeline.source;
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
         match LoadedPlugin::load_validated(runtime, cache, plugin).await {
@@ -125,7 +97,11 @@ pub async fn prepare(
                 }
                 plugins.insert(name.clone(), Arc::new(loaded));
             }
-            Err(e) => errors.plugins.push(format!("plugin `{name}`: {e}")),
+            Err(e) => errors.push(map.error(
+                &["plugins", name, "path"],
+                Part::Value,
+                format!("plugin `{name}`: {e}"),
+            )),
         }
     }
     let mut policies = HashMap::new();
@@ -136,17 +112,25 @@ pub async fn prepare(
         };
         let requests = &plugin.info.requests;
         if let Some(schema) = &plugin.info.config_schema {
-            for problem in super::config::problems(schema, &stage.with, true) {
-                errors.configs.push(format!(
-                    "stage `{}` (plugin `{}`): {problem}",
-                    stage.name, stage.plugin
-                ));
-            }
+            errors.extend(config_errors(&pipeline, stage, schema));
         }
         for m in caps::check(stage, requests) {
-            errors
-                .missing
-                .push((stage.name.clone(), stage.plugin.clone(), m));
+            let help = format!("add to the pipeline file:\n\n{}", indent(&m.toml));
+            errors.push(
+                map.error(
+                    &["stages", &stage.name, "grants"],
+                    Part::Key,
+                    format!(
+                        "stage `{}` (plugin `{}`) requests {} — \"{}\" — but the pipeline does not grant it",
+                        stage.name,
+                        stage.plugin,
+                        m.request.capability,
+                        crate::text::inline(&m.request.reason),
+                    ),
+                )
+                .help(help)
+                .stage(stage.name.as_str()),
+            );
         }
         let extra = caps::unrequested(stage, requests);
         if !extra.is_empty() {
@@ -157,12 +141,12 @@ pub async fn prepare(
             Ok(policy) => {
                 policies.insert(stage.name.clone(), policy);
             }
-            Err(e) => errors.programs.push(format!("stage `{}`: {e}", stage.name)),
+            Err(e) => errors.extend(policy_errors(&pipeline, stage, &e)),
         }
     }
-    errors.grants = not_writable(&pipeline, &policies);
+    errors.extend(not_writable(&pipeline, &policies));
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(Diagnostics::new(errors));
     }
     Ok(Prepared {
         pipeline,
@@ -172,12 +156,104 @@ pub async fn prepare(
     })
 }
 
+/// The stage's `with` against its plugin's schema, each problem at its key
+/// or value. Values still holding a `${…}` reference are checked when the
+/// stage starts.
+fn config_errors(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    schema: &serde_json::Value,
+) -> Vec<Diagnostic> {
+    let map = &pipeline.source;
+    let prefix = format!("stage `{}` (plugin `{}`)", stage.name, stage.plugin);
+    match super::config::problems(schema, &stage.with, true) {
+        Ok(problems) => problems
+            .into_iter()
+            .map(|p| {
+                let mut path = vec!["stages", stage.name.as_str(), "with"];
+                path.extend(p.path.iter().map(String::as_str));
+                let mut d = map.error(&path, p.part, format!("{prefix}: {}", p.message));
+                d.help = p.help;
+                d.stage(stage.name.as_str())
+            })
+            .collect(),
+        Err(e) => vec![
+            map.error(
+                &["stages", &stage.name, "plugin"],
+                Part::Value,
+                format!("{prefix}: {e}"),
+            )
+            .help("the plugin is broken: tell its author, or use another version")
+            .stage(stage.name.as_str()),
+        ],
+    }
+}
+
+/// A grant of `stage` that cannot be used, at the grant. A missing program
+/// stops [`StagePolicy::new`] at the first one: every exec grant is tried
+/// again here so that all of them are reported at once.
+fn policy_errors(pipeline: &Pipeline, stage: &Stage, e: &PolicyError) -> Vec<Diagnostic> {
+    let map = &pipeline.source;
+    match e {
+        PolicyError::Program(_) => stage
+            .grants
+            .exec
+            .iter()
+            .enumerate()
+            .filter_map(|(i, grant)| {
+                let e = ExecPolicy::resolve(grant).err()?;
+                let i = i.to_string();
+                let path = ["stages", &stage.name, "grants", "exec", &i, "program"];
+                Some(
+                    map.error(&path, Part::Value, format!("stage `{}`: {e}", stage.name))
+                        .stage(stage.name.as_str()),
+                )
+            })
+            .collect(),
+        PolicyError::Dir { kind, path, .. } => vec![
+            map.error(
+                &grant_path(stage, *kind, path),
+                Part::Value,
+                format!("stage `{}`: {e}", stage.name),
+            )
+            .stage(stage.name.as_str()),
+        ],
+    }
+}
+
+/// Where the `kind` grant of `stage` naming the directory `dir` (canonical,
+/// as validated) is written.
+fn grant_path(stage: &Stage, kind: GrantKind, dir: &Path) -> Vec<String> {
+    let (key, dirs) = match kind {
+        GrantKind::Read => ("read", &stage.read_dirs),
+        GrantKind::Write => ("write", &stage.write_dirs),
+    };
+    let mut path = vec![
+        "stages".to_string(),
+        stage.name.clone(),
+        "grants".into(),
+        key.into(),
+    ];
+    if let Some(i) = dirs.iter().position(|d| d == dir) {
+        path.push(i.to_string());
+    }
+    path
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Write grants that reach what only the operator writes: the pipeline
 /// file itself (a stage that could edit it would grant itself anything on
 /// the next run), the plugins' components and the programs stages run.
-fn not_writable(pipeline: &Pipeline, policies: &HashMap<String, StagePolicy>) -> Vec<String> {
+fn not_writable(pipeline: &Pipeline, policies: &HashMap<String, StagePolicy>) -> Vec<Diagnostic> {
+    let map = &pipeline.source;
     let mut files: Vec<Protected> = Vec::new();
-    let mut locate = |path: &std::path::Path, what: String| match Protected::locate(path, what) {
+    let mut locate = |path: &Path, what: String| match Protected::locate(path, what) {
         Ok(p) => {
             files.push(p);
             None
@@ -185,50 +261,72 @@ fn not_writable(pipeline: &Pipeline, policies: &HashMap<String, StagePolicy>) ->
         Err(e) => Some(format!("cannot locate {}: {e}", path.display())),
     };
     if let Some(e) = locate(&pipeline.file, "the pipeline file".into()) {
-        return vec![e];
+        return vec![map.error_at(None, e)];
     }
     for (name, plugin) in &pipeline.plugins {
         if let Some(e) = locate(&plugin.path, format!("plugin `{name}`'s component")) {
-            return vec![e];
+            return vec![map.error(&["plugins", name, "path"], Part::Value, e)];
         }
     }
-    for policy in policies.values() {
+    for stage in pipeline.stages.values() {
+        let Some(policy) = policies.get(&stage.name) else {
+            continue;
+        };
         for program in &policy.exec {
             let what = format!("the program `{}`", program.program);
             match Protected::of_open_file(&program.path, &program.file.file, what) {
                 Ok(p) => files.push(p),
-                Err(e) => return vec![format!("cannot locate {}: {e}", program.path.display())],
+                Err(e) => {
+                    let at = stage
+                        .grants
+                        .exec
+                        .iter()
+                        .position(|g| g.program == program.program)
+                        .unwrap_or_default()
+                        .to_string();
+                    let path = ["stages", &stage.name, "grants", "exec", &at, "program"];
+                    let message = format!("cannot locate {}: {e}", program.path.display());
+                    return vec![map.error(&path, Part::Value, message)];
+                }
             }
         }
     }
     let mut problems = Vec::new();
     for stage in pipeline.stages.values() {
         if let Some(policy) = policies.get(&stage.name) {
-            problems.extend(reached(&stage.name, &policy.granted, &[], &files));
+            problems.extend(reached(pipeline, stage, &policy.granted, &[], &files));
         }
     }
     problems
 }
 
 /// The grants of `stage` that reach one of `protected` (any grant) or of
-/// `files` (write grants only), as messages.
+/// `files` (write grants only), each at the grant.
 fn reached(
-    stage: &str,
+    pipeline: &Pipeline,
+    stage: &Stage,
     granted: &[(GrantKind, GrantDir)],
     protected: &[Protected],
     files: &[Protected],
-) -> Vec<String> {
+) -> Vec<Diagnostic> {
+    let name = &stage.name;
     let mut problems = Vec::new();
     for (kind, dir) in granted {
+        let at = |message: String| {
+            pipeline
+                .source
+                .error(&grant_path(stage, *kind, &dir.path), Part::Value, message)
+                .stage(name.as_str())
+        };
         let writable = *kind == GrantKind::Write;
         // Walked once per grant, compared with everything protected.
         let lineage = match dir.lineage() {
             Ok(lineage) => lineage,
             Err(e) => {
-                problems.push(format!(
-                    "stage `{stage}`: cannot check the {kind} grant {}: {e}",
+                problems.push(at(format!(
+                    "stage `{name}`: cannot check the {kind} grant {}: {e}",
                     dir.path.display()
-                ));
+                )));
                 continue;
             }
         };
@@ -237,18 +335,22 @@ fn reached(
             .map(|p| (p, true))
             .chain(files.iter().filter(|_| writable).map(|p| (p, false)));
         if let Some((p, is_state)) = candidates.find(|(p, _)| p.overlaps(&lineage)) {
-            problems.push(format!(
-                "stage `{stage}`: the {kind} grant {} reaches {} ({}); grant a directory that \
-                     neither contains it nor lies inside it{}",
-                dir.path.display(),
-                p.what,
-                p.path.display(),
-                if is_state {
-                    ", or move Capstan's state with --state-dir / --store"
-                } else {
-                    ""
-                }
-            ));
+            problems.push(
+                at(format!(
+                    "stage `{name}`: the {kind} grant {} reaches {} ({})",
+                    dir.path.display(),
+                    p.what,
+                    p.path.display(),
+                ))
+                .help(format!(
+                    "grant a directory that neither contains it nor lies inside it{}",
+                    if is_state {
+                        ", or move Capstan's state with --state-dir / --store"
+                    } else {
+                        ""
+                    }
+                )),
+            );
         }
     }
     problems

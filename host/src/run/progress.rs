@@ -7,14 +7,16 @@
 //! long stage never looks hung.
 //!
 //! Everything shown that a plugin wrote is escaped (see [`crate::text`]).
+//! Colour follows `--color` and `NO_COLOR` (see [`crate::term::colour`]).
+//! Nothing here fails when stderr does (see [`crate::term::eprint`]).
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::term::{self, Stream};
 use crate::text::inline;
 
 /// A stage silent this long gets a "still running" line (not on a
@@ -59,12 +61,12 @@ fn current() -> Option<Progress> {
     CURRENT.get()?.lock().ok()?.clone()
 }
 
-/// Print a line of the host's above the stage lines (plain `eprintln!`
-/// when no run is displayed).
+/// Print a line of the host's above the stage lines (straight to stderr
+/// when no run is displayed). The crate's `eprintln!` comes here.
 pub fn println(text: &str) {
     match current() {
         Some(p) => p.print(text),
-        None => eprintln!("{text}"),
+        None => term::eprint(format_args!("{text}\n")),
     }
 }
 
@@ -86,9 +88,12 @@ impl Progress {
     /// Bars if stderr is a terminal, plain lines otherwise. The display
     /// becomes the current one (see [`println`], [`suspend`]) until
     /// [`Progress::finish`].
-    pub fn start(echo: bool, colour: bool) -> Progress {
-        let bars = std::io::stderr()
-            .is_terminal()
+    pub fn start(echo: bool) -> Progress {
+        let colour = term::colour(Stream::Stderr);
+        // indicatif styles through `console`, whose own rule knows neither
+        // `--color` nor `NO_COLOR`: ours decides.
+        console::set_colors_enabled_stderr(colour);
+        let bars = term::is_terminal(Stream::Stderr)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         let progress = Progress {
             inner: Arc::new(Inner {
@@ -185,14 +190,13 @@ impl Progress {
 
     /// A host line above the stage lines.
     fn print(&self, text: &str) {
-        match &self.inner.bars {
-            Some(bars) if !bars.is_hidden() => {
-                if bars.println(text).is_err() {
-                    eprintln!("{text}");
-                }
-            }
-            _ => eprintln!("{text}"),
+        if let Some(bars) = &self.inner.bars
+            && !bars.is_hidden()
+            && bars.println(text).is_ok()
+        {
+            return;
         }
+        term::eprint(format_args!("{text}\n"));
     }
 
     fn stages(&self) -> &Mutex<HashMap<String, Running>> {
@@ -244,11 +248,6 @@ impl Progress {
         };
         style.force_styling(true).apply_to(line).to_string()
     }
-}
-
-/// Whether to colour stderr: a terminal, and no `NO_COLOR`.
-pub fn colour() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `12:01:02 <line>`: the local time of day, for logs read later.
