@@ -24,6 +24,17 @@ const PLUGINS: &[(&str, &str)] = &[
     ("capstan_command.wasm", capstan_test_artifacts::COMMAND),
 ];
 
+/// The example's stages, in order.
+const STAGES: [&str; 7] = [
+    "build",
+    "lint",
+    "plan",
+    "approve",
+    "apply",
+    "configure",
+    "smoke",
+];
+
 /// Copy the example (not what earlier runs left in work/) into the sandbox;
 /// `edit` may change the pipeline text. Returns the pipeline path.
 pub fn example(sb: &Sandbox, edit: impl FnOnce(String) -> String) -> PathBuf {
@@ -72,15 +83,7 @@ fn dev_runs_green_then_a_second_run_changes_nothing_and_policy_is_enforced() {
     let pipeline = example(&sb, |t| t);
     let (code, stderr, first) = run(&sb, &pipeline, &["--env", "dev"]);
     assert_eq!(code, 0, "{stderr}");
-    for stage in [
-        "build",
-        "lint",
-        "plan",
-        "approve",
-        "apply",
-        "configure",
-        "smoke",
-    ] {
+    for stage in STAGES {
         assert_eq!(
             first.status(stage),
             "succeeded",
@@ -407,15 +410,7 @@ fn production_on_a_terminal_prompts_and_refuses_self_approval() {
     );
     prompt_is_intact(&screen, "comment (optional): ");
     // Finished stages scroll above the spinners, coloured by their mark.
-    for stage in [
-        "build",
-        "lint",
-        "plan",
-        "approve",
-        "apply",
-        "configure",
-        "smoke",
-    ] {
+    for stage in STAGES {
         let done = format!("\x1b[32m✓ {stage} (");
         assert!(screen.contains(&done), "{done:?} not on:\n{screen}");
     }

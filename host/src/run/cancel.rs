@@ -180,14 +180,9 @@ impl std::fmt::Display for Orphan {
 pub fn orphans(store: &dyn RunStore, run: &str) -> Result<Vec<Orphan>, StoreError> {
     Ok(store
         .audit_events(run)?
-        .into_iter()
-        .filter(|e| e.capability == AuditKind::ExecStarted)
-        .filter_map(|e| {
-            Some(Orphan {
-                owner: serde_json::from_value(e.detail.clone()).ok()?,
-                program: e.detail["program"].as_str().unwrap_or("?").to_string(),
-            })
-        })
+        .iter()
+        .filter_map(|e| e.started_program())
+        .map(|(program, owner)| Orphan { owner, program })
         .filter(|o| o.owner.is_alive())
         .collect())
 }

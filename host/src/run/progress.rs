@@ -154,6 +154,13 @@ impl Progress {
         );
     }
 
+    /// Whether log lines show anywhere (echoed, or on a spinner line): with
+    /// `-q` and no terminal they do not, and the log sink need not split
+    /// its output into lines for nothing.
+    pub fn wants_lines(&self) -> bool {
+        self.inner.echo || self.inner.bars.is_some()
+    }
+
     /// A whole line of `stage`'s log (plugin text, not yet escaped).
     pub fn output(&self, stage: &str, line: &str) {
         let line = line.trim_end_matches(['\n', '\r']);

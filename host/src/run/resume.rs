@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::StageRecord;
 use crate::pipeline::Pipeline;
-use crate::store::{
-    AuditKind, AuditRow, Owner, RunRow, RunState, StageRow, StageState, latest_attempts,
-};
+use crate::store::{AuditRow, Owner, RunRow, RunState, StageRow, StageState, latest_attempts};
 use crate::text::inline;
 
 /// How long to wait for a left-over program of a stage the pipeline no
@@ -175,12 +173,12 @@ pub fn leftovers(
 ) -> Vec<Leftover> {
     events
         .iter()
-        .filter(|e| e.capability == AuditKind::ExecStarted && interrupted.contains(&e.stage))
+        .filter(|e| interrupted.contains(&e.stage))
         .filter_map(|e| {
-            let child = serde_json::from_value::<Owner>(e.detail.clone()).ok()?;
+            let (program, child) = e.started_program()?;
             Some(Leftover {
                 stage: e.stage.clone(),
-                program: e.detail["program"].as_str().unwrap_or("?").to_string(),
+                program,
                 child,
                 limit: pipeline
                     .stages
@@ -211,6 +209,7 @@ mod tests {
     use super::*;
     use crate::run::stage::StageStatus;
     use crate::run::testing::{PIPELINE, Runs, attempt, exec_started, pipeline, sleeper};
+    use crate::store::AuditKind;
 
     #[test]
     fn paused_interrupted_and_failed_runs_resume() {

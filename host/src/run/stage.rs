@@ -88,7 +88,10 @@ impl StageRun {
     /// Run attempt number `attempt` of the stage.
     pub async fn run(self, attempt: u32) -> StageStatus {
         let stage = self.stage();
-        let live = Some((self.progress.clone(), stage.name.clone()));
+        let live = self
+            .progress
+            .wants_lines()
+            .then(|| (self.progress.clone(), stage.name.clone()));
         let sink = match LogSink::create(&self.log_path, stage.max_output, live) {
             Ok(sink) => sink,
             Err(e) => {

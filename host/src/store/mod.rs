@@ -177,6 +177,19 @@ pub struct AuditRow {
     pub reason: Option<String>,
 }
 
+impl AuditRow {
+    /// For an `exec-started` event: the program a stage started and its
+    /// process (which may outlive the host that started it).
+    pub fn started_program(&self) -> Option<(String, Owner)> {
+        if self.capability != AuditKind::ExecStarted {
+            return None;
+        }
+        let owner = serde_json::from_value(self.detail.clone()).ok()?;
+        let program = self.detail["program"].as_str().unwrap_or("?").to_string();
+        Some((program, owner))
+    }
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
