@@ -47,8 +47,11 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
         "repo/deploy/pipeline.toml",
         &sb.fill(&format!(
             "[pipeline]\nname = \"stoppable\"\nenvironments = [\"production\"]\n\
-             [plugins.adversary]\npath = \"{{adversary}}\"\n{}\n{}",
+             [plugins.adversary]\npath = \"{{adversary}}\"\n{}\n{}\n{}",
             adversary_stage("hang", r#"{ action = "exec-hang" }"#, ""),
+            // A second stage holding a program at the same time: a stop
+            // reaches every stage's programs, not one.
+            adversary_stage("hang2", r#"{ action = "exec-hang" }"#, ""),
             adversary_stage("quick", r#"{ action = "env", name = "GRANTED_VAR" }"#, ""),
         )),
     );
@@ -65,6 +68,15 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
     let state = repo.join(".capstan");
     let (run_dir, sleep) = started(&state, "sleep");
     let id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let sleeps = eventually(Duration::from_secs(60), "both stages start sleep", || {
+        let pids: Vec<i64> = started_programs(&run_dir)
+            .into_iter()
+            .filter(|(p, _)| p == "sleep")
+            .map(|(_, pid)| pid)
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    });
+    assert!(sleeps.contains(&sleep));
     // Not on a terminal, with -q: a silent stage is said to be still running.
     eventually(Duration::from_secs(60), "a still-running line", || {
         first
@@ -112,10 +124,12 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
     assert_eq!(cancel.code, 0, "{cancel:?}");
     let (ran, _) = first.wait(Duration::from_secs(300));
     assert_eq!(ran.code, 8, "{ran:?}");
-    assert!(
-        !alive(sleep),
-        "sleep (pid {sleep}) outlived the cancelled run"
-    );
+    for sleep in sleeps {
+        assert!(
+            !alive(sleep),
+            "sleep (pid {sleep}) outlived the cancelled run"
+        );
+    }
     // Timestamped progress lines.
     let stamped = regex::Regex::new(r"(?m)^\d\d:\d\d:\d\d ▶ hang started$").unwrap();
     assert!(stamped.is_match(&ran.stderr), "{ran:?}");
@@ -139,6 +153,13 @@ fn state_follows_the_pipeline_and_cancel_stops_a_live_run() {
         .find(|s| s["name"] == "hang")
         .unwrap();
     assert_eq!(hang["status"], "cancelled", "{show:#}");
+    let hang2 = show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hang2")
+        .unwrap();
+    assert_eq!(hang2["status"], "cancelled", "{show:#}");
     let message = hang["message"].as_str().unwrap();
     assert!(
         message.contains("carol") && message.contains("wrong image"),
