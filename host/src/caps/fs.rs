@@ -97,6 +97,12 @@ impl GrantDir {
         lineage_of(self.dir.try_clone()?)
     }
 
+    /// The open directory, for rules that bind it (Landlock).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.dir.as_fd()
+    }
+
     /// Open `relative` beneath this directory: `..` and symlinks are
     /// resolved but never leave it (cap-std).
     pub fn open_dir_beneath(&self, relative: &Path) -> io::Result<OwnedFd> {
@@ -142,6 +148,18 @@ fn lineage_of(dir: File) -> io::Result<Vec<Identity>> {
         out.push(id);
         current = parent;
     }
+}
+
+/// Identities of `path` (a file or a directory) and of each of its parents.
+pub fn path_lineage(path: &Path) -> io::Result<Vec<Identity>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return lineage_of(File::open(path)?);
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let mut out = vec![Identity::of(&meta)];
+    out.extend(lineage_of(File::open(parent)?)?);
+    Ok(out)
 }
 
 /// Identities of the nearest existing parent of `path` and of its parents.

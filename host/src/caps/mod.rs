@@ -267,13 +267,14 @@ impl StagePolicy {
         stage: &Stage,
         requests: &[Request],
         granted: Vec<(GrantKind, fs::GrantDir)>,
+        sandbox: &crate::pipeline::Sandbox,
     ) -> Result<StagePolicy, PolicyError> {
         let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
         // Every grant is resolved, requested or not: a granted program that
         // is missing is a broken pipeline either way.
         let mut exec = Vec::new();
         for grant in &stage.grants.exec {
-            let policy = exec::ExecPolicy::resolve(grant)?;
+            let policy = exec::ExecPolicy::resolve(grant, sandbox)?;
             if asks_exec(requests, &grant.program) {
                 exec.push(policy);
             }
@@ -366,11 +367,11 @@ mod tests {
             missing[0].toml
         );
         // Each program keeps its own grant: `*` admits what is granted, as granted.
-        let policy = StagePolicy::new(&two, &star, Vec::new()).unwrap();
+        let policy = StagePolicy::new(&two, &star, Vec::new(), &Default::default()).unwrap();
         let programs: Vec<&str> = policy.exec.iter().map(|p| p.program.as_str()).collect();
         assert_eq!(programs, ["sh", "true"]);
         assert_eq!(policy.exec[0].args, ["-c", "*"]);
-        let policy = StagePolicy::new(&two, &named, Vec::new()).unwrap();
+        let policy = StagePolicy::new(&two, &named, Vec::new(), &Default::default()).unwrap();
         assert_eq!(policy.exec.len(), 1);
         assert_eq!(
             Capability::ExecGranted.to_string(),

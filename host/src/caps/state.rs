@@ -15,6 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::approval::{ApprovalHost, RunInfo};
 use super::audit::StageAudit;
+use super::exec::sandbox::StageSandbox;
 use super::exec::{ExecPolicy, ProcessHost};
 use super::fs::GrantDir;
 use super::limits::{Limiter, stage_handle_cap};
@@ -67,6 +68,7 @@ pub struct StageStateBuilder {
     work_dir: PathBuf,
     capture_cap: usize,
     stop: Option<Stop>,
+    sandbox: Option<Arc<StageSandbox>>,
     connect: Vec<String>,
     approval: Option<Approval>,
 }
@@ -97,6 +99,7 @@ impl StageStateBuilder {
             work_dir: PathBuf::from("/nonexistent"),
             capture_cap: 0,
             stop: None,
+            sandbox: None,
             connect: Vec::new(),
             approval: None,
         }
@@ -132,19 +135,21 @@ impl StageStateBuilder {
     }
 
     /// Programs the plugin may start, with the stage work dir (their
-    /// default cwd); a cwd must lie beneath one of the preopened dirs. None
-    /// starts once `stop` is requested.
+    /// default cwd), confined by `sandbox`; a cwd must lie beneath one of
+    /// the preopened dirs. None starts once `stop` is requested.
     pub fn exec(
         mut self,
         policies: Vec<ExecPolicy>,
         work_dir: PathBuf,
         capture_cap: usize,
         stop: Stop,
+        sandbox: Option<Arc<StageSandbox>>,
     ) -> Self {
         self.exec = policies;
         self.work_dir = work_dir;
         self.capture_cap = capture_cap;
         self.stop = Some(stop);
+        self.sandbox = sandbox;
         self
     }
 
@@ -210,6 +215,7 @@ impl StageStateBuilder {
                 deadline: self.deadline,
                 capture_cap: self.capture_cap,
                 stop: self.stop,
+                sandbox: self.sandbox,
             },
             network: NetworkHost {
                 patterns: self.connect,

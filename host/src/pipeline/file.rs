@@ -20,6 +20,73 @@ pub struct PipelineFile {
     pub stages: IndexMap<Spanned<String>, StageEntry>,
     #[serde(default)]
     pub rollback: Option<Spanned<RollbackEntry>>,
+    #[serde(default)]
+    pub sandbox: SandboxEntry,
+}
+
+/// `[sandbox]`: how the programs that stages start are confined (see
+/// `caps::exec::sandbox`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxEntry {
+    /// Refuse to run where the kernel lacks Landlock (default `true`);
+    /// `false` runs children without file rules there, and says so.
+    #[serde(default)]
+    pub require: Option<bool>,
+    /// Whether every child may read and execute the default system
+    /// locations (`/usr`, `/lib*`, `/bin`, a few `/etc` entries; default
+    /// `true`). `false` leaves only `read` below and the stage's grants.
+    #[serde(default)]
+    pub system: Option<bool>,
+    /// More paths every child may read and execute (absolute, or relative
+    /// to the pipeline file), e.g. a tool installed under `/opt`.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// The network of exec grants that do not set their own.
+    #[serde(default)]
+    pub network: Option<Network>,
+    /// Limits of exec grants that do not set their own.
+    #[serde(default)]
+    pub limits: ChildLimits,
+}
+
+/// What network a started program sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, strum::Display)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum Network {
+    /// A network namespace of its own with no interface up: every connect
+    /// fails, loopback included.
+    None,
+    /// A network namespace of its own with only `lo` up: it reaches what it
+    /// starts itself, nothing of the host.
+    Loopback,
+    /// The host's network.
+    Host,
+}
+
+/// Resource limits of one started program (and, for `processes`, all it
+/// starts). Unset fields take `[sandbox.limits]`, then the defaults.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildLimits {
+    /// Open files per process (`RLIMIT_NOFILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// Processes and threads alive at once in the program's whole tree (a
+    /// cgroup's `pids.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// CPU time per process (`RLIMIT_CPU`), e.g. `"30m"`.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cpu: Option<Duration>,
+    /// Address space per process (`RLIMIT_AS`), e.g. `"8GiB"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_space: Option<bytesize::ByteSize>,
 }
 
 /// `[rollback]`: how `capstan rollback` redeploys an earlier run.
@@ -163,6 +230,17 @@ pub struct ExecGrant {
     /// Upper bound for one run of this program, e.g. `"5m"`.
     #[serde(default, with = "humantime_serde_opt")]
     pub timeout: Option<Duration>,
+    /// The network the program sees (default: `[sandbox] network`, else
+    /// `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// Its resource limits (unset ones: `[sandbox.limits]`, then defaults).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub limits: ChildLimits,
+}
+
+fn is_default(limits: &ChildLimits) -> bool {
+    limits == &ChildLimits::default()
 }
 
 /// `Option<Duration>` as a humantime string (`"90s"`, `"10m"`).

@@ -12,6 +12,7 @@ mod fuzz;
 pub mod interpolate;
 pub mod patterns;
 pub mod read;
+pub mod sandbox;
 pub mod source;
 mod validator;
 
@@ -25,7 +26,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use file::{ExecGrant, Grants};
+pub use file::{ChildLimits, ExecGrant, Grants, Network};
+pub use sandbox::Sandbox;
 pub use source::{Part, SourceMap};
 
 /// Why `name` cannot name a stage: only letters, digits, `_` and `-`, at
@@ -78,6 +80,8 @@ pub struct Pipeline {
     /// `[rollback] reuse`: stages whose outputs a rollback takes from the
     /// run it redeploys (empty: the pipeline cannot be rolled back).
     pub rollback_reuse: Vec<String>,
+    /// `[sandbox]`: how the programs stages start are confined.
+    pub sandbox: Sandbox,
     /// The file's text and the places of its entries, for problems found
     /// later (plugin schemas, grants, programs) to point at.
     pub source: Arc<SourceMap>,

@@ -126,6 +126,11 @@ impl Validator<'_> {
             }
         }
         let rollback_reuse = self.rollback(&raw);
+        let sandbox =
+            super::sandbox::validate(&raw.sandbox, self.dir, self.map).unwrap_or_else(|problems| {
+                self.errors.extend(problems);
+                Default::default()
+            });
         if !self.errors.is_empty() {
             return Err(Diagnostics::new(self.errors));
         }
@@ -151,6 +156,7 @@ impl Validator<'_> {
             stages,
             digest: String::new(),
             rollback_reuse,
+            sandbox,
             source: self.map.clone(),
         })
     }
@@ -241,6 +247,17 @@ impl Validator<'_> {
                     grant.program, problem.message
                 );
                 self.stage_error(stage, span, message, problem.help);
+            }
+            for (key, value) in [
+                ("open_files", grant.limits.open_files),
+                ("processes", grant.limits.processes),
+            ] {
+                if value == Some(0) {
+                    let e = e.to_string();
+                    let path = ["stages", stage, "grants", "exec", &e, "limits", key];
+                    let d = super::sandbox::zero_limit(self.map, &path, key);
+                    self.errors.push(d.stage(stage));
+                }
             }
         }
         for (c, pattern) in grants.connect.iter().enumerate() {

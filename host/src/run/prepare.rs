@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use crate::caps::exec::ExecPolicy;
+use crate::caps::exec::{ExecPolicy, sandbox};
 use crate::caps::fs::{GrantDir, Protected};
 use crate::caps::{self, GrantKind, PolicyError, StagePolicy};
 use crate::pipeline::{Diagnostic, Diagnostics, Part, Pipeline, Stage};
@@ -83,6 +83,7 @@ pub async fn prepare(
         &no_cache
     };
     errors.extend(reach_state);
+    errors.extend(sandbox_errors(&pipeline, protected));
     let map = &pipeline.source;
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
@@ -137,7 +138,7 @@ pub async fn prepare(
             unrequested.insert(stage.name.clone(), extra);
         }
         let granted = opened.remove(&stage.name).unwrap_or_default();
-        match StagePolicy::new(stage, requests, granted) {
+        match StagePolicy::new(stage, requests, granted, &pipeline.sandbox) {
             Ok(policy) => {
                 policies.insert(stage.name.clone(), policy);
             }
@@ -201,7 +202,7 @@ fn policy_errors(pipeline: &Pipeline, stage: &Stage, e: &PolicyError) -> Vec<Dia
             .iter()
             .enumerate()
             .filter_map(|(i, grant)| {
-                let e = ExecPolicy::resolve(grant).err()?;
+                let e = ExecPolicy::resolve(grant, &pipeline.sandbox).err()?;
                 let i = i.to_string();
                 let path = ["stages", &stage.name, "grants", "exec", &i, "program"];
                 Some(
@@ -350,6 +351,39 @@ fn reached(
                         ""
                     }
                 )),
+            );
+        }
+    }
+    problems
+}
+
+/// What keeps the stages' programs from being confined: a kernel without
+/// Landlock (unless `[sandbox] require = false`), or a location every
+/// program may read that holds Capstan's state (Landlock cannot carve it
+/// out again).
+fn sandbox_errors(pipeline: &Pipeline, protected: &[Protected]) -> Vec<Diagnostic> {
+    let map = &pipeline.source;
+    let mut problems = Vec::new();
+    let execs = pipeline.stages.values().any(|s| !s.grants.exec.is_empty());
+    if execs && pipeline.sandbox.require && sandbox::landlock_abi().is_none() {
+        problems.push(
+            map.error(&["sandbox"], Part::Key, "this kernel has no Landlock, so the programs stages start cannot be confined to their grants")
+                .help("run on Linux 5.13 or later with `landlock` in its LSM list (`cat /sys/kernel/security/lsm`), or accept unconfined programs with `[sandbox] require = false` (`capstan audit` shows it)"),
+        );
+    }
+    for path in &pipeline.sandbox.read {
+        let Ok(lineage) = caps::fs::path_lineage(path) else {
+            continue;
+        };
+        if let Some(p) = protected.iter().find(|p| p.overlaps(&lineage)) {
+            problems.push(
+                map.error(&["sandbox"], Part::Key, format!(
+                    "every program stages start may read {} ([sandbox] read, or a default system location), which reaches {} ({})",
+                    path.display(),
+                    p.what,
+                    p.path.display()
+                ))
+                .help("keep Capstan's state out of the locations programs may read: move it with --state-dir / --store, or narrow [sandbox] read (`system = false` drops the defaults)"),
             );
         }
     }

@@ -16,10 +16,11 @@ use super::stop::Stop;
 use crate::bindings::capstan::plugin::types as wit;
 use crate::caps::approval::RunInfo;
 use crate::caps::audit::{AuditLog, StageAudit};
+use crate::caps::exec::sandbox::{StageDirs, StageSandbox};
 use crate::caps::fs::GrantDir;
 use crate::caps::log::LogSink;
 use crate::caps::state::{StageState, StageStateBuilder};
-use crate::caps::{StagePolicy, env};
+use crate::caps::{GrantKind, StagePolicy, env};
 use crate::pipeline::Stage;
 use crate::runtime::Runtime;
 use crate::runtime::plugin::LoadedPlugin;
@@ -134,6 +135,9 @@ impl StageRun {
         ) {
             start.extend(caps);
         }
+        if let (Some(start), Some(sandbox)) = (start.as_object_mut(), &state.process.sandbox) {
+            start.insert("sandbox".into(), json!(sandbox.rules));
+        }
         audit.host(AuditKind::Stage, true, start, None);
         let mut store = self.runtime.store(state, deadline);
         let call = async {
@@ -247,13 +251,22 @@ impl StageRun {
             GrantDir::open(path)
                 .map_err(|e| format!("cannot open the stage directory {}: {e}", path.display()))
         };
+        let work = open(&self.work_dir)?;
+        let upstream = self
+            .upstream_dirs
+            .iter()
+            .map(open)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut writable: Vec<GrantDir> = p.write_dirs.clone();
-        writable.push(open(&self.work_dir)?);
+        writable.push(work.clone());
         let mut readable: Vec<GrantDir> = p.read_dirs.clone();
-        for path in &self.upstream_dirs {
-            readable.push(open(path)?);
-        }
+        readable.extend(upstream.iter().cloned());
         readable.retain(|r| !writable.iter().any(|w| w.id == r.id));
+        let sandbox = if p.exec.is_empty() {
+            None
+        } else {
+            Some(Arc::new(self.sandbox(work, upstream)?))
+        };
         let mut state = StageStateBuilder::new(audit.clone(), sink.clone(), deadline)
             .memory(self.stage().memory as usize, memory)
             .env(&env::select(&p.env, std::env::vars()));
@@ -269,6 +282,7 @@ impl StageRun {
                 self.work_dir.clone(),
                 CAPTURE_CAP,
                 self.stop.clone(),
+                sandbox,
             )
             .connect(p.connect.clone());
         if p.approval {
@@ -280,6 +294,30 @@ impl StageRun {
             );
         }
         Ok(state.build())
+    }
+
+    /// The sandbox of the stage's programs: they may read the read grants
+    /// and `upstream` work dirs, and write the `work` dir and write grants,
+    /// whether or not the plugin itself asked for
+    /// those directories: the pipeline granted them to the stage.
+    fn sandbox(&self, work: GrantDir, upstream: Vec<GrantDir>) -> Result<StageSandbox, String> {
+        let p = self.policy();
+        let mut write = vec![work];
+        let mut read = upstream;
+        for (kind, dir) in &p.granted {
+            match kind {
+                GrantKind::Write => write.push(dir.clone()),
+                GrantKind::Read => read.push(dir.clone()),
+            }
+        }
+        read.retain(|r| !write.iter().any(|w| w.id == r.id));
+        let dirs = StageDirs {
+            read: &read,
+            write: &write,
+            programs: p.exec.iter().map(|e| &e.file.file).collect(),
+        };
+        StageSandbox::new(&self.name, &self.prepared.pipeline.sandbox, dirs)
+            .map_err(|e| format!("stage `{}`: {e}", self.name))
     }
 
     fn timed_out(&self) -> String {

@@ -2,11 +2,13 @@
 //! checking it against the stage's exec grants, streams its output to the
 //! stage log (through files, see [`super::child_output`]), records it in the
 //! audit log, and kills its whole process group on timeout or when the stage
-//! is cancelled.
+//! is cancelled. Every child starts confined by the stage's sandbox
+//! ([`super::sandbox`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -16,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::child_output::ChildOutput;
 use super::policy::{self as exec, Denial, ExecPolicy};
+use super::sandbox::StageSandbox;
 use crate::bindings::capstan::plugin::process as wit;
 use crate::caps::audit::StageAudit;
 use crate::caps::fs;
@@ -39,6 +42,9 @@ pub struct ProcessHost {
     pub capture_cap: usize,
     /// The run's stop switch: no program starts once the run is stopping.
     pub stop: Option<Stop>,
+    /// File rules and private temporary directory of every child (`None`
+    /// only where no program is granted).
+    pub sandbox: Option<Arc<StageSandbox>>,
 }
 
 /// Kills the child's process group when dropped, so a cancelled stage (its
@@ -134,7 +140,18 @@ impl ProcessHost {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        let env = exec::child_env(policy, std::env::vars(), &self.work_dir, &cmd.env);
+        let Some(sandbox) = self.sandbox.clone() else {
+            return Ok(Err(
+                self.deny(&cmd, "no sandbox was set up for this stage".into())
+            ));
+        };
+        let env = exec::child_env(
+            policy,
+            std::env::vars(),
+            &self.work_dir,
+            Some(sandbox.tmp()),
+            &cmd.env,
+        );
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let timeout = [
             cmd.timeout_ms.map(Duration::from_millis),
@@ -146,7 +163,12 @@ impl ProcessHost {
         .min()
         .unwrap_or(remaining);
         let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged });
+        let confinement = json!({
+            "files": sandbox.rules.enforced,
+            "network": policy.network,
+            "limits": policy.limits,
+        });
+        let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged, "sandbox": confinement });
         self.audit.allowed(AuditKind::Exec, detail.clone());
         self.log
             .line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
@@ -165,20 +187,22 @@ impl ProcessHost {
         // copy of our descriptor (`/proc/self/fd/N` in the child is that
         // open directory, not a path that could be re-pointed).
         command.current_dir(fs::fd_path(&cwd_dir));
-        if policy.file.script {
-            let program_fd = policy.file.file.as_raw_fd();
-            // SAFETY: one async-signal-safe call between fork and exec: the
-            // script's descriptor stays open across exec, for its
-            // interpreter to open. (Only scripts pay for fork; binaries are
-            // started with posix_spawn.)
-            unsafe {
-                command.pre_exec(move || {
-                    if clear_cloexec(program_fd) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        let setup = sandbox.child(policy.network, policy.limits, Vec::new(), false);
+        let script = policy.file.script.then(|| policy.file.file.as_raw_fd());
+        // SAFETY: between fork and exec the child only makes system calls
+        // (`ChildSetup::apply` allocates nothing and takes no lock).
+        unsafe {
+            command.pre_exec(move || {
+                setup.apply()?;
+                // A script's descriptor stays open across exec, for its
+                // interpreter to open.
+                if let Some(fd) = script
+                    && clear_cloexec(fd) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let mut child = match command
             .arg0(&policy.path)
@@ -199,7 +223,7 @@ impl ProcessHost {
             Ok(child) => child,
             Err(e) => {
                 let reason = format!(
-                    "cannot start `{}` ({}): {e}",
+                    "cannot start `{}` ({}) in its sandbox: {e}",
                     cmd.program,
                     policy.path.display()
                 );

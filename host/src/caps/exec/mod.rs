@@ -7,6 +7,7 @@
 pub mod child_output;
 mod host;
 mod policy;
+pub mod sandbox;
 pub mod tree;
 
 use wasmtime::component::{HasSelf, Linker};

@@ -16,7 +16,8 @@ use thiserror::Error;
 use wildmatch::WildMatch;
 
 use crate::caps::env;
-use crate::pipeline::ExecGrant;
+use crate::pipeline::sandbox::{Limits, Sandbox};
+use crate::pipeline::{ExecGrant, Network};
 
 /// A program the pipeline lets a stage start, resolved when it loads.
 #[derive(Debug, Clone)]
@@ -30,6 +31,10 @@ pub struct ExecPolicy {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
+    /// The network it sees and its limits (the grant's, else the
+    /// pipeline's `[sandbox]` defaults).
+    pub network: Network,
+    pub limits: Limits,
     /// The program file that was hashed, kept open: children run this very
     /// file (exec'd from the descriptor), never whatever `path` leads to later.
     pub file: Arc<ProgramFile>,
@@ -161,8 +166,9 @@ pub enum Denial {
 }
 
 impl ExecPolicy {
-    /// Resolve a grant's program to an absolute path and check its pin.
-    pub fn resolve(grant: &ExecGrant) -> Result<ExecPolicy, ResolveError> {
+    /// Resolve a grant's program to an absolute path and check its pin;
+    /// its network and limits come from the grant, else from `sandbox`.
+    pub fn resolve(grant: &ExecGrant, sandbox: &Sandbox) -> Result<ExecPolicy, ResolveError> {
         let path = which::which(&grant.program).map_err(|e| ResolveError::NotFound {
             program: grant.program.clone(),
             reason: e.to_string(),
@@ -192,6 +198,8 @@ impl ExecPolicy {
             args: grant.args.clone(),
             env: grant.env.clone(),
             timeout: grant.timeout,
+            network: sandbox.network(grant),
+            limits: sandbox.limits(grant),
             file: Arc::new(ProgramFile::new(file, stamp)),
         })
     }
@@ -316,12 +324,14 @@ pub fn find<'a>(policies: &'a [ExecPolicy], program: &str) -> Result<&'a ExecPol
 }
 
 /// The child's environment: a baseline (`PATH` from the host, `HOME` = the
-/// stage work dir), the host variables the grant passes through, then the
-/// plugin's own variables (already checked against the grant).
+/// stage work dir), the host variables the grant passes through, `TMPDIR`
+/// = the sandbox's private directory (the host's `/tmp` is out of reach),
+/// then the plugin's own variables (already checked against the grant).
 pub fn child_env(
     policy: &ExecPolicy,
     host: impl IntoIterator<Item = (String, String)>,
     work_dir: &Path,
+    tmp: Option<&Path>,
     plugin_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let host: Vec<(String, String)> = host.into_iter().collect();
@@ -336,6 +346,9 @@ pub fn child_env(
     set("HOME", &work_dir.to_string_lossy());
     for (k, v) in env::select(&policy.env, host.iter().cloned()) {
         set(&k, &v);
+    }
+    if let Some(tmp) = tmp {
+        set("TMPDIR", &tmp.to_string_lossy());
     }
     for (k, v) in plugin_env {
         set(k, v);
@@ -357,6 +370,8 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|s| s.to_string()).collect(),
             timeout: None,
+            network: Network::Host,
+            limits: Sandbox::default().limits,
             file: Arc::new(ProgramFile::new(file, stamp)),
         }
     }
@@ -370,7 +385,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         let grant: ExecGrant =
             toml::from_str(&format!("program = {:?}", path.to_str().unwrap())).unwrap();
-        let policy = ExecPolicy::resolve(&grant).unwrap();
+        let policy = ExecPolicy::resolve(&grant, &Sandbox::default()).unwrap();
         assert!(policy.unchanged());
         // Another file renamed over the path: the open one is untouched
         // (only its link count, and so its ctime, changed).
@@ -380,7 +395,7 @@ mod tests {
         std::fs::rename(&new, &path).unwrap();
         assert!(policy.unchanged());
         // The open file itself rewritten (through another name for it).
-        let policy = ExecPolicy::resolve(&grant).unwrap();
+        let policy = ExecPolicy::resolve(&grant, &Sandbox::default()).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&path, "#!/bin/sh\necho edited\n").unwrap();
         assert!(!policy.unchanged());
@@ -486,11 +501,13 @@ mod tests {
             ("HOME".to_string(), "/root".to_string()),
             ("AWS_SECRET_ACCESS_KEY".to_string(), "s3cr3t".to_string()),
             ("TF_VAR_region".to_string(), "eu".to_string()),
+            ("TMPDIR".to_string(), "/tmp".to_string()),
         ];
         let vars = child_env(
             &p,
             host,
             Path::new("/run/w"),
+            Some(Path::new("/tmp/capstan-x")),
             &[("TF_IN_AUTOMATION".into(), "1".into())],
         );
         assert_eq!(
@@ -499,6 +516,7 @@ mod tests {
                 ("PATH".to_string(), "/usr/bin".to_string()),
                 ("HOME".to_string(), "/run/w".to_string()),
                 ("TF_VAR_region".to_string(), "eu".to_string()),
+                ("TMPDIR".to_string(), "/tmp/capstan-x".to_string()),
                 ("TF_IN_AUTOMATION".to_string(), "1".to_string()),
             ]
         );

@@ -152,7 +152,7 @@ fn report(
     let exec: Vec<Value> = g
         .exec
         .iter()
-        .map(|e| match caps::exec::ExecPolicy::resolve(e) {
+        .map(|e| match caps::exec::ExecPolicy::resolve(e, &Default::default()) {
             Ok(p) => json!({"program": e.program, "path": p.path, "sha256": p.digest, "pinned": e.sha256.is_some(), "args": e.args, "env": e.env, "timeout": e.timeout.map(|t| humantime::format_duration(t).to_string())}),
             Err(err) => json!({"program": e.program, "error": err.to_string(), "args": e.args, "env": e.env}),
         })
