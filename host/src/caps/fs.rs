@@ -128,6 +128,11 @@ fn libc_o_directory() -> i32 {
 }
 
 /// Identities from `dir` up to the root.
+/// Identities of the open directory `dir` and of each of its parents.
+pub fn dir_lineage(dir: File) -> io::Result<Vec<Identity>> {
+    lineage_of(dir)
+}
+
 fn lineage_of(dir: File) -> io::Result<Vec<Identity>> {
     let mut out = vec![Identity::of(&dir.metadata()?)];
     let mut current: OwnedFd = dir.into();

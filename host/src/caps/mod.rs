@@ -98,8 +98,16 @@ pub fn check(stage: &Stage, requests: &[Request]) -> Vec<Missing> {
 }
 
 /// Grants of `stage` that its plugin does not request; they are ignored.
+/// Directory grants of a stage that starts programs are not among them:
+/// its programs use them (the sandbox gives them every directory grant).
 pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
+    let starts_programs = stage
+        .grants
+        .exec
+        .iter()
+        .any(|e| asks_exec(requests, &e.program));
     let asked = |c: &Capability| requests.iter().any(|r| &r.capability == c);
+    let dir_used = |c: &Capability| starts_programs || asked(c);
     let g = &stage.grants;
     let mut out = Vec::new();
     out.extend(
@@ -108,10 +116,10 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
             .filter(|e| !asks_exec(requests, &e.program))
             .map(|e| format!("exec `{}`", e.program)),
     );
-    if !g.read.is_empty() && !asked(&Capability::Read) {
+    if !g.read.is_empty() && !dir_used(&Capability::Read) {
         out.push("read".into());
     }
-    if !g.write.is_empty() && !asked(&Capability::Write) {
+    if !g.write.is_empty() && !dir_used(&Capability::Write) {
         out.push("write".into());
     }
     let env_asked: Vec<&str> = requests

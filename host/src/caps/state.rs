@@ -69,6 +69,7 @@ pub struct StageStateBuilder {
     capture_cap: usize,
     stop: Option<Stop>,
     sandbox: Option<Arc<StageSandbox>>,
+    run_id: String,
     connect: Vec<String>,
     approval: Option<Approval>,
 }
@@ -100,6 +101,7 @@ impl StageStateBuilder {
             capture_cap: 0,
             stop: None,
             sandbox: None,
+            run_id: String::new(),
             connect: Vec::new(),
             approval: None,
         }
@@ -144,7 +146,9 @@ impl StageStateBuilder {
         capture_cap: usize,
         stop: Stop,
         sandbox: Option<Arc<StageSandbox>>,
+        run_id: String,
     ) -> Self {
+        self.run_id = run_id;
         self.exec = policies;
         self.work_dir = work_dir;
         self.capture_cap = capture_cap;
@@ -216,6 +220,7 @@ impl StageStateBuilder {
                 capture_cap: self.capture_cap,
                 stop: self.stop,
                 sandbox: self.sandbox,
+                run_id: self.run_id,
             },
             network: NetworkHost {
                 patterns: self.connect,

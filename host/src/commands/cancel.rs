@@ -72,7 +72,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             humantime::format_duration(args.grace)
         );
     }
-    let left = cancel::end_orphans(orphans, args.grace).await;
+    let left = cancel::end_orphans(&run.id, orphans, args.grace).await;
     if !left.is_empty() {
         return Err(failure(CancelError::ProgramsLeft {
             id: run.id.clone(),

@@ -89,14 +89,21 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
                     "waits for approval; approve it (`capstan approve {0} --as <name>`, then `capstan resume {0}`) or reject it (`capstan reject {0} --as <name>`)",
                     h.run_id
                 ),
-                Some(RunState::Interrupted) => format!(
-                    "was interrupted, but programs it started still run ({}); the environment is free when they end",
-                    h.live_children
-                        .iter()
-                        .map(|c| format!("pid {}", c.pid))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                // Its host is dead (live children are only looked for then),
+                // also where the store has not marked it interrupted yet.
+                Some(RunState::Interrupted | RunState::Running) | None
+                    if !h.live_children.is_empty() =>
+                {
+                    format!(
+                        "was interrupted, but programs it started still run ({}, with their descendants); \
+                     the environment is free when they end",
+                        h.live_children
+                            .iter()
+                            .map(|c| format!("pid {}", c.pid))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
                 _ => format!("is running ({}, since {})", h.owner, h.acquired),
             };
             return Err(Failure::new(

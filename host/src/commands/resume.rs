@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::drive::{Begin, Drive, DriveFlags, drive};
+use crate::caps::exec::cgroup;
 use crate::exit::{self, Failure};
 use crate::run::resume::{self, ResumeError};
 use crate::run::{RunDir, RunOptions};
@@ -82,6 +83,19 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             left.wait().await.map_err(refused)?;
         }
     }
+    let descendants = cgroup::run_members(&run.id);
+    if !descendants.is_empty() {
+        eprintln!(
+            "ending what programs of run {} started and left running: {}",
+            run.id,
+            descendants
+                .iter()
+                .map(|p| format!("pid {p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    resume::end_descendants(&run.id).await.map_err(refused)?;
     eprintln!(
         "resuming run {} ({}): {} finished stage(s) kept{}",
         run.id,

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::stop::CANCEL_REQUESTED;
 use crate::caps::audit::{self, AppendError};
+use crate::caps::exec::cgroup;
 use crate::store::{AuditKind, Owner, RunRow, RunState, RunStore, StoreError};
 use crate::text::inline;
 
@@ -176,29 +177,70 @@ impl std::fmt::Display for Orphan {
     }
 }
 
-/// The programs `run` started that still run.
+/// The programs `run` started that still run, and the processes those
+/// started (found in the run's cgroups: a killed host never recorded them).
 pub fn orphans(store: &dyn RunStore, run: &str) -> Result<Vec<Orphan>, StoreError> {
-    Ok(store
+    let recorded: Vec<Orphan> = store
         .audit_events(run)?
         .iter()
         .filter_map(|e| e.started_program())
         .map(|(program, owner)| Orphan { owner, program })
         .filter(|o| o.owner.is_alive())
-        .collect())
+        .collect();
+    Ok(with_cgroup_members(run, recorded))
 }
 
-/// End `orphans`: SIGTERM to each one's process group, SIGKILL after
-/// `grace`. Returns those still alive: the environment stays locked until
-/// they end.
-pub async fn end_orphans(orphans: Vec<Orphan>, grace: Duration) -> Vec<Orphan> {
-    let alive = || -> Vec<&Orphan> { orphans.iter().filter(|o| o.owner.is_alive()).collect() };
+/// `known` plus the processes in `run`'s cgroups that are not among them.
+fn with_cgroup_members(run: &str, mut known: Vec<Orphan>) -> Vec<Orphan> {
+    for pid in cgroup::run_members(run) {
+        if known.iter().any(|o| o.owner.pid == pid as u32) {
+            continue;
+        }
+        if let Some(owner) = Owner::of(pid as u32) {
+            known.push(Orphan {
+                program: command_line(pid),
+                owner,
+            });
+        }
+    }
+    known
+}
+
+/// What process `pid` runs, as its command line (its name if it has none).
+fn command_line(pid: i32) -> String {
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = argv
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if words.is_empty() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        return comm.trim().to_string();
+    }
+    words.join(" ")
+}
+
+/// End `orphans` of run `run`, and everything else in its cgroups:
+/// SIGTERM, SIGKILL after `grace`. Returns those still alive: the
+/// environment stays locked until they end.
+pub async fn end_orphans(run: &str, orphans: Vec<Orphan>, grace: Duration) -> Vec<Orphan> {
+    let alive = || -> Vec<Orphan> {
+        let alive = orphans.iter().filter(|o| o.owner.is_alive()).cloned();
+        with_cgroup_members(run, alive.collect())
+    };
     let signal = |signal: Signal| {
         for o in alive() {
-            // Each program leads its own process group (see caps::exec).
-            let _ = killpg(Pid::from_raw(o.owner.pid as i32), signal);
+            // A recorded program leads its own process group (see
+            // caps::exec); a process found in a cgroup leads none, or one
+            // of the run's own.
+            let pid = Pid::from_raw(o.owner.pid as i32);
+            let _ = killpg(pid, signal);
+            let _ = kill(pid, signal);
         }
     };
     if alive().is_empty() {
+        cgroup::kill_run(run);
         return Vec::new();
     }
     signal(Signal::SIGTERM);
@@ -208,10 +250,15 @@ pub async fn end_orphans(orphans: Vec<Orphan>, grace: Duration) -> Vec<Orphan> {
     }
     signal(Signal::SIGKILL);
     let deadline = Instant::now() + AFTER_KILL;
-    while !alive().is_empty() && Instant::now() < deadline {
+    loop {
+        // Also ends what forked since, and removes the cgroups emptied.
+        cgroup::kill_run(run);
+        let left = alive();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    alive().into_iter().cloned().collect()
 }
 
 #[cfg(test)]
@@ -320,8 +367,40 @@ mod tests {
             }]
         );
         assert_eq!(found[0].to_string(), format!("`sleep 600` ({live})"));
-        assert!(end_orphans(found, Duration::from_secs(60)).await.is_empty());
+        assert!(
+            end_orphans("r", found, Duration::from_secs(60))
+                .await
+                .is_empty()
+        );
         assert!(!live.is_alive());
         sleeper.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn processes_in_a_dead_runs_cgroups_are_ended_too() {
+        let runs = Runs::new();
+        let id = format!("cancel-{}", std::process::id());
+        runs.run(&id, RunState::Interrupted);
+        // A process the host never recorded (started by one of its
+        // programs, say), left in the run's cgroup by the killed host.
+        let (cg, mut left) = cgroup::sleep_in(&id, "apply");
+        std::mem::forget(cg);
+        let owner = Owner::of(left.id()).unwrap();
+        let found = orphans(runs.store.as_ref(), &id).unwrap();
+        assert_eq!(
+            found,
+            [Orphan {
+                program: "sleep 600".into(),
+                owner: owner.clone()
+            }]
+        );
+        assert!(
+            end_orphans(&id, found, Duration::from_secs(60))
+                .await
+                .is_empty()
+        );
+        assert!(!owner.is_alive());
+        assert!(cgroup::run_members(&id).is_empty());
+        left.wait().unwrap();
     }
 }

@@ -22,6 +22,8 @@ pub struct Prepared {
     pub policies: HashMap<String, StagePolicy>,
     /// Grants no plugin asked for, per stage (ignored, but worth a look).
     pub unrequested: IndexMap<String, Vec<String>>,
+    /// `[sandbox]`'s locations as opened and checked here.
+    pub system: Arc<sandbox::SystemPaths>,
 }
 
 impl Prepared {
@@ -83,7 +85,8 @@ pub async fn prepare(
         &no_cache
     };
     errors.extend(reach_state);
-    errors.extend(sandbox_errors(&pipeline, protected));
+    let system = sandbox::SystemPaths::open(&pipeline.sandbox);
+    errors.extend(sandbox_errors(&pipeline, &system, protected));
     let map = &pipeline.source;
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
@@ -150,6 +153,7 @@ pub async fn prepare(
         return Err(Diagnostics::new(errors));
     }
     Ok(Prepared {
+        system: Arc::new(system),
         pipeline,
         plugins,
         policies,
@@ -361,7 +365,11 @@ fn reached(
 /// Landlock (unless `[sandbox] require = false`), or a location every
 /// program may read that holds Capstan's state (Landlock cannot carve it
 /// out again).
-fn sandbox_errors(pipeline: &Pipeline, protected: &[Protected]) -> Vec<Diagnostic> {
+fn sandbox_errors(
+    pipeline: &Pipeline,
+    system: &sandbox::SystemPaths,
+    protected: &[Protected],
+) -> Vec<Diagnostic> {
     let map = &pipeline.source;
     let mut problems = Vec::new();
     let execs = pipeline.stages.values().any(|s| !s.grants.exec.is_empty());
@@ -371,8 +379,9 @@ fn sandbox_errors(pipeline: &Pipeline, protected: &[Protected]) -> Vec<Diagnosti
                 .help("run on Linux 5.13 or later with `landlock` in its LSM list (`cat /sys/kernel/security/lsm`), or accept unconfined programs with `[sandbox] require = false` (`capstan audit` shows it)"),
         );
     }
-    for path in &pipeline.sandbox.read {
-        let Ok(lineage) = caps::fs::path_lineage(path) else {
+    for opened in &system.read {
+        let path = &opened.path;
+        let Ok(lineage) = opened.lineage() else {
             continue;
         };
         if let Some(p) = protected.iter().find(|p| p.overlaps(&lineage)) {

@@ -5,9 +5,13 @@
 use std::time::{Duration, Instant};
 
 use super::StageRecord;
+use crate::caps::exec::cgroup;
 use crate::pipeline::Pipeline;
 use crate::store::{AuditRow, Owner, RunRow, RunState, StageRow, StageState, latest_attempts};
 use crate::text::inline;
+
+/// How long processes left in a run's cgroups get to die after SIGKILL.
+const AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// How long to wait for a left-over program of a stage the pipeline no
 /// longer has (it has no timeout to go by).
@@ -48,6 +52,12 @@ pub enum ResumeError {
         inline(&.0.program), .0.child, .0.stage, humantime::format_duration(.0.limit)
     )]
     StillRunning(Leftover),
+    #[error(
+        "processes that programs of run {id} started still run after SIGKILL ({}); \
+         stop them, then resume again",
+        pids.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", ")
+    )]
+    DescendantsLeft { id: String, pids: Vec<i32> },
 }
 
 fn ended(state: RunState) -> &'static str {
@@ -204,6 +214,30 @@ impl Leftover {
     }
 }
 
+/// End what is left in `run`'s cgroups once its left-over programs have
+/// ended: processes they started (a `setsid` daemon, say) that the killed
+/// host could not end at the end of their stage. They end before any stage
+/// runs again, so that no stage's processes run twice at once.
+pub async fn end_descendants(run: &str) -> Result<(), ResumeError> {
+    let deadline = Instant::now() + AFTER_KILL;
+    loop {
+        // Also removes the run's cgroups that are empty.
+        cgroup::kill_run(run);
+        let pids = cgroup::run_members(run);
+        if pids.is_empty() {
+            cgroup::kill_run(run);
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ResumeError::DescendantsLeft {
+                id: run.to_string(),
+                pids,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +389,19 @@ mod tests {
         sleeper.kill().unwrap();
         sleeper.wait().unwrap();
         left[0].wait().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn processes_left_in_the_runs_cgroups_end_before_it_resumes() {
+        let id = format!("resume-{}", std::process::id());
+        // Started by a program of the killed host's stage, outliving both.
+        let (cg, mut left) = cgroup::sleep_in(&id, "apply");
+        std::mem::forget(cg);
+        let owner = Owner::of(left.id()).unwrap();
+        assert_eq!(cgroup::run_members(&id), [left.id() as i32]);
+        end_descendants(&id).await.unwrap();
+        assert!(!owner.is_alive());
+        assert!(cgroup::run_members(&id).is_empty());
+        left.wait().unwrap();
     }
 }

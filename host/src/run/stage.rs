@@ -151,8 +151,13 @@ impl StageRun {
         // timeouts stop children; this stops everything else.
         let call = tokio::time::timeout(timeout + Duration::from_secs(2), call);
         tokio::pin!(call);
-        let result = tokio::select! {
-            result = &mut call => result,
+        let stopped = tokio::select! {
+            result = &mut call => match self.stop.requested() {
+                None => Ok(result),
+                // It returned while its programs were being ended: what it
+                // made of their deaths is no outcome of the stage.
+                Some(request) => Err(request),
+            },
             request = self.stop.stopped() => {
                 // The run's programs are being ended (see `run::stop`); the
                 // plugin gets their outcome and the grace period to return,
@@ -166,6 +171,12 @@ impl StageRun {
                         let _ = tokio::time::timeout(Duration::from_secs(2), &mut call).await;
                     }
                 }
+                Err(request)
+            }
+        };
+        let result = match stopped {
+            Ok(result) => result,
+            Err(request) => {
                 let reason = format!("cancelled by {}: {}", request.by, request.reason);
                 audit.host(
                     AuditKind::Stage,
@@ -283,6 +294,7 @@ impl StageRun {
                 CAPTURE_CAP,
                 self.stop.clone(),
                 sandbox,
+                self.run.run_id.clone(),
             )
             .connect(p.connect.clone());
         if p.approval {
@@ -316,7 +328,16 @@ impl StageRun {
             write: &write,
             programs: p.exec.iter().map(|e| &e.file.file).collect(),
         };
-        StageSandbox::new(&self.name, &self.prepared.pipeline.sandbox, dirs)
+        // The private temporary directory lives in the run directory (out
+        // of every other rule's reach), not in the host's `/tmp`, which the
+        // programs' own `/tmp` hides.
+        let tmp = self
+            .work_dir
+            .parent()
+            .and_then(Path::parent)
+            .map(|run| run.join("tmp"))
+            .ok_or_else(|| format!("stage `{}`: its work dir has no run directory", self.name))?;
+        StageSandbox::new(&self.name, &self.prepared.system, dirs, &tmp)
             .map_err(|e| format!("stage `{}`: {e}", self.name))
     }
 

@@ -11,6 +11,7 @@ use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
 use super::*;
+use crate::caps::exec::cgroup;
 
 /// Schema versions, oldest first. Append; never edit a released one.
 fn migrations() -> Migrations<'static> {
@@ -60,6 +61,10 @@ impl SqliteStore {
             .map_err(sql)?;
         migrations()
             .to_latest(&mut conn)
+            // Two processes opening a new store at once both see version 0;
+            // one migration wins, the other fails on its tables. Once more
+            // sees the winner's version.
+            .or_else(|_| migrations().to_latest(&mut conn))
             .map_err(|source| StoreError::Migration {
                 path: text.clone(),
                 source,
@@ -217,7 +222,10 @@ fn interrupt(tx: &Transaction, run: &str, owner: &Owner) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Programs the run started (its `exec-started` audit events) that still run.
+/// Programs the run started (its `exec-started` audit events) that still
+/// run, and the processes they started in turn (found in the run's
+/// cgroups: a killed host never recorded them, and `setsid` ones are in no
+/// recorded process group).
 fn live_children(conn: &Connection, run: &str) -> rusqlite::Result<Vec<Owner>> {
     let mut q = conn.prepare(
         "SELECT detail FROM audit_events WHERE run_id = ?1 AND capability = 'exec-started'",
@@ -225,11 +233,19 @@ fn live_children(conn: &Connection, run: &str) -> rusqlite::Result<Vec<Owner>> {
     let details: Vec<String> = q
         .query_map([run], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(details
+    let mut live: Vec<Owner> = details
         .iter()
         .filter_map(|d| serde_json::from_str::<Owner>(d).ok())
         .filter(Owner::is_alive)
-        .collect())
+        .collect();
+    for pid in cgroup::run_members(run) {
+        if let Some(p) = Owner::of(pid as u32)
+            && !live.contains(&p)
+        {
+            live.push(p);
+        }
+    }
+    Ok(live)
 }
 
 impl RunStore for SqliteStore {

@@ -528,6 +528,43 @@ fn a_store_from_a_newer_capstan_is_refused() {
 }
 
 #[test]
+fn a_dead_runs_lock_is_kept_while_processes_in_its_cgroups_still_run() {
+    let (_d, s) = store();
+    let dead = dead_owner();
+    let me = Owner::current();
+    let run = format!("lock-{}", std::process::id());
+    s.create_run(&new_run(&run, "dev"), &dead).unwrap();
+    assert!(matches!(
+        s.try_lock("dev", &run, &dead).unwrap(),
+        Lock::Acquired { .. }
+    ));
+    // Started by a program of the run, never recorded: only its cgroup
+    // tells that it belongs to the run.
+    let (cg, mut grandchild) = crate::caps::exec::cgroup::sleep_in(&run, "apply");
+    s.create_run(&new_run("r2", "dev"), &me).unwrap();
+
+    assert_eq!(s.reap().unwrap(), vec![run.clone()]);
+    match s.try_lock("dev", "r2", &me).unwrap() {
+        Lock::Held(h) => assert_eq!(
+            (h.run_status, h.live_children),
+            (
+                Some(RunState::Interrupted),
+                vec![Owner::of(grandchild.id()).unwrap()]
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    drop(cg);
+    grandchild.wait().unwrap();
+    assert!(matches!(
+        s.try_lock("dev", "r2", &me).unwrap(),
+        Lock::Acquired {
+            released_stale: Some(_)
+        }
+    ));
+}
+
+#[test]
 fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
     let (_d, s) = store();
     let dead = dead_owner();

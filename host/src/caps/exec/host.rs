@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+use super::cgroup::{self, ExecCgroup};
 use super::child_output::ChildOutput;
 use super::policy::{self as exec, Denial, ExecPolicy};
 use super::sandbox::StageSandbox;
@@ -45,6 +46,8 @@ pub struct ProcessHost {
     /// File rules and private temporary directory of every child (`None`
     /// only where no program is granted).
     pub sandbox: Option<Arc<StageSandbox>>,
+    /// The run's id: names the cgroups of its programs.
+    pub run_id: String,
 }
 
 /// Kills the child's process group when dropped, so a cancelled stage (its
@@ -163,10 +166,36 @@ impl ProcessHost {
         .min()
         .unwrap_or(remaining);
         let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        // The whole tree of the program lives in one cgroup: found and
+        // ended at its end whatever it did (`setsid`, double forks), and
+        // limited in processes.
+        let cgroups = cgroup::support();
+        let group = match cgroups.available().then(|| {
+            let max = cgroups
+                .limits_processes()
+                .then_some(policy.limits.processes);
+            ExecCgroup::create(&self.run_id, &self.audit.stage, max)
+        }) {
+            Some(Err(e)) => {
+                return Ok(Err(wit::Error::Failed(format!(
+                    "cannot create the cgroup for `{}`: {e} ({cgroups})",
+                    cmd.program
+                ))));
+            }
+            Some(Ok(group)) => Some(group),
+            None => None,
+        };
+        let processes_limited_by = match &group {
+            Some(_) if cgroups.limits_processes() => "cgroup pids.max",
+            _ if unsafe { libc::geteuid() } != 0 => "RLIMIT_NPROC",
+            _ => "not limited (root, without a cgroup pids controller)",
+        };
         let confinement = json!({
             "files": sandbox.rules.enforced,
             "network": policy.network,
             "limits": policy.limits,
+            "processes_limited_by": processes_limited_by,
+            "cgroup": group.as_ref().map(|g| g.path().to_path_buf()),
         });
         let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged, "sandbox": confinement });
         self.audit.allowed(AuditKind::Exec, detail.clone());
@@ -187,7 +216,15 @@ impl ProcessHost {
         // copy of our descriptor (`/proc/self/fd/N` in the child is that
         // open directory, not a path that could be re-pointed).
         command.current_dir(fs::fd_path(&cwd_dir));
-        let setup = sandbox.child(policy.network, policy.limits, Vec::new(), false);
+        let setup = sandbox.child(
+            policy.network,
+            policy.limits,
+            group.as_ref().map(ExecCgroup::join_fds).unwrap_or_default(),
+            group.is_some() && cgroups.limits_processes(),
+            // Where the checked directory is (not the path as the plugin
+            // wrote it, whose symlinks may lead elsewhere by now).
+            &std::fs::read_link(fs::fd_path(&cwd_dir)).unwrap_or_else(|_| cwd.clone()),
+        );
         let script = policy.file.script.then(|| policy.file.file.as_raw_fd());
         // SAFETY: between fork and exec the child only makes system calls
         // (`ChildSetup::apply` allocates nothing and takes no lock).
@@ -293,6 +330,7 @@ impl ProcessHost {
         let duration_ms = elapsed.as_millis() as u64;
         let Ok(status) = outcome else {
             guard.kill();
+            self.end_tree(&cmd.program, group.as_ref()).await;
             let reason = format!(
                 "`{}` timed out after {}",
                 cmd.program,
@@ -310,9 +348,26 @@ impl ProcessHost {
                 .line(&format!("[capstan] {reason}; its process group was killed"));
             return Ok(Err(wit::Error::TimedOut(duration_ms)));
         };
-        // The leader exited; make sure no straggler of its group lives on.
+        // The leader exited; make sure no straggler of its group, nor
+        // anything it started elsewhere (`setsid`), lives on.
         guard.kill();
+        let left_behind = self.end_tree(&cmd.program, group.as_ref()).await;
         let (stdout, stderr, truncated) = output.finish();
+        if let Some(group) = group.as_ref().filter(|g| g.process_limit_hit()) {
+            let limit = policy.limits.processes;
+            self.audit.log.record(
+                &self.audit.stage,
+                &self.audit.plugin,
+                AuditKind::Limit,
+                false,
+                json!({ "program": cmd.program, "limit": "processes", "max": limit, "cgroup": group.path() }),
+                Some("process limit reached".into()),
+            );
+            return Err(wasmtime::Error::msg(format!(
+                "process limit of {limit} reached: `{}` (with what it started) tried to run more processes at once; raise `limits.processes` of its exec grant if it needs them",
+                cmd.program
+            )));
+        }
         if self.log.exceeded() {
             self.audit.log.record(
                 &self.audit.stage,
@@ -348,7 +403,7 @@ impl ProcessHost {
         };
         self.audit.allowed(
             AuditKind::ExecExit,
-            json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms }),
+            json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms, "left_behind": left_behind }),
         );
         let how = match exit {
             wit::ExitStatus::Code(c) => format!("code {c}"),
@@ -367,6 +422,32 @@ impl ProcessHost {
         }))
     }
 }
+
+impl ProcessHost {
+    /// End every process left in the program's cgroup; how many there
+    /// were. The stage does not go on (and its run keeps the environment
+    /// locked) until they are gone.
+    async fn end_tree(&self, program: &str, group: Option<&ExecCgroup>) -> usize {
+        let Some(group) = group else { return 0 };
+        let left = group.pids().len();
+        if left > 0 {
+            self.log.line(&format!(
+                "[capstan] ending {left} process(es) `{program}` left running (background, `setsid` or double-forked)"
+            ));
+        }
+        if !group.kill_and_wait(END_WAIT).await {
+            self.log.line(&format!(
+                "[capstan] processes of `{program}` still run {} after SIGKILL (cgroup {})",
+                humantime::format_duration(END_WAIT),
+                group.path().display()
+            ));
+        }
+        left
+    }
+}
+
+/// How long the processes a program left behind get to die after SIGKILL.
+const END_WAIT: Duration = Duration::from_secs(10);
 
 fn clear_cloexec(fd: i32) -> i32 {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};

@@ -2,10 +2,13 @@
 //! arguments, environment and working directory ([`policy`], pure and
 //! table-tested), and the host side of the `process` interface that
 //! enforces it ([`host`]), with the files children write their output to
-//! ([`child_output`]).
+//! ([`child_output`]), and the cgroups that hold every process a program
+//! starts ([`cgroup`]).
 
+pub mod cgroup;
 pub mod child_output;
 mod host;
+mod mounts;
 mod policy;
 pub mod sandbox;
 pub mod tree;

@@ -13,9 +13,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
@@ -23,6 +23,7 @@ use landlock::{
 };
 use serde::Serialize;
 
+use super::mounts::{MountPlan, Mounts};
 use crate::caps::fs::GrantDir;
 use crate::pipeline::Network;
 use crate::pipeline::sandbox::{Limits, Sandbox};
@@ -33,9 +34,10 @@ use crate::pipeline::sandbox::{Limits, Sandbox};
 /// its children are unconfined.
 pub const FIXTURE_ABI_ENV: &str = "CAPSTAN_FIXTURE_LANDLOCK_ABI";
 
-/// The newest Landlock ABI this host asks for (Linux 6.12+: file rights
-/// including `ioctl` on devices, signal and abstract-socket scoping).
-const WANTED: ABI = ABI::V6;
+/// The newest Landlock ABI this host asks for; older kernels enforce what
+/// they know (`ioctl` on devices from ABI 5, signal and abstract-socket
+/// scoping from 6, connecting to Unix sockets by path from 9).
+const WANTED: ABI = ABI::V9;
 
 /// The kernel's Landlock ABI version, or `None` where it has none.
 pub fn landlock_abi() -> Option<i32> {
@@ -90,9 +92,67 @@ pub enum SandboxError {
 pub struct StageSandbox {
     ruleset: Option<OwnedFd>,
     pub rules: FileRules,
-    /// What the programs see as `/dev/shm`.
-    shm: Option<CString>,
+    mounts: Arc<Mounts>,
     tmp: tempfile::TempDir,
+}
+
+/// A location every program may use, opened once when the pipeline is
+/// prepared: the rules bind what was checked then (against Capstan's
+/// state), never what the path leads to later.
+#[derive(Debug)]
+pub struct Opened {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Opened {
+    /// Identities of the location and of its parents (a file's parents by
+    /// its path: system files, which only root can move).
+    pub fn lineage(&self) -> io::Result<Vec<crate::caps::fs::Identity>> {
+        let file = std::fs::File::from(self.fd.try_clone()?);
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return crate::caps::fs::dir_lineage(file);
+        }
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        let mut out = vec![crate::caps::fs::Identity::of(&meta)];
+        out.extend(crate::caps::fs::path_lineage(parent)?);
+        Ok(out)
+    }
+}
+
+/// `[sandbox]`'s locations, opened (`O_PATH`); one removed since the
+/// pipeline loaded is left out (no rule, never a wider one).
+#[derive(Debug, Default)]
+pub struct SystemPaths {
+    pub read: Vec<Opened>,
+    pub devices: Vec<Opened>,
+}
+
+impl SystemPaths {
+    pub fn open(config: &Sandbox) -> SystemPaths {
+        let open = |paths: &[PathBuf]| {
+            paths
+                .iter()
+                .filter_map(|path| {
+                    let fd = nix::fcntl::open(
+                        path,
+                        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .ok()?;
+                    Some(Opened {
+                        path: path.clone(),
+                        fd,
+                    })
+                })
+                .collect()
+        };
+        SystemPaths {
+            read: open(&config.read),
+            devices: open(&config.devices),
+        }
+    }
 }
 
 /// The directories one stage's programs may use.
@@ -112,24 +172,25 @@ impl StageSandbox {
     /// `require = false`).
     pub fn new(
         stage: &str,
-        config: &Sandbox,
+        system: &SystemPaths,
         dirs: StageDirs,
+        tmp_parent: &Path,
     ) -> Result<StageSandbox, SandboxError> {
+        std::fs::create_dir_all(tmp_parent).map_err(SandboxError::Tmp)?;
         let tmp = tempfile::Builder::new()
-            .prefix(&format!("capstan-{stage}-"))
-            .tempdir()
+            .prefix(&format!("{stage}-"))
+            .tempdir_in(tmp_parent)
             .map_err(SandboxError::Tmp)?;
-        // The programs' `/dev/shm` (POSIX semaphores and shared memory:
-        // Ansible's workers need them) is this directory, bind-mounted in a
-        // mount namespace of their own: the host's `/dev/shm` stays out of
-        // reach, and the rule on the temporary directory covers it.
+        let mounts = Arc::new(
+            Mounts::prepare(tmp.path(), exposed(system, &dirs, tmp.path())?)
+                .map_err(SandboxError::Tmp)?,
+        );
         let shm = tmp.path().join("shm");
-        std::fs::create_dir(&shm).map_err(SandboxError::Tmp)?;
         let mut rules = FileRules {
             enforced: String::new(),
-            read: config.read.clone(),
+            read: system.read.iter().map(|o| o.path.clone()).collect(),
             write: dirs.write.iter().map(|d| d.path.clone()).collect(),
-            devices: config.devices.clone(),
+            devices: system.devices.iter().map(|o| o.path.clone()).collect(),
         };
         rules.read.extend(dirs.read.iter().map(|d| d.path.clone()));
         rules.write.push(tmp.path().to_path_buf());
@@ -138,7 +199,7 @@ impl StageSandbox {
             return Ok(StageSandbox {
                 ruleset: None,
                 rules,
-                shm: shm_source(shm),
+                mounts,
                 tmp,
             });
         };
@@ -158,17 +219,11 @@ impl StageSandbox {
             .handle_access(all)?
             .scope(Scope::from_all(WANTED))?
             .create()?;
-        for path in &config.read {
-            // A system location removed since the pipeline loaded is no
-            // rule at all (never a wider one).
-            if let Ok(fd) = open(path) {
-                ruleset = ruleset.add_rule(PathBeneath::new(fd, read))?;
-            }
+        for opened in &system.read {
+            ruleset = ruleset.add_rule(PathBeneath::new(opened.fd.as_fd(), read))?;
         }
-        for path in &config.devices {
-            if let Ok(fd) = open(path) {
-                ruleset = ruleset.add_rule(PathBeneath::new(fd, device))?;
-            }
+        for opened in &system.devices {
+            ruleset = ruleset.add_rule(PathBeneath::new(opened.fd.as_fd(), device))?;
         }
         for dir in dirs.read {
             ruleset = ruleset.add_rule(PathBeneath::new(dir.as_fd(), read))?;
@@ -187,7 +242,7 @@ impl StageSandbox {
         Ok(StageSandbox {
             ruleset: ruleset.into(),
             rules,
-            shm: shm_source(shm),
+            mounts,
             tmp,
         })
     }
@@ -204,6 +259,7 @@ impl StageSandbox {
         limits: Limits,
         cgroup: Vec<RawFd>,
         pids_limited: bool,
+        cwd: &Path,
     ) -> ChildSetup {
         // SAFETY: geteuid/getegid cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -219,16 +275,38 @@ impl StageSandbox {
             limit_processes: !pids_limited,
             drop_capabilities: uid == 0,
             maps,
-            shm: self.shm.clone(),
+            cwd: self.mounts.reenter(cwd),
+            plan: self.mounts.plan(),
+            mounts: self.mounts.clone(),
         }
     }
 }
 
-/// The source of the programs' `/dev/shm` bind mount, where the machine
-/// has a `/dev/shm` to cover.
-fn shm_source(dir: PathBuf) -> Option<CString> {
-    Path::new("/dev/shm").is_dir().then_some(())?;
-    CString::new(dir.into_os_string().into_encoded_bytes()).ok()
+/// Every directory the stage's rules let programs use, with a handle of
+/// its own (for [`Mounts`] to mount back where it hides them).
+fn exposed(
+    system: &SystemPaths,
+    dirs: &StageDirs,
+    tmp: &Path,
+) -> Result<Vec<(PathBuf, OwnedFd)>, SandboxError> {
+    let dup = |path: &Path, fd: BorrowedFd| {
+        fd.try_clone_to_owned()
+            .map(|fd| (path.to_path_buf(), fd))
+            .map_err(|source| SandboxError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let mut out = Vec::new();
+    for opened in &system.read {
+        out.push(dup(&opened.path, opened.fd.as_fd())?);
+    }
+    for dir in dirs.read.iter().chain(dirs.write) {
+        out.push(dup(&dir.path, dir.as_fd())?);
+    }
+    let tmp_dir = std::fs::File::open(tmp).map_err(SandboxError::Tmp)?;
+    out.push((tmp.to_path_buf(), tmp_dir.into()));
+    Ok(out)
 }
 
 /// A user namespace's maps, formatted before `fork`.
@@ -253,8 +331,10 @@ pub struct ChildSetup {
     drop_capabilities: bool,
     /// Not root: a user namespace owns the new namespaces.
     maps: Option<UserMaps>,
-    /// Bind-mounted on `/dev/shm`.
-    shm: Option<CString>,
+    mounts: Arc<Mounts>,
+    plan: MountPlan,
+    /// Entered again after the mounts (see [`Mounts::reenter`]).
+    cwd: Option<CString>,
 }
 
 impl ChildSetup {
@@ -273,6 +353,18 @@ impl ChildSetup {
         if let Some(ruleset) = self.ruleset {
             check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) })?;
         }
+        // No descriptor of the host survives `exec`, even one a library
+        // opened without `O_CLOEXEC` and flagged a moment later (a `fork` on
+        // another thread in between would have inherited it): an open
+        // descriptor is a way around every rule above.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        })?;
         Ok(())
     }
 
@@ -306,7 +398,7 @@ impl ChildSetup {
         } else {
             libc::CLONE_NEWNET
         };
-        let mut mounts = self.shm.is_some();
+        let mut mounts = self.plan.any();
         if unsafe { libc::unshare(user | net | if mounts { libc::CLONE_NEWNS } else { 0 }) } < 0 {
             if net == 0 {
                 return Ok(());
@@ -322,27 +414,8 @@ impl ChildSetup {
         if self.network == Network::Loopback {
             loopback_up()?;
         }
-        if let (true, Some(shm)) = (mounts, &self.shm) {
-            // Private propagation first, so the bind stays in this namespace.
-            let none = std::ptr::null::<libc::c_char>();
-            check(unsafe {
-                libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                )
-            } as i64)?;
-            check(unsafe {
-                libc::mount(
-                    shm.as_ptr(),
-                    c"/dev/shm".as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                )
-            } as i64)?;
+        if mounts {
+            self.mounts.apply(&self.plan, self.cwd.as_deref())?;
         }
         Ok(())
     }
