@@ -182,3 +182,273 @@ fn a_runs_audit_events_come_from_the_run_store() {
         "{text:?}"
     );
 }
+
+/// Exec grants of every kind the audit marks, or not, for the sandbox tests:
+/// an upstream stage, read and write grants, each network setting, and a
+/// `[sandbox.limits]` default that one grant overrides.
+const SANDBOXED: &str = r#"
+[pipeline]
+name = "sandboxed"
+[sandbox.limits]
+processes = 256
+[plugins.command]
+path = "{command}"
+[stages.prepare]
+plugin = "command"
+with = { run = ["stat", "--version"] }
+[stages.prepare.grants]
+read = ["ro"]
+[[stages.prepare.grants.exec]]
+program = "stat"
+args = ["--version"]
+env = ["CAPSTAN_OUTPUT"]
+[stages.tools]
+plugin = "command"
+needs = ["prepare"]
+with = { run = ["stat", "-L", "--", "{sandbox}/ro"] }
+[stages.tools.grants]
+read = ["ro"]
+write = ["rw"]
+[[stages.tools.grants.exec]]
+program = "sh"
+args = ["-c", "**"]
+network = "none"
+[[stages.tools.grants.exec]]
+program = "ansible"
+args = ["all", "-m", "shell", "-a", "*"]
+network = "loopback"
+[[stages.tools.grants.exec]]
+program = "terraform"
+args = ["plan"]
+[[stages.tools.grants.exec]]
+program = "stat"
+args = ["-L", "--", "{sandbox}/ro"]
+env = ["CAPSTAN_OUTPUT"]
+network = "none"
+limits = { processes = 8 }
+"#;
+
+/// The audit's sandbox lines, with what differs between machines replaced.
+fn sandbox_lines(sb: &Sandbox, text: &str) -> String {
+    let system = system_count(text);
+    text.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            ["stage `", "sandbox ", "read+", "exec ", "network ", "⚠ "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(|l| {
+            // The program's resolved path and hash are this machine's.
+            match l.find(" = /") {
+                Some(at) if l.trim_start().starts_with("exec ") => {
+                    let args = l.find(" args ").unwrap_or(l.len());
+                    format!("{} = <path>{}", &l[..at], &l[args..])
+                }
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(&sb.path().to_string_lossy().to_string(), "<sandbox>")
+        .replace(&system, "system locations (<n>")
+        .replace(
+            &format!("landlock ABI {}", landlock_abi(text)),
+            "landlock ABI <n>",
+        )
+}
+
+/// The Landlock ABI the audit says it enforces with (the kernel's).
+fn landlock_abi(text: &str) -> String {
+    let start = text.find("landlock ABI ").expect("Landlock enforces") + "landlock ABI ".len();
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect()
+}
+
+/// `system locations (N` as printed (N: what exists here).
+fn system_count(text: &str) -> String {
+    let start = text
+        .find("system locations (")
+        .expect("the system set is shown");
+    let rest = &text[start..];
+    rest[..rest.find(" paths").expect("a count of paths")].to_string()
+}
+
+#[test]
+fn audit_shows_the_sandbox_of_each_stage_and_marks_arbitrary_code() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(SANDBOXED);
+    let path = pipeline.to_str().unwrap();
+
+    let doc = sb.json(&["audit", path, "--json"]);
+    let stages = doc["stages"].as_array().unwrap();
+    let tools = stages.iter().find(|s| s["stage"] == "tools").unwrap();
+    let files = &tools["sandbox"];
+    assert_eq!(files["confined"], true, "{files:#}");
+    assert!(
+        files["enforcement"]
+            .as_str()
+            .unwrap()
+            .starts_with("landlock ABI "),
+        "{files:#}"
+    );
+    let system = files["read_exec"]["system"].as_array().unwrap();
+    assert!(system.contains(&serde_json::json!("/usr")), "{files:#}");
+    let root = sb.path();
+    assert_eq!(
+        files["read_exec"]["grants"],
+        serde_json::json!([root.join("ro")])
+    );
+    assert_eq!(
+        files["read_exec"]["upstream_work_dirs"],
+        serde_json::json!(["prepare"])
+    );
+    assert_eq!(
+        files["read_write_exec"]["grants"],
+        serde_json::json!([root.join("rw")])
+    );
+    assert_eq!(files["read_write_exec"]["work_dir"], true);
+    assert_eq!(
+        files["read_write_exec"]["private"],
+        serde_json::json!(["TMPDIR", "/dev/shm"])
+    );
+
+    let exec = tools["granted"]["exec"].as_array().unwrap();
+    let grant = |program: &str| exec.iter().find(|e| e["program"] == program).unwrap();
+    let marks = |program: &str| -> Vec<String> {
+        serde_json::from_value(grant(program)["arbitrary_code"].clone()).unwrap()
+    };
+    let (sh, ansible, terraform, stat) = (
+        grant("sh"),
+        grant("ansible"),
+        grant("terraform"),
+        grant("stat"),
+    );
+    assert_eq!(
+        (&sh["network"], &sh["network_is_default"]),
+        (&serde_json::json!("none"), &serde_json::json!(false))
+    );
+    assert_eq!(ansible["network"], "loopback");
+    assert_eq!(
+        (&terraform["network"], &terraform["network_is_default"]),
+        (&serde_json::json!("host"), &serde_json::json!(true))
+    );
+    assert_eq!(marks("sh"), ["sh -c with open arguments (`**`)"]);
+    assert!(
+        marks("ansible")[0].contains("module shell runs any command on its targets"),
+        "{:?}",
+        marks("ansible")
+    );
+    assert!(
+        marks("ansible")
+            .iter()
+            .any(|m| m.contains("ansible.cfg") && m.contains("which the plugin can write")),
+        "{:?}",
+        marks("ansible")
+    );
+    assert!(
+        marks("terraform")[0].contains("`external` data sources"),
+        "{:?}",
+        marks("terraform")
+    );
+    assert!(marks("stat").is_empty(), "{:?}", marks("stat"));
+    // `[sandbox.limits]` for all, the stat grant's own `processes`.
+    assert_eq!(stat["limits"]["processes"], 8);
+    assert_eq!(stat["limits_from_grant"], serde_json::json!(["processes"]));
+    for e in [sh, ansible, terraform] {
+        assert_eq!(e["limits"]["processes"], 256, "{e:#}");
+        assert_eq!(e["limits"]["open_files"], 4096, "{e:#}");
+        assert_eq!(e["limits_from_grant"], serde_json::json!([]), "{e:#}");
+    }
+    let prepare = stages.iter().find(|s| s["stage"] == "prepare").unwrap();
+    assert_eq!(
+        prepare["sandbox"]["read_exec"]["upstream_work_dirs"],
+        serde_json::json!([])
+    );
+
+    let ran = sb.capstan(&["audit", path]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    for line in [
+        "⚠ runs arbitrary code (inside the sandbox): sh -c with open arguments (`**`)",
+        "network none · limits open files 4096, processes 8 (grant), cpu 1h, address space 16.0 GiB",
+        "network host (default) · limits open files 4096, processes 256,",
+        "read+exec   system locations (",
+        "; work dirs of upstream stages: prepare",
+        "read+write  its work dir; ",
+    ] {
+        assert!(ran.stdout.contains(line), "no `{line}` in {ran:?}");
+    }
+    insta::assert_snapshot!(sandbox_lines(&sb, &ran.stdout));
+}
+
+/// Without Landlock and with `[sandbox] require = false`, the audit says the
+/// programs run unconfined (`CAPSTAN_FIXTURE_LANDLOCK_ABI=0` stands in for
+/// such a kernel).
+#[test]
+fn audit_says_when_programs_are_not_confined() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(&SANDBOXED.replace(
+        "[sandbox.limits]",
+        "[sandbox]\nrequire = false\n[sandbox.limits]",
+    ));
+    let path = pipeline.to_str().unwrap();
+    let ran: crate::harness::Ran = sb
+        .command(&["audit", path])
+        .env("CAPSTAN_FIXTURE_LANDLOCK_ABI", "0")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.stdout.contains("— NOT confined: this kernel has no Landlock and [sandbox] require = false, so the programs run without these file rules"),
+        "{ran:?}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(
+        &sb.command(&["audit", path, "--json"])
+            .env("CAPSTAN_FIXTURE_LANDLOCK_ABI", "0")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(doc["stages"][1]["sandbox"]["confined"], false);
+}
+
+/// `capstan audit --run`: each exec with the sandbox it ran in.
+#[test]
+fn a_runs_audit_shows_the_sandbox_each_program_ran_in() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(SANDBOXED);
+    let ran = sb.capstan(&["run", pipeline.to_str().unwrap(), "-q"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let id = sb.newest_run_id();
+    let events = sb.json(&["audit", "--run", &id, "--stage", "tools", "--json"]);
+    let exec = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["capability"] == "exec" && e["allowed"] == true)
+        .expect("the stat exec");
+    assert_eq!(exec["detail"]["sandbox"]["network"], "none");
+    assert_eq!(exec["detail"]["sandbox"]["limits"]["processes"], 8);
+    let text = sb.capstan(&["audit", "--run", &id, "--stage", "tools"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("programs' files: landlock ABI ") && l.contains("read+write 3 ")),
+        "the work dir, the write grant and the private tmp dir: {text:?}"
+    );
+    let at = lines
+        .iter()
+        .position(|l| l.contains("stat -L -- ") && l.contains("/ro "))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(
+        lines[at + 1].contains("in landlock ABI ")
+            && lines[at + 1].contains(", network none, 4096 files, 8 processes, cpu 1h, 16.0 GiB"),
+        "{text:?}"
+    );
+}

@@ -13,4 +13,5 @@ mod recovery;
 mod rollback;
 mod run_ids;
 mod runs;
+mod sandbox;
 mod stopping;

@@ -2,9 +2,12 @@
 //! arguments, environment and working directory ([`policy`], pure and
 //! table-tested), and the host side of the `process` interface that
 //! enforces it ([`host`]), with the files children write their output to
-//! ([`child_output`]), and the cgroups that hold every process a program
-//! starts ([`cgroup`]).
+//! ([`child_output`]); the sandbox they run in ([`sandbox`]) and the
+//! cgroups that hold every process a program starts ([`cgroup`]); which
+//! grants amount to running arbitrary code inside the sandbox
+//! ([`arbitrary`], for `capstan audit`).
 
+pub mod arbitrary;
 pub mod cgroup;
 pub mod child_output;
 mod host;

@@ -1,9 +1,10 @@
 //! What a stage's programs see of the file system, in a mount namespace of
-//! their own: at `/tmp` the stage's private temporary directory, at
-//! `/dev/shm` its `shm` subdirectory (POSIX semaphores and shared memory:
+//! their own: at `/dev/shm` the `shm` subdirectory of the stage's private
+//! temporary directory (POSIX semaphores and shared memory:
 //! Ansible's workers need them), and an empty directory over every other
-//! top-level directory but the system's (`/home`, `/root`, `/run`, `/var`,
-//! `/srv`, `/opt`, …). Landlock already refuses to open anything there; the
+//! top-level directory but the system's (`/home`, `/root`, `/tmp`, `/run`,
+//! `/var`, `/srv`, `/opt`, …); the private directory is at its own path
+//! (`TMPDIR`). Landlock already refuses to open anything there; the
 //! covers hide the Unix sockets too (an SSH agent's, tmux's, a database's,
 //! Docker's, systemd's), which Landlock before ABI 9 does not keep a
 //! program from connecting to.
@@ -57,11 +58,19 @@ impl MountPlan {
 }
 
 impl Mounts {
-    /// Covers made in `tmp` (the stage's private temporary directory) for
-    /// `/tmp`, `/dev/shm` and every top-level directory but [`KEPT`], and
-    /// `exposed` (paths the rules let programs use, each with its handle)
-    /// mounted back where they are covered.
-    pub fn prepare(tmp: &Path, exposed: Vec<(PathBuf, OwnedFd)>) -> io::Result<Mounts> {
+    /// Covers for `/dev/shm` (from `tmp`, the stage's private temporary
+    /// directory) and every top-level directory but [`KEPT`] (from empty
+    /// directories made in `empty`), and `exposed` (paths the rules let
+    /// programs use, each with its handle) mounted back where covered.
+    ///
+    /// `empty` must lie outside every rule: Landlock grants a file the
+    /// rights of every directory above it, mount points included, so what
+    /// is mounted under a writable cover would be writable.
+    pub fn prepare(
+        tmp: &Path,
+        empty: &Path,
+        exposed: Vec<(PathBuf, OwnedFd)>,
+    ) -> io::Result<Mounts> {
         let open = |p: &Path| std::fs::File::open(p).map(OwnedFd::from);
         let mut covers: Vec<(PathBuf, PathBuf)> = Vec::new();
         let shm = tmp.join("shm");
@@ -69,8 +78,6 @@ impl Mounts {
         if Path::new("/dev/shm").is_dir() {
             covers.push(("/dev/shm".into(), shm));
         }
-        let empty = tmp.join("covers");
-        std::fs::create_dir(&empty)?;
         let mut tops: Vec<PathBuf> = std::fs::read_dir("/")?
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -79,13 +86,8 @@ impl Mounts {
             .collect();
         tops.sort();
         for top in tops {
-            let source = if top == Path::new("/tmp") {
-                tmp.to_path_buf()
-            } else {
-                let source = empty.join(top.file_name().expect("a top-level entry"));
-                std::fs::create_dir(&source)?;
-                source
-            };
+            let source = empty.join(top.file_name().expect("a top-level entry"));
+            std::fs::create_dir(&source)?;
             covers.push((top, source));
         }
         let mut mounts = Mounts::default();

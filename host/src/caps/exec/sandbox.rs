@@ -59,6 +59,12 @@ pub fn landlock_abi() -> Option<i32> {
     })
 }
 
+/// The Landlock ABI the file rules are enforced with here (the kernel's,
+/// up to the newest this host asks for), or `None` where there is none.
+pub fn enforced_abi() -> Option<i32> {
+    landlock_abi().map(|abi| abi.min(WANTED as i32))
+}
+
 /// How the files of a stage's children are confined, as the audit log and
 /// `capstan audit` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +100,9 @@ pub struct StageSandbox {
     pub rules: FileRules,
     mounts: Arc<Mounts>,
     tmp: tempfile::TempDir,
+    /// Removed with the stage's sandbox.
+    #[allow(dead_code)]
+    covers: tempfile::TempDir,
 }
 
 /// A location every program may use, opened once when the pipeline is
@@ -181,10 +190,19 @@ impl StageSandbox {
             .prefix(&format!("{stage}-"))
             .tempdir_in(tmp_parent)
             .map_err(SandboxError::Tmp)?;
-        let mounts = Arc::new(
-            Mounts::prepare(tmp.path(), exposed(system, &dirs, tmp.path())?)
-                .map_err(SandboxError::Tmp)?,
-        );
+        // Empty directories to cover with: beside the private one, in no
+        // rule's reach (see `Mounts::prepare`).
+        let covers = tempfile::Builder::new()
+            .prefix(&format!("{stage}-covers-"))
+            .tempdir_in(tmp_parent)
+            .map_err(SandboxError::Tmp)?;
+        let mounts = Mounts::prepare(
+            tmp.path(),
+            covers.path(),
+            exposed(system, &dirs, tmp.path())?,
+        )
+        .map_err(SandboxError::Tmp)?;
+        let mounts = Arc::new(mounts);
         let shm = tmp.path().join("shm");
         let mut rules = FileRules {
             enforced: String::new(),
@@ -194,16 +212,17 @@ impl StageSandbox {
         };
         rules.read.extend(dirs.read.iter().map(|d| d.path.clone()));
         rules.write.push(tmp.path().to_path_buf());
-        let Some(abi) = landlock_abi() else {
+        let Some(abi) = enforced_abi() else {
             rules.enforced = "none: this kernel has no Landlock ([sandbox] require = false)".into();
             return Ok(StageSandbox {
                 ruleset: None,
                 rules,
                 mounts,
                 tmp,
+                covers,
             });
         };
-        rules.enforced = format!("landlock ABI {}", abi.min(WANTED as i32));
+        rules.enforced = format!("landlock ABI {abi}");
         let read = AccessFs::from_read(WANTED);
         let all = AccessFs::from_all(WANTED);
         let device = AccessFs::from_file(WANTED) & !AccessFs::Execute;
@@ -244,6 +263,7 @@ impl StageSandbox {
             rules,
             mounts,
             tmp,
+            covers,
         })
     }
 

@@ -1,8 +1,10 @@
 //! `capstan audit`: what each stage may do, from the pipeline file and the
 //! plugins alone. Nothing the plugins do runs except `describe`, which gets
-//! no capabilities at all. With `--run`, what a run's stages did ([`run`]).
+//! no capabilities at all. The sandbox of the programs stages start is
+//! shown by [`sandbox`]. With `--run`, what a run's stages did ([`run`]).
 
 mod run;
+mod sandbox;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -14,15 +16,19 @@ use crate::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::caps::{self, Missing, Request};
 use crate::exit::{self, Failure};
 use crate::pipeline::Stage;
+use crate::pipeline::sandbox::Sandbox;
 use crate::runtime::plugin::LoadedPlugin;
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::{block, inline};
 
 /// Show, per stage, the plugin (path, sha256, contract), the capabilities it
 /// requests with reasons, what the pipeline grants, and what is requested
-/// but not granted. Exits 4 when a request is not granted or a plugin
-/// cannot be loaded. With `--run`: what a run's stages did, every use and
-/// denial.
+/// but not granted; and the sandbox of the programs it may start: their
+/// file rules (and whether this machine enforces them), each exec grant's
+/// network and limits, and the grants that amount to running arbitrary
+/// code inside that sandbox (marked ⚠). Exits 4 when a request is not
+/// granted or a plugin cannot be loaded. With `--run`: what a run's stages
+/// did, every use and denial, and the sandbox each program ran in.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -72,6 +78,8 @@ struct StageReport {
     load_error: Option<String>,
     requested: Vec<Value>,
     granted: Value,
+    /// The file rules of the programs the stage starts (`null`: none).
+    sandbox: Value,
     missing: Vec<Missing>,
     unrequested: Vec<String>,
 }
@@ -106,6 +114,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
                 plugin.as_ref().ok(),
                 plugin.as_ref().err().cloned(),
                 pinned,
+                &pipeline.sandbox,
             )
         })
         .collect();
@@ -146,15 +155,24 @@ fn report(
     plugin: Option<&LoadedPlugin>,
     load_error: Option<String>,
     pinned: bool,
+    sandbox: &Sandbox,
 ) -> StageReport {
     let requests = plugin.map(|p| p.info.requests.clone()).unwrap_or_default();
     let g = &stage.grants;
     let exec: Vec<Value> = g
         .exec
         .iter()
-        .map(|e| match caps::exec::ExecPolicy::resolve(e, &Default::default()) {
-            Ok(p) => json!({"program": e.program, "path": p.path, "sha256": p.digest, "pinned": e.sha256.is_some(), "args": e.args, "env": e.env, "timeout": e.timeout.map(|t| humantime::format_duration(t).to_string())}),
-            Err(err) => json!({"program": e.program, "error": err.to_string(), "args": e.args, "env": e.env}),
+        .map(|e| {
+            let mut entry = match caps::exec::ExecPolicy::resolve(e, sandbox) {
+                Ok(p) => json!({"program": e.program, "path": p.path, "sha256": p.digest, "pinned": e.sha256.is_some(), "args": e.args, "env": e.env, "timeout": e.timeout.map(|t| humantime::format_duration(t).to_string())}),
+                Err(err) => json!({"program": e.program, "error": err.to_string(), "args": e.args, "env": e.env}),
+            };
+            if let (Value::Object(entry), Value::Object(confined)) =
+                (&mut entry, sandbox::grant(e, stage, sandbox))
+            {
+                entry.extend(confined);
+            }
+            entry
         })
         .collect();
     StageReport {
@@ -183,6 +201,7 @@ fn report(
             "implicit": "read-write: the stage's own work dir; read-only: the work dirs of the stages it needs",
             "limits": {"timeout": humantime::format_duration(stage.timeout).to_string(), "memory": bytesize::ByteSize(stage.memory).to_string(), "max_output": bytesize::ByteSize(stage.max_output).to_string()},
         }),
+        sandbox: sandbox::stage(stage, sandbox),
         missing: caps::check(stage, &requests),
         unrequested: if plugin.is_some() { caps::unrequested(stage, &requests) } else { Vec::new() },
     }
@@ -255,6 +274,7 @@ fn print_text(
         }
         writeln!(out, "{table}")?;
         let g = &s.granted;
+        sandbox::print_stage(out, &s.sandbox)?;
         for e in g["exec"].as_array().into_iter().flatten() {
             let at = e["path"]
                 .as_str()
@@ -268,6 +288,7 @@ fn print_text(
                 inline(&e["args"].to_string()),
                 inline(&e["env"].to_string())
             )?;
+            sandbox::print_grant(out, e)?;
         }
         for (k, label) in [
             ("read", "read    "),

@@ -1,6 +1,6 @@
 //! `capstan audit --run`: what a run's stages did — every capability use
 //! and every denial, as recorded in the run store (the same events as the
-//! run's `audit.jsonl`).
+//! run's `audit.jsonl`), with the sandbox each program ran in.
 
 use std::io::Write;
 
@@ -47,7 +47,7 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
             } else {
                 layout.cell("DENIED", Tone::Bad)
             },
-            layout.cell(one_line(&what(e), 80), Tone::Plain),
+            layout.cell(what_and_sandbox(e), Tone::Plain),
             layout.cell(one_line(e.reason.as_deref().unwrap_or(""), 60), Tone::Plain),
         ]);
     }
@@ -72,6 +72,23 @@ pub fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
     .and_then(|()| out.flush())
     .map_err(term::output_failure)?;
     Ok(exit::OK)
+}
+
+/// The event's detail in one line; for an exec that was started, a second
+/// line with the sandbox it ran in (file rules, network, limits), and for
+/// a stage's start the file rules of all its programs.
+fn what_and_sandbox(e: &AuditRow) -> String {
+    let what = one_line(&what(e), 80);
+    let sandbox = &e.detail["sandbox"];
+    let second = match e.capability {
+        AuditKind::Exec => super::sandbox::ran_with(sandbox),
+        AuditKind::Stage => super::sandbox::stage_rules(sandbox),
+        _ => None,
+    };
+    match second {
+        Some(line) => format!("{what}\n  {}", one_line(&line, 120)),
+        None => what,
+    }
 }
 
 /// One line for an event's detail: the command line of an exec, the
