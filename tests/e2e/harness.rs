@@ -479,6 +479,12 @@ pub fn started_programs(run_dir: &Path) -> Vec<(String, i64)> {
 /// Living processes whose command line is exactly `line` (arguments joined
 /// by spaces), e.g. a task a test made distinctive (`sleep 313`).
 pub fn sleepers(line: &str) -> Vec<i64> {
+    processes_where(|l| l == line.as_bytes())
+}
+
+/// Living processes whose command line (arguments joined by spaces)
+/// satisfies `matches`.
+pub fn processes_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i64> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -486,7 +492,7 @@ pub fn sleepers(line: &str) -> Vec<i64> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-                args.join(&b' ') == line.as_bytes()
+                matches(&args.join(&b' '))
             })
         })
         .filter(|pid| alive(*pid))

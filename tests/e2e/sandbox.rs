@@ -1350,18 +1350,7 @@ impl Drop for KillOnDrop {
 /// Living processes whose command line (arguments joined by spaces)
 /// starts with `prefix`.
 fn processes_starting(prefix: &str) -> Vec<i64> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-                args.join(&b' ').starts_with(prefix.as_bytes())
-            })
-        })
-        .filter(|pid| crate::harness::alive(*pid))
-        .collect()
+    crate::harness::processes_where(|line| line.starts_with(prefix.as_bytes()))
 }
 
 /// A `setsid` child and a double-forked one (both ignoring SIGTERM and

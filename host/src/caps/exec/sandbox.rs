@@ -361,9 +361,7 @@ impl ChildSetup {
     /// Confine the calling process (the forked child). Async-signal-safe:
     /// system calls only, no allocation, no lock.
     pub fn apply(&self) -> io::Result<()> {
-        for fd in &self.cgroup {
-            check(unsafe { libc::write(*fd, b"0".as_ptr().cast(), 1) } as i64)?;
-        }
+        super::cgroup::join(&self.cgroup)?;
         self.set_limits()?;
         self.enter_namespaces()?;
         if self.drop_capabilities {
