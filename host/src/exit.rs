@@ -23,6 +23,9 @@ pub const LOCKED: u8 = 6;
 pub const REFUSED: u8 = 7;
 /// The run was stopped: Ctrl-C, SIGTERM or `capstan cancel`.
 pub const CANCELLED: u8 = 8;
+/// `capstan verify` found a run's records not as they were written (a
+/// broken audit chain, digests that differ, a plan applied unapproved).
+pub const UNVERIFIED: u8 = 9;
 /// Capstan itself failed (I/O, a bug).
 pub const INTERNAL: u8 = 10;
 
@@ -42,6 +45,8 @@ Exit codes:
       resuming a run that cannot continue
   8   the run was stopped (Ctrl-C, SIGTERM, `capstan cancel`) and recorded
       as cancelled
+  9   verification failed: `capstan verify` found a run's records changed
+      (the first broken link is named)
   10  internal error";
 
 /// An error that knows its exit code.

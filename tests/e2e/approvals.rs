@@ -117,6 +117,17 @@ fn a_paused_production_run_is_approved_from_another_process_and_resumed() {
         done["run"]["run_dir"].as_str().unwrap(),
     ));
     assert_eq!(applies(&record), 1);
+    // Paused, approved from another process, resumed: the audit chain that
+    // three processes wrote holds, and the plan applied is the one approved.
+    let verified = sb.capstan(&["verify", &id]);
+    assert_eq!(verified.code, 0, "{verified:?}");
+    assert!(
+        verified.stdout.contains(&format!(
+            "stage `apply` applied {} approved by bob",
+            &digest[..12]
+        )),
+        "{verified:?}"
+    );
     assert!(
         sb.path()
             .join("gi/work/targets/production/web-1/var/lib/capstan/deployed.json")

@@ -121,6 +121,7 @@ fn every_command_help_has_an_example_and_exit_codes_are_documented() {
         &["validate", "--help"],
         &["audit", "--help"],
         &["plugin", "describe", "--help"],
+        &["verify", "--help"],
     ] {
         let ran = sb.capstan(cmd);
         assert_eq!(ran.code, 0, "{ran:?}");
@@ -135,6 +136,7 @@ fn every_command_help_has_an_example_and_exit_codes_are_documented() {
         "3   the pipeline file is invalid",
         "4   a plugin cannot be loaded",
         "5   the run is waiting",
+        "9   verification failed",
     ] {
         assert!(ran.stdout.contains(code), "--help lacks `{code}`: {ran:?}");
     }

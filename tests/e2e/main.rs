@@ -15,3 +15,4 @@ mod run_ids;
 mod runs;
 mod sandbox;
 mod stopping;
+mod verify;

@@ -61,6 +61,9 @@ fn resume_and_check(sb: &Sandbox, env: &str, stage: &str, serial_before: u64) ->
     let done = sb.show(&id);
     assert_eq!(done["run"]["status"], "succeeded");
     assert_eq!(latest(&done, stage)["attempt"], 2, "{stage} ran again");
+    // The killed host's audit chain goes on in the resumed one's.
+    let verified = sb.capstan(&["verify", &id]);
+    assert_eq!(verified.code, 0, "{stage}: {verified:?}");
     let run = Run::read(Path::new(done["run"]["run_dir"].as_str().unwrap()));
     assert_eq!(
         applies(&run),

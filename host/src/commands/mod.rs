@@ -15,6 +15,7 @@ mod runs;
 mod show;
 mod stats;
 mod validate;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,6 +82,7 @@ pub enum Command {
     Cancel(cancel::Args),
     Rollback(rollback::Args),
     Stats(stats::Args),
+    Verify(verify::Args),
 }
 
 impl Command {
@@ -107,7 +109,8 @@ impl Command {
             | Command::Reject(_)
             | Command::Resume(_)
             | Command::Cancel(_)
-            | Command::Stats(_) => Anchor::Recorded,
+            | Command::Stats(_)
+            | Command::Verify(_) => Anchor::Recorded,
         }
     }
 }
@@ -147,6 +150,7 @@ pub fn main() -> ExitCode {
             Command::Cancel(args) => cancel::exec(args, &cli).await,
             Command::Rollback(args) => rollback::exec(args, &cli).await,
             Command::Stats(args) => stats::exec(args, &cli),
+            Command::Verify(args) => verify::exec(args, &cli),
         }
     });
     // A plugin blocked in a WASI call (opening a FIFO nobody writes) keeps a

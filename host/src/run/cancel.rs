@@ -356,7 +356,7 @@ mod tests {
                 ..exec_started("apply", "sleep 600", &live)
             },
         ] {
-            runs.store.audit("r", &event).unwrap();
+            runs.store.audit("r", &event, "h").unwrap();
         }
         let found = orphans(runs.store.as_ref(), "r").unwrap();
         assert_eq!(

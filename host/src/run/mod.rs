@@ -16,6 +16,7 @@ pub mod stage;
 pub mod stop;
 #[cfg(test)]
 mod testing;
+pub mod verify;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -315,6 +316,7 @@ pub async fn execute(
         run_id: dir.id.clone(),
         pipeline: pipeline.name.clone(),
         pipeline_file: path_text(&pipeline.file),
+        pipeline_digest: pipeline.digest.clone(),
         environment: opts.environment.clone(),
         author: opts.author.clone(),
         status,

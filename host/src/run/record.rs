@@ -27,6 +27,9 @@ pub struct RunRecord {
     pub run_id: String,
     pub pipeline: String,
     pub pipeline_file: String,
+    /// sha256 of the pipeline file (`capstan verify` compares it with the
+    /// run store's and the stages' start records).
+    pub pipeline_digest: String,
     pub environment: String,
     pub author: String,
     pub status: RunState,

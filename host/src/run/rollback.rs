@@ -319,6 +319,7 @@ mod tests {
             run_id: "r".into(),
             pipeline: "t".into(),
             pipeline_file: "pipeline.toml".into(),
+            pipeline_digest: "d".into(),
             environment: "prod".into(),
             author: "alice".into(),
             status,

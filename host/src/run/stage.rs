@@ -128,6 +128,7 @@ impl StageRun {
             "event": "start",
             "attempt": attempt,
             "plugin_digest": self.plugin().digest,
+            "pipeline_digest": self.prepared.pipeline.digest,
         });
         if let (Some(start), Value::Object(caps)) = (
             start.as_object_mut(),

@@ -99,6 +99,9 @@ pub struct RunRow {
     pub plugins: Value,
     /// The process that runs it now (or last did).
     pub owner: Owner,
+    /// The sha256 of the last line of its `audit.jsonl` when an event was
+    /// last recorded (see `caps::audit::chain`); `None`: none was chained.
+    pub audit_head: Option<String>,
 }
 
 /// A new run, before its first stage.
@@ -242,7 +245,9 @@ pub trait RunStore: Send + Sync {
     /// Record a stage's end (or a stage decided without running: skipped,
     /// reused), as the given attempt, or a new one when `attempt` is `None`.
     fn end_stage(&self, run: &str, attempt: Option<u32>, row: &StageRow) -> Result<()>;
-    fn audit(&self, run: &str, event: &AuditRow) -> Result<()>;
+    /// Record an event, and `head`, the hash of the `audit.jsonl` line
+    /// that holds it: the run's audit chain now ends there.
+    fn audit(&self, run: &str, event: &AuditRow, head: &str) -> Result<()>;
     fn ask_approval(&self, run: &str, pending: &PendingApproval) -> Result<()>;
     fn record_approval(&self, run: &str, decision: &ApprovalRow) -> Result<()>;
 

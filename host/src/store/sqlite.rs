@@ -18,6 +18,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("schema.sql")),
         M::up(include_str!("schema-2.sql")),
+        M::up(include_str!("schema-3.sql")),
     ])
 }
 
@@ -28,7 +29,7 @@ pub struct SqliteStore {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
-    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host";
+    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, audit_head";
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
 
@@ -182,6 +183,7 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
         verified: r.get("verified")?,
         plugins: json(r.get("plugins")?),
         owner: owner_at(r, r.as_ref().column_index("owner_pid")?)?,
+        audit_head: r.get("audit_head")?,
     })
 }
 
@@ -252,7 +254,7 @@ impl RunStore for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16)"),
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, NULL)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
                     run.author, run.kind.as_str(), run.target, run.undoes,
@@ -347,11 +349,15 @@ impl RunStore for SqliteStore {
         })
     }
 
-    fn audit(&self, run: &str, e: &AuditRow) -> Result<()> {
+    fn audit(&self, run: &str, e: &AuditRow, head: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO audit_events (run_id, time, stage, plugin, capability, allowed, detail, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![run, e.time, e.stage, e.plugin, e.capability.as_str(), e.allowed, e.detail.to_string(), e.reason],
+            )?;
+            tx.execute(
+                "UPDATE runs SET audit_head = ?2 WHERE id = ?1",
+                params![run, head],
             )?;
             Ok(())
         })

@@ -471,8 +471,9 @@ fn requests_are_kept_after_they_are_answered() {
     assert!(s.approval_requests("other").unwrap().is_empty());
 }
 
-/// A store written by a Capstan with schema version 1 (no kept requests)
-/// opens, migrated, with its runs and pending requests readable.
+/// A store written by a Capstan with schema version 1 (no kept requests,
+/// no audit head) opens, migrated, with its runs and pending requests
+/// readable.
 #[test]
 fn a_version_1_store_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,11 +504,12 @@ fn a_version_1_store_is_migrated() {
     assert_eq!(s.run("r1").unwrap().status, RunState::AwaitingApproval);
     assert_eq!(s.pending_approval("r1").unwrap().unwrap().details, "plan");
     assert!(s.approval_requests("r1").unwrap().is_empty());
+    assert_eq!(s.run("r1").unwrap().audit_head, None);
     let version: i64 = rusqlite::Connection::open(&path)
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -592,6 +594,7 @@ fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
             detail,
             reason: None,
         },
+        "h",
     )
     .unwrap();
     s.create_run(&new_run("r2", "dev"), &me).unwrap();
