@@ -488,3 +488,52 @@ fn the_operator_confirms_a_plugin_override_on_a_terminal() {
         "{d:#}"
     );
 }
+
+/// Nobody approves, rejects or starts a run as an unknown someone: without
+/// `--as`, an actor variable or an account name (a uid with no passwd
+/// entry), the command is refused before it reads or records anything;
+/// recorded manual approvals are shown as claims.
+#[test]
+fn an_unknown_identity_is_refused_and_names_are_shown_unverified() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    for args in [
+        &["approve", "latest"][..],
+        &["reject", "latest"],
+        &["approve", "latest", "--as", "  "],
+    ] {
+        let mut cmd = sb.command(args);
+        for var in [
+            "USER",
+            "LOGNAME",
+            "CAPSTAN_ACTOR",
+            "GITHUB_ACTOR",
+            "GITLAB_USER_LOGIN",
+        ] {
+            cmd.env_remove(var);
+        }
+        // A uid no account has: not even the system can name it (and it
+        // may not enter the sandbox's directory: it needs nothing there).
+        cmd.current_dir("/");
+        let ran: crate::harness::Ran = cmd.uid(54_321).output().unwrap().into();
+        assert_eq!(ran.code, 2, "{args:?}: {ran:?}");
+        assert!(ran.stderr.contains("cannot tell who you are"), "{ran:?}");
+        assert!(!ran.stderr.contains("unknown"), "{ran:?}");
+        assert!(
+            !sb.path().join(".capstan").exists(),
+            "{args:?} created state"
+        );
+    }
+
+    // A manual approval is a name someone gave: `show` says so.
+    let pipeline = approval_only(&sb, r#"policy = { dev = "manual" }"#);
+    let first = sb.capstan(&["run", pipeline.to_str().unwrap(), "-q", "--as", "carol"]);
+    assert_eq!(first.code, 5, "{first:?}");
+    let approved = sb.capstan(&["approve", "latest", "--as", "dave"]);
+    assert_eq!(approved.code, 0, "{approved:?}");
+    let show = sb.capstan(&["show", "latest"]);
+    assert!(
+        show.stdout.contains("by dave (identity not verified)"),
+        "{show:?}"
+    );
+}

@@ -70,10 +70,11 @@ fn now() -> String {
 }
 
 pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
+    // Who answers, before anything is read: nobody answers as an unknown.
+    let by = super::identity(args.answer.by.as_deref())?;
     let store = cli.store()?;
     let waiting = answer::waiting(store.as_ref(), &args.answer.run).map_err(failure)?;
     let (run, pending) = (&waiting.run, &waiting.request);
-    let by = super::identity(args.answer.by.as_deref());
     let at = now();
     let approval = Approval {
         by: &by,
@@ -122,9 +123,9 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
 }
 
 pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
+    let by = super::identity(args.answer.by.as_deref())?;
     let store = cli.store()?;
     let waiting = answer::waiting(store.as_ref(), &args.answer.run).map_err(failure)?;
-    let by = super::identity(args.answer.by.as_deref());
     warn(waiting.reject(&store, &by, args.answer.comment.as_deref(), &now()))?;
     eprintln!(
         "run {} rejected by {by}; it ends here and environment `{}` is unlocked",

@@ -55,7 +55,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
     let run = store.run(&args.run).map_err(super::store_failure)?;
     let how = cancel::how(&run, &Owner::current()).map_err(failure)?;
-    let by = super::identity(args.by.as_deref());
+    let by = super::identity(args.by.as_deref())?;
     if how == Cancel::Stop {
         return stop_running(args, &run, &store, &by).await;
     }

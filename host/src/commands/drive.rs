@@ -165,7 +165,9 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         d.opts.stop.clone(),
         d.store.clone(),
         id.clone(),
-        super::identity(None),
+        // Who pressed Ctrl-C or sent SIGTERM: this process's operator.
+        super::identity(None)
+            .unwrap_or_else(|_| format!("a signal to capstan (pid {})", std::process::id())),
     );
     let result = execute(
         d.prepared.clone(),

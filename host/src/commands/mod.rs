@@ -371,10 +371,14 @@ pub fn not_runnable(problems: &Diagnostics, file: &Path) -> String {
 }
 
 /// Who is acting: `--as`, or the first identity the environment gives
-/// ($CAPSTAN_ACTOR, the CI actor, the login name).
-pub fn identity(given: Option<&str>) -> String {
+/// ($CAPSTAN_ACTOR, the CI actor, the login name), or the account's name.
+/// Nobody is ever recorded as an unknown someone: without any of these the
+/// command is refused. A name is a claim, not a proof (approvals show it as
+/// "identity not verified").
+pub fn identity(given: Option<&str>) -> Result<String, Failure> {
     given
         .map(str::to_string)
+        .filter(|s| !s.trim().is_empty())
         .or_else(|| {
             [
                 "CAPSTAN_ACTOR",
@@ -384,9 +388,23 @@ pub fn identity(given: Option<&str>) -> String {
                 "LOGNAME",
             ]
             .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
         })
-        .unwrap_or_else(|| "unknown".into())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .ok_or_else(|| {
+            Failure::new(
+                exit::USAGE,
+                "cannot tell who you are: no --as, no $CAPSTAN_ACTOR, $GITHUB_ACTOR, \
+                 $GITLAB_USER_LOGIN, $USER or $LOGNAME, and this account has no name; \
+                 pass --as NAME (Capstan records no anonymous decisions)"
+                    .to_string(),
+            )
+        })
 }
 
 /// `--env`, checked against the pipeline's environments (default: the first).

@@ -66,7 +66,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         environment: args.environment.clone(),
         to: args.to.clone(),
         undoes: None,
-        author: super::identity(args.author.as_deref()),
+        author: super::identity(args.author.as_deref())?,
         flags: args.flags.clone(),
     };
     start(&rollback, cli, &store).await

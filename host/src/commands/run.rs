@@ -74,7 +74,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         environment,
         only: args.only.clone(),
         echo: !args.flags.quiet,
-        author: super::identity(args.author.as_deref()),
+        author: super::identity(args.author.as_deref())?,
         stop: args.flags.stop(),
     };
     if args.dry_run {

@@ -10,7 +10,9 @@ use super::drive::one_line;
 use super::runs::{kind, stage_tone, took};
 use crate::caps::approval::review;
 use crate::exit::{self, Failure};
-use crate::store::{ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts};
+use crate::store::{
+    ApprovalPolicy, ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts,
+};
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
 
@@ -180,12 +182,18 @@ impl Shown<'_> {
         if !self.approvals.is_empty() {
             writeln!(out, "approvals:")?;
             for a in self.approvals {
+                // Approvers name themselves (`--as`, the environment):
+                // nothing proves the name yet.
+                let by = match a.policy {
+                    ApprovalPolicy::Automatic => inline(&a.by).into_owned(),
+                    _ => format!("{} (identity not verified)", inline(&a.by)),
+                };
                 writeln!(
                     out,
                     "  {} {} by {} at {} for {} ({}){}{}",
                     inline(&a.stage),
                     a.decision,
-                    inline(&a.by),
+                    by,
                     inline(&a.at),
                     inline(&a.digest),
                     a.policy,
