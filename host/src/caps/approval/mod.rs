@@ -12,6 +12,7 @@
 mod prompt;
 pub mod review;
 mod rules;
+pub mod signature;
 
 use std::sync::{Arc, Mutex};
 
