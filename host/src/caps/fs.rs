@@ -129,11 +129,7 @@ fn libc_o_directory() -> i32 {
 
 /// Identities from `dir` up to the root.
 /// Identities of the open directory `dir` and of each of its parents.
-pub fn dir_lineage(dir: File) -> io::Result<Vec<Identity>> {
-    lineage_of(dir)
-}
-
-fn lineage_of(dir: File) -> io::Result<Vec<Identity>> {
+pub fn lineage_of(dir: File) -> io::Result<Vec<Identity>> {
     let mut out = vec![Identity::of(&dir.metadata()?)];
     let mut current: OwnedFd = dir.into();
     loop {
@@ -153,18 +149,6 @@ fn lineage_of(dir: File) -> io::Result<Vec<Identity>> {
         out.push(id);
         current = parent;
     }
-}
-
-/// Identities of `path` (a file or a directory) and of each of its parents.
-pub fn path_lineage(path: &Path) -> io::Result<Vec<Identity>> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_dir() {
-        return lineage_of(File::open(path)?);
-    }
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let mut out = vec![Identity::of(&meta)];
-    out.extend(lineage_of(File::open(parent)?)?);
-    Ok(out)
 }
 
 /// Identities of the nearest existing parent of `path` and of its parents.

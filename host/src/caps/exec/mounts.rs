@@ -20,6 +20,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::caps::fs::fd_path;
+
 /// Top-level directories programs see as they are: the system locations
 /// Landlock rules cover (`/usr`, `/etc`) and the kernel's (`/proc`, `/sys`,
 /// `/dev`). Every other one is covered by an empty directory.
@@ -196,18 +198,11 @@ impl Mounts {
 const OPEN_TREE_CLONE: u32 = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
 fn c(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)
 }
 
+/// A system call's result as an `io::Result` (see [`super::sandbox`]).
 fn check(result: libc::c_int) -> io::Result<()> {
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    super::sandbox::check(result.into()).map(drop)
 }

@@ -121,11 +121,11 @@ impl Opened {
         let file = std::fs::File::from(self.fd.try_clone()?);
         let meta = file.metadata()?;
         if meta.is_dir() {
-            return crate::caps::fs::dir_lineage(file);
+            return crate::caps::fs::lineage_of(file);
         }
         let parent = self.path.parent().unwrap_or(Path::new("/"));
         let mut out = vec![crate::caps::fs::Identity::of(&meta)];
-        out.extend(crate::caps::fs::path_lineage(parent)?);
+        out.extend(crate::caps::fs::lineage_of(std::fs::File::open(parent)?)?);
         Ok(out)
     }
 }
@@ -546,7 +546,7 @@ fn drop_capabilities() -> io::Result<()> {
     Ok(())
 }
 
-fn check(result: i64) -> io::Result<i64> {
+pub(super) fn check(result: i64) -> io::Result<i64> {
     if result < 0 {
         Err(io::Error::last_os_error())
     } else {
