@@ -1499,3 +1499,76 @@ echo "ESC""APED: started 200 processes""#,
         run.stage("other")
     );
 }
+
+/// A stage racing the sandbox of the next: it swaps the directory the next
+/// stage is granted for a symlink into Capstan's state before that stage
+/// starts. The next stage's programs still get the directory that was
+/// checked (their rules and mounts come from its handle), never the state.
+#[test]
+fn a_grant_swapped_for_a_symlink_by_an_upstream_stage_stays_the_checked_directory() {
+    let sb = Sandbox::new();
+    let area = sb.path().join("area");
+    std::fs::create_dir_all(area.join("ro")).unwrap();
+    std::fs::write(area.join("ro/granted.txt"), "checked-directory").unwrap();
+    // The command stage needs a read grant to run at all.
+    std::fs::create_dir_all(sb.path().join("docs")).unwrap();
+    let (area_s, state) = (
+        area.display(),
+        sb.path().join(".capstan").display().to_string(),
+    );
+    let swap = [step(
+        "swap",
+        sh(format!(
+            "mv {area_s}/ro {area_s}/ro.old && ln -s {state} {area_s}/ro && ls -la {area_s}"
+        )),
+    )];
+    let after = [
+        step("granted", sh(format!("cat {area_s}/ro/granted.txt"))),
+        attack(
+            "read the store through the swapped path",
+            sh(format!("head -c 16 {area_s}/ro/capstan.db 2>&1")),
+        ),
+    ];
+    let stage = |name: &str, steps: &[Step], grants: &str| {
+        let mut toml = command_stage(name, steps, &[&sh_grant("")]);
+        toml = toml.replace(
+            &format!("[stages.{name}.grants]\nread = [\"ro\"]\n"),
+            &format!("[stages.{name}.grants]\n{grants}\n"),
+        );
+        toml
+    };
+    let pipeline = sb.pipeline(&format!(
+        "{}{}{}",
+        pipeline_head("race"),
+        stage("swap", &swap, "read = [\"docs\"]\nwrite = [\"area\"]"),
+        with_keys(
+            stage("use", &after, "read = [\"area/ro\"]"),
+            "use",
+            "needs = [\"swap\"]"
+        ),
+    ));
+    let (ran, _) = sb.capstan_within(&["run", pipeline.to_str().unwrap(), "-q"], GUARD);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run = sb.last_run();
+    assert!(
+        std::fs::symlink_metadata(area.join("ro"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the upstream stage did not swap the grant: {}",
+        run.log("swap")
+    );
+    assert!(
+        run.log("use").contains("checked-directory"),
+        "{}",
+        run.log("use")
+    );
+    assert!(
+        !run.log("use").contains("SQLite format"),
+        "{}",
+        run.log("use")
+    );
+    let mut escapes = Escapes::default();
+    check_steps(&mut escapes, &run, "use", &after, DENIED);
+    escapes.assert_none();
+}
