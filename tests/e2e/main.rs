@@ -14,5 +14,6 @@ mod rollback;
 mod run_ids;
 mod runs;
 mod sandbox;
+mod signed_approvals;
 mod stopping;
 mod verify;

@@ -152,6 +152,7 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
                     run_dir: "/seed".into(),
                     started: started.to_string(),
                     plugins: json!([]),
+                    approvers: None,
                 },
                 &me,
             )

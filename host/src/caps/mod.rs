@@ -341,6 +341,8 @@ mod tests {
             max_output: 1 << 20,
             environments: None,
             on_failure: Default::default(),
+            requires_approval: None,
+            image_digest: None,
         }
     }
 

@@ -2,11 +2,11 @@
 //! request from any terminal or CI job. An answer is for the digest the run
 //! waits on (e.g. one plan file); `capstan resume` then continues the run.
 
+use crate::caps::approval::signature::Key;
 use crate::caps::approval::{Recorded, short};
 use crate::caps::audit::AppendError;
 use crate::exit::{self, Failure};
-use crate::run::answer::{self, AnswerError, Approval};
-use crate::store::StoreError;
+use crate::run::answer::{self, AnswerError, Approval, Signing, Waiting};
 use crate::text::inline;
 
 /// Approve what a paused run waits for (then `capstan resume` it).
@@ -19,7 +19,13 @@ Examples:
   capstan resume 20261126-101500-7f3a
 
 The run's author may not approve it. When the request names approvers, only
-they may; when it needs N approvals, N different people must approve.")]
+they may; when it needs N approvals, N different people must approve.
+
+When the pipeline lists approvers' keys ([approvers]), every answer is signed
+with the approver's SSH key, --key FILE or else the first listed key in
+ssh-agent (SSH_AUTH_SOCK), and recorded under that key's name; only signed
+answers count:
+  capstan approve 20261126-101500-7f3a --key ~/.ssh/id_ed25519")]
 pub struct ApproveArgs {
     #[command(flatten)]
     pub answer: Answer,
@@ -55,6 +61,37 @@ pub struct Answer {
     /// Why, for the record.
     #[arg(long)]
     pub comment: Option<String>,
+    /// Sign with this OpenSSH private key file (unencrypted; a key with a
+    /// passphrase goes through ssh-agent). Default: ssh-agent's key that
+    /// the pipeline lists. Only used when the pipeline lists approvers' keys.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl Answer {
+    /// Who answers: for a run with approvers' keys, whoever's key signs
+    /// (`--as` only checked against it); otherwise `--as` or the
+    /// environment's name, and nobody answers as an unknown.
+    fn who<'a>(
+        &'a self,
+        waiting: &Waiting,
+        key: &'a Option<Key>,
+    ) -> Result<(String, Signing<'a>), Failure> {
+        if waiting.trust.signed() {
+            let signing = Signing {
+                key: key.as_ref(),
+                claimed: self.by.as_deref(),
+            };
+            return Ok((self.by.clone().unwrap_or_default(), signing));
+        }
+        if self.key.is_some() {
+            eprintln!(
+                "note: run {} lists no approvers' keys ([approvers]): the answer is recorded by name, unsigned",
+                waiting.run.id
+            );
+        }
+        Ok((super::identity(self.by.as_deref())?, Signing::default()))
+    }
 }
 
 /// A refused answer as a failure: a run named wrong is a usage error.
@@ -70,10 +107,15 @@ fn now() -> String {
 }
 
 pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
-    // Who answers, before anything is read: nobody answers as an unknown.
-    let by = super::identity(args.answer.by.as_deref())?;
+    // Without a key, who answers is known before anything is read: nobody
+    // answers as an unknown.
+    if args.answer.key.is_none() {
+        super::identity(args.answer.by.as_deref())?;
+    }
     let store = cli.store()?;
     let waiting = answer::waiting(store.as_ref(), &args.answer.run).map_err(failure)?;
+    let key = args.answer.key.clone().map(Key::File);
+    let (by, signing) = args.answer.who(&waiting, &key)?;
     let (run, pending) = (&waiting.run, &waiting.request);
     let at = now();
     let approval = Approval {
@@ -82,20 +124,31 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
         reviewed: args.digest.as_deref(),
         emergency: args.emergency.as_deref(),
         at: &at,
+        signing,
     };
     let mut decisions = store.approvals(&run.id).map_err(super::store_failure)?;
     let row = waiting.approval(&approval, &decisions).map_err(failure)?;
+    let by = row.by.clone();
     if let Some(reason) = &row.override_reason {
         eprintln!(
             "\n!!! EMERGENCY OVERRIDE of stage `{}` of run {} by {by}: {reason}\n",
             pending.stage, run.id
         );
     }
-    warn(waiting.record(&store, &row, "capstan approve"))?;
+    let identity = if row.signature.is_some() {
+        "signed with a listed key"
+    } else {
+        "identity not verified"
+    };
+    warn(
+        waiting
+            .record(&store, &row, "capstan approve")
+            .map_err(super::store_failure)?,
+    )?;
     decisions.push(row);
     match waiting.tally(&decisions) {
         Recorded::Approved(answers) => eprintln!(
-            "approved {} for stage `{}` of run {} by {}. Continue it with: capstan resume {}",
+            "approved {} ({identity}) for stage `{}` of run {} by {}. Continue it with: capstan resume {}",
             inline(short(&pending.digest)),
             pending.stage,
             run.id,
@@ -109,7 +162,7 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
             run.id
         ),
         Recorded::Open { approved_by, .. } => eprintln!(
-            "{by} approved {}: {} of {} approvals for stage `{}` of run {}; {} more needed from others",
+            "{by} approved {} ({identity}): {} of {} approvals for stage `{}` of run {}; {} more needed from others",
             inline(short(&pending.digest)),
             approved_by.len(),
             pending.required,
@@ -123,10 +176,21 @@ pub fn approve(args: &ApproveArgs, cli: &super::Cli) -> Result<u8, Failure> {
 }
 
 pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
-    let by = super::identity(args.answer.by.as_deref())?;
+    if args.answer.key.is_none() {
+        super::identity(args.answer.by.as_deref())?;
+    }
     let store = cli.store()?;
     let waiting = answer::waiting(store.as_ref(), &args.answer.run).map_err(failure)?;
-    warn(waiting.reject(&store, &by, args.answer.comment.as_deref(), &now()))?;
+    let key = args.answer.key.clone().map(Key::File);
+    let (by, signing) = args.answer.who(&waiting, &key)?;
+    let rejected = waiting.reject(
+        &store,
+        &by,
+        args.answer.comment.as_deref(),
+        &now(),
+        &signing,
+    );
+    warn(rejected.map_err(failure)?)?;
     eprintln!(
         "run {} rejected by {by}; it ends here and environment `{}` is unlocked",
         waiting.run.id, waiting.run.environment
@@ -135,8 +199,8 @@ pub fn reject(args: &RejectArgs, cli: &super::Cli) -> Result<u8, Failure> {
 }
 
 /// Say that the audit log missed a decision the store has.
-fn warn(recorded: Result<Option<AppendError>, StoreError>) -> Result<(), Failure> {
-    if let Some(e) = recorded.map_err(super::store_failure)? {
+fn warn(appended: Option<AppendError>) -> Result<(), Failure> {
+    if let Some(e) = appended {
         eprintln!("warning: {e}");
     }
     Ok(())

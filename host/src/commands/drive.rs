@@ -86,7 +86,7 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
             }
             let what = match h.run_status {
                 Some(RunState::AwaitingApproval) => format!(
-                    "waits for approval; approve it (`capstan approve {0} --as <name>`, then `capstan resume {0}`) or reject it (`capstan reject {0} --as <name>`)",
+                    "waits for approval; approve it (`capstan approve {0}`; `capstan show {0}` says how), then `capstan resume {0}`, or reject it (`capstan reject {0}`)",
                     h.run_id
                 ),
                 // Its host is dead (live children are only looked for then),

@@ -466,6 +466,7 @@ pub fn new_run(
         started: jiff::Timestamp::now().to_string(),
         plugins: serde_json::to_value(crate::run::plugin_records(prepared))
             .expect("plugin records serialize"),
+        approvers: pipeline.approvers.as_ref().map(|a| a.text.clone()),
     }
 }
 

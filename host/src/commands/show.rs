@@ -4,11 +4,11 @@
 use std::io::{self, Write};
 
 use comfy_table::ColumnConstraint;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::drive::one_line;
 use super::runs::{kind, stage_tone, took};
-use crate::caps::approval::review;
+use crate::caps::approval::{Identity, Trust, identify, review};
 use crate::exit::{self, Failure};
 use crate::store::{
     ApprovalPolicy, ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts,
@@ -52,8 +52,32 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let requests = store
         .approval_requests(&run.id)
         .map_err(super::store_failure)?;
+    let trust = Trust::of_run(&run).unwrap_or_default();
+    // Who each decision is from, as `resume` and `verify` judge it.
+    let identities: Vec<Identity> = approvals
+        .iter()
+        .map(|a| {
+            let image = requests
+                .iter()
+                .find(|r| r.stage == a.stage && r.digest == a.digest)
+                .and_then(|r| r.image_digest.as_deref());
+            match a.policy {
+                ApprovalPolicy::Automatic => Identity::Unverified,
+                _ => identify(&trust, a, image),
+            }
+        })
+        .collect();
     let mut out = term::stdout();
     if args.json {
+        let approvals: Vec<Value> = approvals
+            .iter()
+            .zip(&identities)
+            .map(|(a, identity)| {
+                let mut row = json!(a);
+                row["identity"] = json!(identity.label());
+                row
+            })
+            .collect();
         let doc = json!({
             "run": run,
             "stages": latest_attempts(stages.clone()),
@@ -70,6 +94,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         run: &run,
         stages,
         approvals: &approvals,
+        identities: &identities,
         requests: reviewed(requests, pending.as_ref()),
         pending: pending.as_ref(),
         whole_plan: args.plan,
@@ -86,6 +111,8 @@ struct Shown<'a> {
     run: &'a RunRow,
     stages: Vec<StageRow>,
     approvals: &'a [ApprovalRow],
+    /// Who each approval is from (same order).
+    identities: &'a [Identity],
     /// The latest request of each stage that asked for approval.
     requests: Vec<PendingApproval>,
     pending: Option<&'a PendingApproval>,
@@ -181,12 +208,12 @@ impl Shown<'_> {
         }
         if !self.approvals.is_empty() {
             writeln!(out, "approvals:")?;
-            for a in self.approvals {
-                // Approvers name themselves (`--as`, the environment):
-                // nothing proves the name yet.
+            for (a, identity) in self.approvals.iter().zip(self.identities) {
+                // Without approvers' keys, approvers name themselves (`--as`,
+                // the environment): nothing proves the name.
                 let by = match a.policy {
                     ApprovalPolicy::Automatic => inline(&a.by).into_owned(),
-                    _ => format!("{} (identity not verified)", inline(&a.by)),
+                    _ => format!("{} ({})", inline(&a.by), inline(&identity.label())),
                 };
                 writeln!(
                     out,
@@ -227,8 +254,14 @@ impl Shown<'_> {
             )?;
             writeln!(
                 out,
-                "  approve: capstan approve {} --as <name>   then: capstan resume {}",
-                run.id, run.id
+                "  approve: capstan approve {} {}   then: capstan resume {}",
+                run.id,
+                if run.approvers.is_some() {
+                    "--key <your private key file>"
+                } else {
+                    "--as <name>"
+                },
+                run.id
             )?;
         }
         writeln!(out, "plugins:")?;

@@ -22,6 +22,35 @@ pub struct PipelineFile {
     pub rollback: Option<Spanned<RollbackEntry>>,
     #[serde(default)]
     pub sandbox: SandboxEntry,
+    #[serde(default)]
+    pub approvers: Option<Spanned<ApproversEntry>>,
+}
+
+/// `[approvers]`: the SSH keys whose signatures count as approvals (see
+/// `caps::approval::signature`), in `allowed_signers` format.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproversEntry {
+    /// An `allowed_signers` file (relative to the pipeline file), as
+    /// `ssh-keygen -Y verify -f` reads it.
+    #[serde(default)]
+    pub allowed_signers: Option<Spanned<String>>,
+    /// `allowed_signers` lines written in the pipeline file itself, e.g.
+    /// `"bob ssh-ed25519 AAAA..."`.
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+}
+
+/// `requires_approval` of a stage: it runs only on a digest approved at
+/// another stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequiresApproval {
+    /// The approval stage whose decisions count (upstream of this one).
+    pub stage: Spanned<String>,
+    /// The key of this stage's `with` that holds the digest it acts on,
+    /// e.g. `approved_digest`.
+    pub digest: Spanned<String>,
 }
 
 /// `[sandbox]`: how the programs that stages start are confined (see
@@ -180,6 +209,13 @@ pub struct StageEntry {
     /// What a failure of this stage triggers: `fail` or `rollback`.
     #[serde(default)]
     pub on_failure: Option<Spanned<OnFailure>>,
+    /// Run only when the digest in `with.<digest>` was approved at `stage`.
+    #[serde(default)]
+    pub requires_approval: Option<Spanned<RequiresApproval>>,
+    /// For an approval stage: the image the approved plan deploys (may
+    /// reference upstream outputs); signed into every approval statement.
+    #[serde(default)]
+    pub image_digest: Option<Spanned<String>>,
 }
 
 /// `[stages.<name>.grants]`: what the pipeline lets this stage do.

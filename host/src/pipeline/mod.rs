@@ -4,6 +4,7 @@
 //! [`Pipeline`] (stages in dependency order, paths absolute) or every problem
 //! found, each located by file, line and column.
 
+pub mod approvers;
 mod dag;
 pub mod diag;
 pub mod file;
@@ -82,6 +83,9 @@ pub struct Pipeline {
     pub rollback_reuse: Vec<String>,
     /// `[sandbox]`: how the programs stages start are confined.
     pub sandbox: Sandbox,
+    /// `[approvers]`: keys whose signatures count as approvals (`None`:
+    /// approvals are names only).
+    pub approvers: Option<approvers::Approvers>,
     /// The file's text and the places of its entries, for problems found
     /// later (plugin schemas, grants, programs) to point at.
     pub source: Arc<SourceMap>,
@@ -131,6 +135,20 @@ pub struct Stage {
     /// Environments this stage runs in (`None`: all).
     pub environments: Option<Vec<String>>,
     pub on_failure: file::OnFailure,
+    /// `requires_approval`: the approval stage, and the `with` key holding
+    /// the digest this stage acts on.
+    pub requires_approval: Option<Gate>,
+    /// `image_digest` of an approval stage, references not yet resolved.
+    pub image_digest: Option<String>,
+}
+
+/// A stage's `requires_approval`, validated.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The approval stage (upstream of the stage, granted `approval`).
+    pub stage: String,
+    /// The `with` key holding the digest the stage acts on.
+    pub digest_key: String,
 }
 
 impl Stage {

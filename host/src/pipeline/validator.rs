@@ -131,6 +131,18 @@ impl Validator<'_> {
                 self.errors.extend(problems);
                 Default::default()
             });
+        let approvers = match &raw.approvers {
+            Some(entry) => super::approvers::validate(entry.get_ref(), self.dir, self.map)
+                .map_err(|problems| self.errors.extend(problems))
+                .ok(),
+            None => None,
+        };
+        for (name, entry) in &raw.stages {
+            let gate = self.gate(name.get_ref(), entry, &raw, &stages);
+            if let Some(stage) = stages.get_mut(name.get_ref()) {
+                stage.requires_approval = gate;
+            }
+        }
         if !self.errors.is_empty() {
             return Err(Diagnostics::new(self.errors));
         }
@@ -157,6 +169,7 @@ impl Validator<'_> {
             digest: String::new(),
             rollback_reuse,
             sandbox,
+            approvers,
             source: self.map.clone(),
         })
     }
@@ -468,6 +481,68 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|o| *o.get_ref())
                 .unwrap_or_default(),
+            requires_approval: None,
+            image_digest: entry.image_digest.as_ref().map(|i| i.get_ref().clone()),
+        })
+    }
+
+    /// `requires_approval` names an approval stage upstream of this one and
+    /// a string key of this stage's `with`.
+    fn gate(
+        &mut self,
+        name: &str,
+        entry: &file::StageEntry,
+        raw: &file::PipelineFile,
+        stages: &IndexMap<String, Stage>,
+    ) -> Option<super::Gate> {
+        let gate = entry.requires_approval.as_ref()?.get_ref();
+        let (from, key) = (gate.stage.get_ref(), gate.digest.get_ref());
+        let upstream = stages.get(name).map(|s| &s.upstream);
+        let approval_stage = raw.stages.get(from.as_str());
+        let problem = if approval_stage.is_none() {
+            Some((gate.stage.span(), format!("stage `{name}`: requires_approval names stage `{from}`, which does not exist"), "name the approval stage, e.g. requires_approval = { stage = \"approve\", digest = \"approved_digest\" }".to_string()))
+        } else if upstream.is_some_and(|u| !u.contains(from)) {
+            Some((
+                gate.stage.span(),
+                format!(
+                    "stage `{name}`: requires_approval names stage `{from}`, which is not upstream of `{name}`"
+                ),
+                format!("add \"{from}\" to `needs` of stage `{name}`"),
+            ))
+        } else if approval_stage.is_some_and(|s| !s.grants.approval) {
+            Some((
+                gate.stage.span(),
+                format!(
+                    "stage `{name}`: requires_approval names stage `{from}`, which is not granted `approval`"
+                ),
+                format!(
+                    "name the stage that asks for the approval, or grant it: [stages.{from}.grants] approval = true"
+                ),
+            ))
+        } else if !entry
+            .with
+            .as_ref()
+            .is_some_and(|w| w.get_ref().get(key).is_some_and(toml::Value::is_str))
+        {
+            Some((
+                gate.digest.span(),
+                format!(
+                    "stage `{name}`: requires_approval digest = \"{key}\", but its `with` has no string `{key}`"
+                ),
+                format!(
+                    "name the key of [stages.{name}.with] that holds the approved digest, e.g. \"approved_digest\""
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((span, message, help)) = problem {
+            self.stage_error(name, span, message, help);
+            return None;
+        }
+        Some(super::Gate {
+            stage: from.clone(),
+            digest_key: key.clone(),
         })
     }
 
@@ -518,8 +593,15 @@ impl Validator<'_> {
         graph: &Graph,
     ) {
         let with = with_json(entry);
-        for (path, text) in strings(&with) {
-            let mut at: Vec<&str> = vec!["stages", name, "with"];
+        let image = entry.image_digest.as_ref().map(|i| i.get_ref().as_str());
+        let image_path = vec!["image_digest".to_string()];
+        let texts = strings(&with)
+            .into_iter()
+            .map(|(path, text)| (path, text, "with"))
+            .chain(image.map(|text| (image_path.clone(), text, "")));
+        for (path, text, table) in texts {
+            let mut at: Vec<&str> = vec!["stages", name];
+            at.extend((!table.is_empty()).then_some(table));
             at.extend(path.iter().map(String::as_str));
             let value = self.map.nearest(&at, Part::Value);
             let refs = match interpolate::references(text) {

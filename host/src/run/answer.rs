@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::caps::approval::{Recorded, approver_problem, recorded, short};
+use crate::caps::approval::signature::{Key, sign_with};
+use crate::caps::approval::{
+    Asked, Identity, Recorded, Trust, approver_problem, identify, recorded, short,
+};
 use crate::caps::audit::{self, AppendError};
 use crate::store::{
     ApprovalPolicy, ApprovalRow, AuditKind, Decision, PendingApproval, RunRow, RunState, RunStore,
@@ -47,6 +50,16 @@ pub enum AnswerError {
         id: String,
         environment: String,
     },
+    /// The run's recorded approvers' keys cannot be read.
+    #[error("{0}")]
+    Approvers(String),
+    /// The answer could not be signed, or its signature does not count.
+    #[error("{} (run {id}, environment `{environment}`)", inline(problem))]
+    Unsigned {
+        problem: String,
+        id: String,
+        environment: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +69,8 @@ pub enum AnswerError {
 pub struct Waiting {
     pub run: RunRow,
     pub request: PendingApproval,
+    /// What answers are checked against (the run's approvers' keys).
+    pub trust: Trust,
 }
 
 /// The run `id` names, if it waits for an answer.
@@ -70,7 +85,21 @@ pub fn waiting(store: &dyn RunStore, id: &str) -> Result<Waiting, AnswerError> {
     let request = store
         .pending_approval(&run.id)?
         .ok_or_else(|| AnswerError::NoRequest { id: run.id.clone() })?;
-    Ok(Waiting { run, request })
+    let trust = Trust::of_run(&run).map_err(AnswerError::Approvers)?;
+    Ok(Waiting {
+        run,
+        request,
+        trust,
+    })
+}
+
+/// How an answer is signed, when the run lists approvers' keys.
+#[derive(Debug, Clone, Default)]
+pub struct Signing<'a> {
+    /// The key (default: ssh-agent's listed key).
+    pub key: Option<&'a Key>,
+    /// The name the approver gave (`--as`): it must be the key's principal.
+    pub claimed: Option<&'a str>,
 }
 
 /// Who answers, and how.
@@ -83,20 +112,59 @@ pub struct Approval<'a> {
     /// An emergency override's reason: approve alone, without review.
     pub emergency: Option<&'a str>,
     pub at: &'a str,
+    /// How to sign it (used when the run lists approvers' keys).
+    pub signing: Signing<'a>,
 }
 
 impl Waiting {
     /// What the decisions recorded so far (`decisions`: the run's) add up
     /// to for the request.
     pub fn tally(&self, decisions: &[ApprovalRow]) -> Recorded {
-        recorded(
-            decisions,
-            &self.request.stage,
-            &self.request.digest,
-            &self.run.author,
-            &self.request.approvers,
-            self.request.required,
-        )
+        let asked = Asked {
+            stage: &self.request.stage,
+            digest: &self.request.digest,
+            image: self.request.image_digest.as_deref(),
+            approvers: &self.request.approvers,
+            required: self.request.required,
+        };
+        recorded(decisions, asked, &self.trust)
+    }
+
+    /// `row` signed as `signing` says, when the run lists approvers' keys:
+    /// recorded under the key's principal, and refused unless it would
+    /// count (a listed key, not the author's). Unchanged otherwise.
+    pub fn signed(
+        &self,
+        mut row: ApprovalRow,
+        signing: &Signing,
+    ) -> Result<ApprovalRow, AnswerError> {
+        let Some(signers) = &self.trust.signers else {
+            return Ok(row);
+        };
+        let refused = |problem: String| AnswerError::Unsigned {
+            problem,
+            id: self.run.id.clone(),
+            environment: self.run.environment.clone(),
+        };
+        let image = self.request.image_digest.as_deref();
+        let statement = self.trust.statement(&row, image).map_err(refused)?;
+        let key = signing.key.cloned().unwrap_or(Key::Agent);
+        let signature = sign_with(&statement, &key, signers).map_err(|e| refused(e.to_string()))?;
+        let principal = signers
+            .verify(&statement, &signature)
+            .map_err(|e| refused(e.to_string()))?;
+        if let Some(claimed) = signing.claimed.filter(|c| *c != principal) {
+            return Err(refused(format!(
+                "the key is {principal}'s (allowed_signers), not {claimed}'s: drop --as, or sign with {claimed}'s key"
+            )));
+        }
+        row.by = principal;
+        row.signature = Some(signature);
+        match identify(&self.trust, &row, image) {
+            Identity::Verified(_) => Ok(row),
+            Identity::Refused(why) => Err(refused(why)),
+            Identity::Unverified => unreachable!("the run lists keys"),
+        }
     }
 
     /// The approval to record for `a`, if the rules allow it: it is for the
@@ -121,19 +189,23 @@ impl Waiting {
         let row = self.row(Decision::Approved, a.by, a.comment, a.at);
         match a.emergency {
             Some(reason) if reason.trim().is_empty() => Err(AnswerError::NoOverrideReason),
-            Some(reason) => Ok(ApprovalRow {
-                policy: ApprovalPolicy::EmergencyOverride,
-                override_reason: Some(reason.to_string()),
-                ..row
-            }),
+            Some(reason) => self.signed(
+                ApprovalRow {
+                    policy: ApprovalPolicy::EmergencyOverride,
+                    override_reason: Some(reason.to_string()),
+                    ..row
+                },
+                &a.signing,
+            ),
             None => {
+                let row = self.signed(row, &a.signing)?;
                 let Recorded::Open { approved_by, .. } = self.tally(decisions) else {
                     return Err(AnswerError::Decided {
                         id: run.id.clone(),
                         digest: request.digest.clone(),
                     });
                 };
-                match approver_problem(a.by, &run.author, &request.approvers, &approved_by) {
+                match approver_problem(&row.by, &run.author, &request.approvers, &approved_by) {
                     Some(problem) => Err(AnswerError::NotAllowed {
                         problem,
                         id: run.id.clone(),
@@ -156,6 +228,7 @@ impl Waiting {
             comment: comment.map(str::to_string),
             policy: ApprovalPolicy::Manual,
             override_reason: None,
+            signature: None,
         }
     }
 
@@ -170,7 +243,9 @@ impl Waiting {
     ) -> Result<Option<AppendError>, StoreError> {
         store.record_approval(&self.run.id, row)?;
         let detail = json!({"decision": row.decision, "by": row.by, "digest": row.digest, "comment": row.comment,
-                            "policy": row.policy, "override_reason": row.override_reason, "via": via});
+                            "policy": row.policy, "override_reason": row.override_reason, "via": via,
+                            "identity": if row.signature.is_some() { "signed" } else { "not verified" },
+                            "signature": row.signature});
         Ok(audit::append(
             store.clone(),
             &self.run,
@@ -190,9 +265,11 @@ impl Waiting {
         by: &str,
         comment: Option<&str>,
         at: &str,
-    ) -> Result<Option<AppendError>, StoreError> {
+        signing: &Signing,
+    ) -> Result<Option<AppendError>, AnswerError> {
         let run = &self.run;
-        let row = self.row(Decision::Rejected, by, comment, at);
+        let row = self.signed(self.row(Decision::Rejected, by, comment, at), signing)?;
+        let by = row.by.as_str();
         let warning = self.record(store, &row, "capstan reject")?;
         let stages = latest_attempts(store.stages(&run.id)?);
         if let Some(stage) = stages.into_iter().find(|s| s.name == self.request.stage) {
@@ -241,6 +318,7 @@ mod tests {
             approvers: vec![],
             required: 1,
             asked: "t".into(),
+            image_digest: None,
         };
         store.ask_approval("r", &request).unwrap();
         let state = RunState::AwaitingApproval;
@@ -255,6 +333,7 @@ mod tests {
             reviewed: None,
             emergency: None,
             at: "t",
+            signing: Signing::default(),
         }
     }
 
@@ -334,7 +413,13 @@ mod tests {
         let store = &runs.store;
         let w = paused(&runs);
         let warning = w
-            .reject(store, "bob", Some("destroys the db"), "t2")
+            .reject(
+                store,
+                "bob",
+                Some("destroys the db"),
+                "t2",
+                &Signing::default(),
+            )
             .unwrap();
         assert!(warning.is_none(), "{warning:?}");
         let stage = latest_attempts(store.stages("r").unwrap()).remove(0);

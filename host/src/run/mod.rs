@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod cancel;
 pub mod config;
+mod gate;
 pub mod lock;
 pub mod prepare;
 pub mod progress;
@@ -384,6 +385,29 @@ fn stage_run(
     if let Some(plugin) = prepared.plugins.get(&stage.plugin) {
         config::check_resolved(pipeline, stage, plugin, &config)?;
     }
+    let image_digest = match &stage.image_digest {
+        Some(image) => match scope.resolve(&Value::String(image.clone())) {
+            Ok(Value::String(s)) if !s.is_empty() => Some(s),
+            Ok(other) => {
+                return Err(format!(
+                    "`image_digest` resolved to {other}, not a digest: give the image's digest, e.g. \
+                     \"${{stages.build.outputs.inputs_digest}}\""
+                ));
+            }
+            Err(e) => return Err(format!("cannot resolve `image_digest`: {e}")),
+        },
+        None => None,
+    };
+    // A run's approvals are checked against the keys it recorded when it
+    // started, not the file as it is now.
+    let signers = if stage.grants.approval || stage.requires_approval.is_some() {
+        let run = store
+            .run(&dir.id)
+            .map_err(|e| format!("cannot read the run's approvers: {e}"))?;
+        crate::caps::approval::Trust::of_run(&run)?.signers
+    } else {
+        None
+    };
     let upstream: Vec<wit::Upstream> = stage
         .needs
         .iter()
@@ -422,6 +446,9 @@ fn stage_run(
             author: opts.author.clone(),
             environment: opts.environment.clone(),
             protected: pipeline.protected.contains(&opts.environment),
+            pipeline_digest: pipeline.digest.clone(),
+            signers,
+            image_digest,
         },
         store: store.clone(),
         stop: opts.stop.clone(),

@@ -116,6 +116,27 @@ impl StageRun {
                 stage.name
             ));
         }
+        if let Some(gate) = &stage.requires_approval {
+            let checked =
+                super::gate::check(gate, &self.context.config, &self.run, self.store.as_ref());
+            let detail = json!({"event": "approval-check", "stage": gate.stage, "digest_key": gate.digest_key});
+            match checked {
+                Ok(approved) => {
+                    sink.line(&format!("[capstan] {approved}"));
+                    audit.host(
+                        AuditKind::Approval,
+                        true,
+                        json!({"approved": approved, "check": detail}),
+                        None,
+                    );
+                }
+                Err(reason) => {
+                    sink.line(&format!("[capstan] {reason}"));
+                    audit.host(AuditKind::Approval, false, detail, Some(reason.clone()));
+                    return StageStatus::Failed { reason };
+                }
+            }
+        }
         let timeout = stage.timeout;
         let deadline = Instant::now() + timeout;
         let memory = Arc::new(AtomicBool::new(false));

@@ -99,6 +99,7 @@ impl Runs {
             run_dir: run_dir.display().to_string(),
             started: format!("2026-11-26T10:00:{second:02}Z"),
             plugins: json!([]),
+            approvers: None,
         };
         self.store.create_run(&new, &Owner::current()).unwrap();
         if state != RunState::Running {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::caps::approval::{Recorded, recorded, short};
+use crate::caps::approval::{Asked, Identity, Recorded, Trust, identify, recorded, short};
 use crate::caps::audit::chain;
 use crate::store::{
     ApprovalPolicy, Decision, RunRow, RunState, RunStore, StoreError, latest_attempts,
@@ -159,10 +159,7 @@ pub fn verify(run: &RunRow, store: &dyn RunStore) -> Result<Report, StoreError> 
     checks.push(pipeline_digest(run, &files));
     checks.push(plugin_digests(run, &files));
     checks.push(approvals(run, store, &files)?);
-    checks.push(Check::not_checked(
-        "signatures",
-        "approvals carry no signatures on this host yet: approvers are recorded by name (identity not verified)",
-    ));
+    checks.push(signatures(run, store)?);
     Ok(Report {
         run: run.id.clone(),
         verified: checks.iter().all(|c| c.outcome != Outcome::Failed),
@@ -381,6 +378,10 @@ fn plugin_digests(run: &RunRow, files: &Files) -> Check {
 /// audit log.
 fn approvals(run: &RunRow, store: &dyn RunStore, files: &Files) -> Result<Check, StoreError> {
     const CHECK: &str = "approved plans";
+    let trust = match Trust::of_run(run) {
+        Ok(trust) => trust,
+        Err(e) => return Ok(Check::failed(CHECK, None, e)),
+    };
     let decisions = store.approvals(&run.id)?;
     let requests = store.approval_requests(&run.id)?;
     let mut applied = Vec::new();
@@ -430,11 +431,14 @@ fn approvals(run: &RunRow, store: &dyn RunStore, files: &Files) -> Result<Check,
                 .find(|r| r.digest == digest && r.stage == first.stage)
             && let Recorded::Open { approved_by, .. } = recorded(
                 &decisions,
-                &request.stage,
-                digest,
-                &run.author,
-                &request.approvers,
-                request.required,
+                Asked {
+                    stage: &request.stage,
+                    digest,
+                    image: request.image_digest.as_deref(),
+                    approvers: &request.approvers,
+                    required: request.required,
+                },
+                &trust,
             )
         {
             return Ok(Check::failed(
@@ -477,6 +481,77 @@ fn approvals(run: &RunRow, store: &dyn RunStore, files: &Files) -> Result<Check,
     } else {
         Check::ok(CHECK, applied.join("; "))
     })
+}
+
+/// Every human decision of a run that lists approvers' keys is signed by a
+/// listed key, other than the author's, over the statement its row makes
+/// (run, pipeline, environment, stage, digest, image, decision, time).
+fn signatures(run: &RunRow, store: &dyn RunStore) -> Result<Check, StoreError> {
+    const CHECK: &str = "signatures";
+    let trust = match Trust::of_run(run) {
+        Ok(trust) => trust,
+        Err(e) => return Ok(Check::failed(CHECK, None, e)),
+    };
+    let decisions = store.approvals(&run.id)?;
+    let requests = store.approval_requests(&run.id)?;
+    let human: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.policy != ApprovalPolicy::Automatic)
+        .collect();
+    if !trust.signed() {
+        return Ok(Check::ok(
+            CHECK,
+            format!(
+                "the run lists no approvers' keys: {} recorded by name only (identity not verified)",
+                count(human.len(), "human decision")
+            ),
+        ));
+    }
+    let mut verified = Vec::new();
+    let mut policy = 0;
+    for (i, d) in human.iter().enumerate() {
+        // A plugin's override (outside protected environments) is a
+        // policy's decision, like an automatic one: unsigned by design;
+        // `capstan approve --emergency` signs when keys are listed.
+        if d.policy == ApprovalPolicy::EmergencyOverride && d.signature.is_none() {
+            policy += 1;
+            continue;
+        }
+        let image = requests
+            .iter()
+            .find(|r| r.stage == d.stage && r.digest == d.digest)
+            .and_then(|r| r.image_digest.as_deref());
+        match identify(&trust, d, image) {
+            Identity::Verified(p) => verified.push(p),
+            Identity::Refused(why) => {
+                return Ok(Check::failed(
+                    CHECK,
+                    None,
+                    format!(
+                        "decision {} ({} of stage `{}` by {} at {}): {why}",
+                        i + 1,
+                        d.decision.as_str(),
+                        d.stage,
+                        crate::text::inline(&d.by),
+                        d.at
+                    ),
+                ));
+            }
+            Identity::Unverified => unreachable!("the run lists keys"),
+        }
+    }
+    let mut detail = format!(
+        "{} signed by listed approvers ({})",
+        count(verified.len(), "decision"),
+        verified.join(", ")
+    );
+    if policy > 0 {
+        detail.push_str(&format!(
+            "; {} by a plugin's policy, unsigned",
+            count(policy, "emergency override")
+        ));
+    }
+    Ok(Check::ok(CHECK, detail))
 }
 
 #[cfg(test)]
@@ -535,6 +610,7 @@ mod tests {
             comment: None,
             policy: ApprovalPolicy::Manual,
             override_reason: None,
+            signature: None,
         };
         runs.store.record_approval("r", &approval("bob")).unwrap();
         // The store approves it, the audit log does not say so.
@@ -567,6 +643,7 @@ mod tests {
             approvers: vec![],
             required: 2,
             asked: "t".into(),
+            image_digest: None,
         };
         runs.store.record_request("r", &request).unwrap();
         let check = approved_plans(&runs, "r");

@@ -102,6 +102,9 @@ pub struct RunRow {
     /// The sha256 of the last line of its `audit.jsonl` when an event was
     /// last recorded (see `caps::audit::chain`); `None`: none was chained.
     pub audit_head: Option<String>,
+    /// The approvers' keys (`allowed_signers` text) listed when the run
+    /// started; `None`: none, approvals are names only.
+    pub approvers: Option<String>,
 }
 
 /// A new run, before its first stage.
@@ -120,6 +123,8 @@ pub struct NewRun {
     pub run_dir: String,
     pub started: String,
     pub plugins: Value,
+    /// See [`RunRow::approvers`].
+    pub approvers: Option<String>,
 }
 
 /// One attempt of one stage. A resumed run adds attempts; earlier ones stay.
@@ -152,6 +157,9 @@ pub struct ApprovalRow {
     pub policy: ApprovalPolicy,
     /// An emergency override's reason.
     pub override_reason: Option<String>,
+    /// The approver's SSH signature over the decision's statement
+    /// (`caps::approval::signature`); `None`: unsigned.
+    pub signature: Option<String>,
 }
 
 /// An approval request as it was asked: what a paused run waits on, and
@@ -166,6 +174,10 @@ pub struct PendingApproval {
     pub approvers: Vec<String>,
     pub required: u32,
     pub asked: String,
+    /// The image the approved plan deploys (the approval stage's
+    /// `image_digest`), part of a signed statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// One audit event, as `audit.jsonl` has it.

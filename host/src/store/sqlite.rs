@@ -19,6 +19,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("schema.sql")),
         M::up(include_str!("schema-2.sql")),
         M::up(include_str!("schema-3.sql")),
+        M::up(include_str!("schema-4.sql")),
     ])
 }
 
@@ -29,7 +30,7 @@ pub struct SqliteStore {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
-    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, audit_head";
+    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, audit_head, approvers";
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
 
@@ -184,6 +185,7 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
         plugins: json(r.get("plugins")?),
         owner: owner_at(r, r.as_ref().column_index("owner_pid")?)?,
         audit_head: r.get("audit_head")?,
+        approvers: r.get("approvers")?,
     })
 }
 
@@ -254,13 +256,13 @@ impl RunStore for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, NULL)"),
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, NULL, ?17)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
                     run.author, run.kind.as_str(), run.target, run.undoes,
                     serde_json::to_string(&run.only).expect("strings serialize"),
                     run.run_dir, run.started, run.plugins.to_string(),
-                    owner.pid, owner.start as i64, owner.host,
+                    owner.pid, owner.start as i64, owner.host, run.approvers,
                 ],
             )?;
             Ok(())
@@ -377,8 +379,8 @@ impl RunStore for SqliteStore {
     fn record_approval(&self, run: &str, a: &ApprovalRow) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, override_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![run, a.stage, a.digest, a.decision.as_str(), a.by, a.at, a.comment, a.policy.as_str(), a.override_reason],
+                "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, override_reason, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![run, a.stage, a.digest, a.decision.as_str(), a.by, a.at, a.comment, a.policy.as_str(), a.override_reason, a.signature],
             )?;
             Ok(())
         })
@@ -418,7 +420,7 @@ impl RunStore for SqliteStore {
     fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>> {
         self.read(|c| {
             let mut q = c.prepare(
-                "SELECT stage, digest, decision, approver, at, comment, policy, override_reason FROM approvals WHERE run_id = ?1 ORDER BY id",
+                "SELECT stage, digest, decision, approver, at, comment, policy, override_reason, signature FROM approvals WHERE run_id = ?1 ORDER BY id",
             )?;
             q.query_map([run], |r| {
                 Ok(ApprovalRow {
@@ -430,6 +432,7 @@ impl RunStore for SqliteStore {
                     comment: r.get(5)?,
                     policy: word(r, 6, ApprovalPolicy::parse)?,
                     override_reason: r.get(7)?,
+                    signature: r.get(8)?,
                 })
             })?
             .collect()

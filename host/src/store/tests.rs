@@ -23,6 +23,7 @@ fn new_run(id: &str, env: &str) -> NewRun {
         run_dir: format!("/p/.capstan/runs/{id}"),
         started: "2026-11-26T10:00:00Z".into(),
         plugins: json!([]),
+        approvers: None,
     }
 }
 
@@ -390,8 +391,13 @@ fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones() {
 #[test]
 fn approvals_and_pending_requests() {
     let (_d, s) = store();
-    s.create_run(&new_run("r", "prod"), &Owner::current())
-        .unwrap();
+    let keys = "bob ssh-ed25519 AAAA\n";
+    let run = NewRun {
+        approvers: Some(keys.into()),
+        ..new_run("r", "prod")
+    };
+    s.create_run(&run, &Owner::current()).unwrap();
+    assert_eq!(s.run("r").unwrap().approvers.as_deref(), Some(keys));
     let pending = PendingApproval {
         stage: "approve".into(),
         digest: "sha".into(),
@@ -401,9 +407,14 @@ fn approvals_and_pending_requests() {
         approvers: vec![],
         required: 2,
         asked: "t".into(),
+        image_digest: Some("img".into()),
     };
     s.ask_approval("r", &pending).unwrap();
-    assert_eq!(s.pending_approval("r").unwrap().unwrap().required, 2);
+    let asked = s.pending_approval("r").unwrap().unwrap();
+    assert_eq!(
+        (asked.required, asked.image_digest.as_deref()),
+        (2, Some("img"))
+    );
     s.record_approval(
         "r",
         &ApprovalRow {
@@ -415,10 +426,15 @@ fn approvals_and_pending_requests() {
             comment: Some("ok".into()),
             policy: ApprovalPolicy::Manual,
             override_reason: None,
+            signature: Some("SIG".into()),
         },
     )
     .unwrap();
-    assert_eq!(s.approvals("r").unwrap()[0].by, "bob");
+    let recorded = &s.approvals("r").unwrap()[0];
+    assert_eq!(
+        (recorded.by.as_str(), recorded.signature.as_deref()),
+        ("bob", Some("SIG"))
+    );
     s.end_stage("r", None, &ended("approve", StageState::Succeeded))
         .unwrap();
     assert!(
@@ -441,6 +457,7 @@ fn requests_are_kept_after_they_are_answered() {
         approvers: vec![],
         required: 1,
         asked: at.into(),
+        image_digest: None,
     };
     s.record_request("r", &asked("sha1", "plan 1", "2026-11-26T10:00:01Z"))
         .unwrap();
@@ -505,11 +522,12 @@ fn a_version_1_store_is_migrated() {
     assert_eq!(s.pending_approval("r1").unwrap().unwrap().details, "plan");
     assert!(s.approval_requests("r1").unwrap().is_empty());
     assert_eq!(s.run("r1").unwrap().audit_head, None);
+    assert_eq!(s.run("r1").unwrap().approvers, None);
     let version: i64 = rusqlite::Connection::open(&path)
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod prompt;
 pub mod review;
 mod rules;
 pub mod signature;
+pub mod trust;
 
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +25,8 @@ use crate::bindings::capstan::plugin::approval as wit;
 use crate::caps::state::StageState;
 use crate::store::{ApprovalPolicy, ApprovalRow, AuditKind, Decision, PendingApproval, RunStore};
 pub use prompt::interactive;
-pub use rules::{Recorded, approver_problem, recorded};
+pub use rules::{Asked, Recorded, approver_problem, identify, recorded};
+pub use trust::{Identity, Trust};
 
 /// Who started the run, and where, for approval rules and messages.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,25 @@ pub struct RunInfo {
     pub environment: String,
     /// The environment is in `[pipeline] protected`: only humans approve.
     pub protected: bool,
+    /// The pipeline file's digest as the run recorded it.
+    pub pipeline_digest: String,
+    /// The approvers' keys the run recorded (`None`: names only).
+    pub signers: Option<signature::AllowedSigners>,
+    /// The stage's `image_digest`, resolved: signed with its approvals.
+    pub image_digest: Option<String>,
+}
+
+impl RunInfo {
+    /// What decisions on this run's requests are checked against.
+    pub fn trust(&self) -> Trust {
+        Trust {
+            signers: self.signers.clone(),
+            run_id: self.run_id.clone(),
+            pipeline_digest: self.pipeline_digest.clone(),
+            environment: self.environment.clone(),
+            author: self.author.clone(),
+        }
+    }
 }
 
 /// Per-stage state of the `approval` interface.
@@ -75,6 +96,7 @@ impl ApprovalHost {
         policy: ApprovalPolicy,
         answer: &wit::Answer,
         override_reason: Option<String>,
+        signature: Option<String>,
     ) {
         let row = ApprovalRow {
             stage: self.audit.stage.clone(),
@@ -85,6 +107,7 @@ impl ApprovalHost {
             comment: answer.comment.clone(),
             policy,
             override_reason,
+            signature,
         };
         let Some(store) = &self.store else { return };
         if let Err(e) = store.record_approval(&self.run.run_id, &row) {
@@ -98,9 +121,17 @@ impl ApprovalHost {
             "digest": request.digest,
             "decision": decision,
             "author": self.run.author,
+            "identity": if self.run.signers.is_some() { "signed" } else { "not verified" },
         });
+        if let Some(image) = &self.run.image_digest {
+            detail["image_digest"] = json!(image);
+        }
         if let (Some(d), Some(e)) = (detail.as_object_mut(), extra.as_object()) {
             d.extend(e.clone());
+            // Only humans' decisions are signed or not; a policy's is neither.
+            if d.get("policy") != Some(&json!(ApprovalPolicy::Manual)) {
+                d.remove("identity");
+            }
         }
         self.audit.allowed(AuditKind::Approval, detail);
     }
@@ -119,14 +150,14 @@ impl ApprovalHost {
                 .map_err(|e| wit::Error::Unavailable(e.to_string()))?,
             None => return Err(wit::Error::Unavailable("no run store".into())),
         };
-        let (approved_by, stale) = match recorded(
-            &decisions,
-            &self.audit.stage,
-            &request.digest,
-            &self.run.author,
-            &request.approvers,
-            request.required,
-        ) {
+        let asked = Asked {
+            stage: &self.audit.stage,
+            digest: &request.digest,
+            image: self.run.image_digest.as_deref(),
+            approvers: &request.approvers,
+            required: request.required,
+        };
+        let (approved_by, stale, refused) = match recorded(&decisions, asked, &self.run.trust()) {
             Recorded::Approved(answers) => {
                 let by: Vec<&str> = answers.iter().map(|a| a.by.as_str()).collect();
                 self.record(
@@ -140,16 +171,20 @@ impl ApprovalHost {
                 self.record(&request, Outcome::Rejected, with(json!({ "policy": ApprovalPolicy::Manual, "by": answer.by, "comment": answer.comment, "source": "run store" })));
                 return Ok(wit::Decision::Rejected(answer));
             }
-            Recorded::Open { approved_by, stale } => (approved_by, stale),
+            Recorded::Open {
+                approved_by,
+                stale,
+                refused,
+            } => (approved_by, stale, refused),
         };
         if !self.interactive {
-            return Ok(self.wait_for_approvers(&request, &approved_by, &stale, &note));
+            return Ok(self.wait_for_approvers(&request, &approved_by, &stale, &refused, &note));
         }
         let _one_at_a_time = prompt::PROMPT.lock().await;
         let run = self.run.clone();
         let stage = self.audit.stage.clone();
         let asked = request.clone();
-        let decision = tokio::task::spawn_blocking(move || {
+        let (decision, signatures) = tokio::task::spawn_blocking(move || {
             crate::run::progress::suspend(|| prompt::prompt(&asked, &run, &stage))
         })
         .await
@@ -159,13 +194,14 @@ impl ApprovalHost {
             wit::Decision::Approved(answers) => {
                 let by: Vec<&str> = answers.iter().map(|a| a.by.as_str()).collect();
                 self.record(&request, Outcome::Approved, with(json!({ "policy": ApprovalPolicy::Manual, "by": by, "answers": answers.iter().map(|a| json!({"by": a.by, "at": a.at, "comment": a.comment})).collect::<Vec<_>>() })));
-                for a in answers {
+                for (a, signature) in answers.iter().zip(signatures) {
                     self.store_decision(
                         &request,
                         Decision::Approved,
                         ApprovalPolicy::Terminal,
                         a,
                         None,
+                        signature,
                     );
                 }
             }
@@ -181,12 +217,19 @@ impl ApprovalHost {
                     ApprovalPolicy::Terminal,
                     a,
                     None,
+                    signatures.into_iter().next().flatten(),
                 );
             }
             // Nobody answered at the prompt: pending, as without a terminal,
             // so that `capstan approve` can answer it later.
             wit::Decision::Pending(_) => {
-                return Ok(self.wait_for_approvers(&request, &approved_by, &stale, &note));
+                return Ok(self.wait_for_approvers(
+                    &request,
+                    &approved_by,
+                    &stale,
+                    &refused,
+                    &note,
+                ));
             }
         }
         Ok(decision)
@@ -200,6 +243,7 @@ impl ApprovalHost {
         request: &wit::Request,
         approved_by: &[String],
         stale: &[(String, String)],
+        refused: &[(String, String)],
         note: &serde_json::Value,
     ) -> wit::Decision {
         let run = &self.run.run_id;
@@ -207,7 +251,7 @@ impl ApprovalHost {
         let mut how = format!(
             "stage `{}` of run {run} waits for approval of {} ({}); {} of {required} approvals so far{}. \
              Review it with `capstan show {run}`; approve from any terminal or CI job with \
-             `capstan approve {run} --as <name>`, then \
+             `capstan approve {run} {}`, then \
              `capstan resume {run}`; the run's author ({}) may not approve.",
             self.audit.stage,
             short(&request.digest),
@@ -218,6 +262,11 @@ impl ApprovalHost {
             } else {
                 format!(" (by {})", approved_by.join(", "))
             },
+            if self.run.signers.is_some() {
+                "--key <your private key file> (or through ssh-agent)"
+            } else {
+                "--as <name>"
+            },
             self.run.author
         );
         if let Some(refused) = note["refused"].as_str() {
@@ -227,6 +276,13 @@ impl ApprovalHost {
             how.push_str(&format!(
                 " The approval by {by} was for {}, an earlier plan: it does not count for this one.",
                 short(digest)
+            ));
+        }
+        for (by, why) in refused {
+            how.push_str(&format!(
+                " The decision recorded for {} does not count: {}.",
+                crate::text::inline(by),
+                crate::text::inline(why)
             ));
         }
         let pending = self.asked(request);
@@ -247,6 +303,7 @@ impl ApprovalHost {
     /// The request as the run store keeps it.
     fn asked(&self, request: &wit::Request) -> PendingApproval {
         PendingApproval {
+            image_digest: self.run.image_digest.clone(),
             stage: self.audit.stage.clone(),
             digest: request.digest.clone(),
             subject: request.subject.clone(),
@@ -323,6 +380,7 @@ impl wit::Host for ApprovalHost {
                     Decision::Approved,
                     ApprovalPolicy::Automatic,
                     &answer,
+                    None,
                     None,
                 );
                 Ok(wit::Decision::Approved(vec![answer]))
@@ -408,6 +466,7 @@ impl ApprovalHost {
             ApprovalPolicy::EmergencyOverride,
             &answer,
             Some(o.reason.clone()),
+            None,
         );
         Ok(wit::Decision::Approved(vec![answer]))
     }

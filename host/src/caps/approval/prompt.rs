@@ -3,7 +3,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use super::rules::approver_problem;
+use super::signature::{Key, sign_with};
+use super::trust::Identity;
 use super::{RunInfo, now, review, short, wit};
+use crate::store::{ApprovalPolicy, ApprovalRow, Decision};
 use crate::text::inline;
 
 /// One prompt at a time, whatever the number of stages asking.
@@ -15,12 +18,15 @@ pub fn interactive() -> bool {
 }
 
 /// Ask on the terminal until `required` distinct approvers said yes, one
-/// said no, or nobody answered.
+/// said no, or nobody answered. When the run lists approvers' keys, each
+/// answer is signed with the approver's key (a file, or ssh-agent) and
+/// recorded under the key's principal; the signatures come back beside the
+/// answers (one per answer; `None` when unsigned).
 pub fn prompt(
     request: &wit::Request,
     run: &RunInfo,
     stage: &str,
-) -> std::io::Result<wit::Decision> {
+) -> std::io::Result<(wit::Decision, Vec<Option<String>>)> {
     let mut err = std::io::stderr().lock();
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -84,39 +90,131 @@ pub fn prompt(
         request.required.max(1),
         run.author
     )?;
+    let signed = run.signers.is_some();
+    if !signed {
+        writeln!(
+            err,
+            "(no approvers' keys are listed: names typed here are recorded as \"identity not verified\")"
+        )?;
+    }
+    let pending = || {
+        Ok((
+            wit::Decision::Pending(format!("nobody approved stage `{stage}` at the prompt")),
+            Vec::new(),
+        ))
+    };
     let mut answers: Vec<wit::Answer> = Vec::new();
+    let mut signatures: Vec<Option<String>> = Vec::new();
     while answers.len() < request.required.max(1) as usize {
-        let name = ask(&mut err, "approver name (empty: leave it pending): ")?;
-        if name.is_empty() {
-            return Ok(wit::Decision::Pending(format!(
-                "nobody approved stage `{stage}` at the prompt"
-            )));
-        }
         let already: Vec<String> = answers.iter().map(|a| a.by.clone()).collect();
-        if let Some(problem) = approver_problem(&name, &run.author, &request.approvers, &already) {
-            writeln!(err, "{}.", inline(&problem))?;
-            continue;
-        }
+        let (name, key) = if signed {
+            let key = ask(
+                &mut err,
+                "approver's SSH key: a private key file, or `agent` (empty: leave it pending): ",
+            )?;
+            if key.is_empty() {
+                return pending();
+            }
+            let key = match key.as_str() {
+                "agent" => Key::Agent,
+                path => Key::File(path.into()),
+            };
+            (None, Some(key))
+        } else {
+            let name = ask(&mut err, "approver name (empty: leave it pending): ")?;
+            if name.is_empty() {
+                return pending();
+            }
+            if let Some(problem) =
+                approver_problem(&name, &run.author, &request.approvers, &already)
+            {
+                writeln!(err, "{}.", inline(&problem))?;
+                continue;
+            }
+            (Some(name), None)
+        };
         let yes = ask(
             &mut err,
             &format!(
                 "{}: approve {}? [yes/no]: ",
-                inline(&name),
+                inline(name.as_deref().unwrap_or("you")),
                 inline(short(&request.digest))
             ),
         )?;
         let comment = ask(&mut err, "comment (optional): ")?;
-        let answer = wit::Answer {
-            by: name,
+        let decision = match yes.to_ascii_lowercase().as_str() {
+            "yes" | "y" => Decision::Approved,
+            _ => Decision::Rejected,
+        };
+        let mut answer = wit::Answer {
+            by: name.unwrap_or_default(),
             at: now(),
             comment: (!comment.is_empty()).then_some(comment),
         };
-        match yes.to_ascii_lowercase().as_str() {
-            "yes" | "y" => answers.push(answer),
-            _ => return Ok(wit::Decision::Rejected(answer)),
+        let mut signature = None;
+        if let Some(key) = key {
+            match signed_answer(request, run, stage, &answer, decision, &key, &already) {
+                Ok((principal, sig)) => {
+                    answer.by = principal;
+                    signature = Some(sig);
+                }
+                Err(problem) => {
+                    writeln!(err, "{}", inline(&problem))?;
+                    continue;
+                }
+            }
         }
+        if decision == Decision::Rejected {
+            return Ok((wit::Decision::Rejected(answer), vec![signature]));
+        }
+        answers.push(answer);
+        signatures.push(signature);
     }
-    Ok(wit::Decision::Approved(answers))
+    Ok((wit::Decision::Approved(answers), signatures))
+}
+
+/// Sign an answer given at the prompt and check it as `capstan resume`
+/// will: the principal of the listed key it was signed with, and the
+/// signature; or why it does not count.
+fn signed_answer(
+    request: &wit::Request,
+    run: &RunInfo,
+    stage: &str,
+    answer: &wit::Answer,
+    decision: Decision,
+    key: &Key,
+    already: &[String],
+) -> Result<(String, String), String> {
+    let trust = run.trust();
+    let signers = trust.signers.as_ref().ok_or("no approvers' keys")?;
+    let mut row = ApprovalRow {
+        stage: stage.to_string(),
+        digest: request.digest.clone(),
+        decision,
+        by: String::new(),
+        at: answer.at.clone(),
+        comment: answer.comment.clone(),
+        policy: ApprovalPolicy::Terminal,
+        override_reason: None,
+        signature: None,
+    };
+    let statement = trust.statement(&row, run.image_digest.as_deref())?;
+    let signature = sign_with(&statement, key, signers).map_err(|e| e.to_string())?;
+    let principal = signers
+        .verify(&statement, &signature)
+        .map_err(|e| e.to_string())?;
+    row.by = principal.clone();
+    row.signature = Some(signature.clone());
+    match trust.identify(&row, run.image_digest.as_deref()) {
+        Identity::Verified(p) => {
+            if let Some(problem) = approver_problem(&p, &run.author, &request.approvers, already) {
+                return Err(format!("{problem}."));
+            }
+            Ok((p, signature))
+        }
+        Identity::Refused(why) => Err(why),
+        Identity::Unverified => Err("no approvers' keys".into()),
+    }
 }
 
 /// Ask the operator to confirm an emergency override the plugin asked for.
@@ -193,6 +291,7 @@ mod tests {
             author: "alice".into(),
             environment: "staging".into(),
             protected: false,
+            ..Default::default()
         };
         for (typed, want) in [
             ("yes\n", true),

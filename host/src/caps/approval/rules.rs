@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use super::trust::{Identity, Trust};
 use super::{RunInfo, wit};
 use crate::store::{ApprovalPolicy, ApprovalRow, Decision};
 
@@ -82,19 +83,36 @@ pub enum Recorded {
         approved_by: Vec<String>,
         /// Approvals given for another digest (an earlier plan).
         stale: Vec<(String, String)>,
+        /// Decisions that do not count (unsigned, a bad or unlisted
+        /// signature): who they name, and why.
+        refused: Vec<(String, String)>,
     },
 }
 
-/// Decide `request` from the decisions recorded for `stage`: only those for
-/// the request's digest count.
-pub fn recorded(
-    decisions: &[ApprovalRow],
-    stage: &str,
-    request_digest: &str,
-    author: &str,
-    approvers: &[String],
-    required: u32,
-) -> Recorded {
+/// One approval request, as the rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub stage: &'a str,
+    pub digest: &'a str,
+    /// The image digest the request was asked with (signed statements
+    /// include it).
+    pub image: Option<&'a str>,
+    pub approvers: &'a [String],
+    pub required: u32,
+}
+
+/// Decide a request from the decisions recorded for its stage: only those
+/// for the request's digest count, and, when the run lists approvers' keys,
+/// only those `trust` verifies.
+pub fn recorded(decisions: &[ApprovalRow], asked: Asked, trust: &Trust) -> Recorded {
+    let Asked {
+        stage,
+        digest: request_digest,
+        image,
+        approvers,
+        required,
+    } = asked;
+    let author = trust.author.as_str();
     let answer = |d: &ApprovalRow| wit::Answer {
         by: d.by.clone(),
         at: d.at.clone(),
@@ -103,11 +121,18 @@ pub fn recorded(
     let mine = decisions.iter().filter(|d| d.stage == stage);
     let mut approved: Vec<&ApprovalRow> = Vec::new();
     let mut stale = Vec::new();
+    let mut refused = Vec::new();
     for d in mine {
         if d.digest != request_digest {
             if d.decision == Decision::Approved && d.policy != ApprovalPolicy::Automatic {
                 stale.push((d.by.clone(), d.digest.clone()));
             }
+            continue;
+        }
+        if d.policy != ApprovalPolicy::Automatic
+            && let Identity::Refused(why) = identify(trust, d, image)
+        {
+            refused.push((d.by.clone(), why));
             continue;
         }
         match (d.decision, d.policy) {
@@ -130,7 +155,21 @@ pub fn recorded(
     Recorded::Open {
         approved_by: approved.iter().map(|a| a.by.clone()).collect(),
         stale,
+        refused,
     }
+}
+
+/// Who `d` is from. An emergency override is the operator's alone, so the
+/// run's author may sign one: it is checked as if someone else ran it.
+pub fn identify(trust: &Trust, d: &ApprovalRow, image: Option<&str>) -> Identity {
+    if d.policy == ApprovalPolicy::EmergencyOverride && d.by == trust.author {
+        let as_other = Trust {
+            author: String::new(),
+            ..trust.clone()
+        };
+        return as_other.identify(d, image);
+    }
+    trust.identify(d, image)
 }
 
 #[cfg(test)]
@@ -147,6 +186,7 @@ mod tests {
             comment: None,
             policy: ApprovalPolicy::parse(policy).unwrap(),
             override_reason: None,
+            signature: None,
         }
     }
 
@@ -160,7 +200,9 @@ mod tests {
                     .join(",")
             ),
             Recorded::Rejected(a) => format!("rejected:{}", a.by),
-            Recorded::Open { approved_by, stale } => format!(
+            Recorded::Open {
+                approved_by, stale, ..
+            } => format!(
                 "open:{}|stale:{}",
                 approved_by.join(","),
                 stale
@@ -196,9 +238,18 @@ mod tests {
             (vec![row("capstan", "D2", "approved", "automatic")], &none, 1, "open:|stale:"),
         ];
         for (decisions, approvers, required, want) in cases {
-            let got = by(recorded(
-                &decisions, "approve", "D2", "alice", approvers, required,
-            ));
+            let asked = Asked {
+                stage: "approve",
+                digest: "D2",
+                image: None,
+                approvers,
+                required,
+            };
+            let trust = Trust {
+                author: "alice".into(),
+                ..Default::default()
+            };
+            let got = by(recorded(&decisions, asked, &trust));
             assert_eq!(got, want, "{decisions:?}");
         }
     }
@@ -210,6 +261,7 @@ mod tests {
             author: "alice".into(),
             environment: "production".into(),
             protected,
+            ..Default::default()
         };
         let auto = wit::Policy::Automatic("policy is auto".into());
         let over = wit::Policy::EmergencyOverride(wit::Emergency {

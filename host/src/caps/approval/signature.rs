@@ -8,15 +8,17 @@
 //! accepts Capstan's, and Capstan accepts ssh-keygen's. So an approver can
 //! sign without Capstan and anyone can check a signature without it.
 
+mod agent;
 mod allowed;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::{Path, PathBuf};
 
 use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
 use crate::store::Decision;
+pub use agent::{Agent, AgentError};
 pub use allowed::{AllowedSigners, ParseError, Signer};
 
 /// The SSH signature namespace of approvals: a signature made for another
@@ -237,6 +239,16 @@ impl AllowedSigners {
     /// date, so that an old approval stays checkable after a key expires).
     /// The principal is the first one of the entry that lists the key.
     pub fn verify(&self, statement: &Statement, armored: &str) -> Result<String, VerifyError> {
+        self.verify_signer(statement, armored)
+            .map(|s| s.principal().to_string())
+    }
+
+    /// As [`AllowedSigners::verify`], the whole entry of the key.
+    pub fn verify_signer(
+        &self,
+        statement: &Statement,
+        armored: &str,
+    ) -> Result<&Signer, VerifyError> {
         let message = statement.canonical()?;
         let sig =
             SshSig::from_pem(armored.trim()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
@@ -274,7 +286,7 @@ impl AllowedSigners {
         let principal = signer.principal().to_string();
         let key = PublicKey::new(sig.public_key().clone(), "");
         match key.verify(NAMESPACE, &message, &sig) {
-            Ok(()) => Ok(principal),
+            Ok(()) => Ok(signer),
             Err(ssh_key::Error::Crypto) => Err(VerifyError::BadSignature {
                 principal,
                 fingerprint,
@@ -284,6 +296,57 @@ impl AllowedSigners {
                 fingerprint,
                 problem: e.to_string(),
             }),
+        }
+    }
+}
+
+/// The key an approver signs with.
+#[derive(Debug, Clone)]
+pub enum Key {
+    /// An unencrypted OpenSSH private key file.
+    File(PathBuf),
+    /// The first key of the agent behind `SSH_AUTH_SOCK` that `signers`
+    /// lists for approvals.
+    Agent,
+}
+
+/// Why no listed key of the agent could sign.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    File(#[from] SignError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(
+        "none of the {held} key(s) in ssh-agent is an approver's key of this pipeline ([approvers]): \
+         `ssh-add` yours, or give --key FILE"
+    )]
+    NoListedKey { held: usize },
+}
+
+/// Sign `statement` with `key`; with [`Key::Agent`], the agent's first key
+/// that `signers` lists for the approval namespace.
+pub fn sign_with(
+    statement: &Statement,
+    key: &Key,
+    signers: &AllowedSigners,
+) -> Result<String, KeyError> {
+    match key {
+        Key::File(path) => Ok(sign(statement, path)?),
+        Key::Agent => {
+            let message = statement.canonical().map_err(SignError::from)?;
+            let mut agent = Agent::from_env()?;
+            let held = agent.keys()?;
+            let listed = held.iter().find(|k| {
+                signers
+                    .signers()
+                    .iter()
+                    .any(|s| s.key.key_data() == k.key_data() && s.allows_namespace(NAMESPACE))
+            });
+            let Some(key) = listed else {
+                return Err(KeyError::NoListedKey { held: held.len() });
+            };
+            Ok(agent.sign(key, NAMESPACE, &message)?)
         }
     }
 }

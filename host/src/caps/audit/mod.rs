@@ -337,6 +337,7 @@ mod tests {
             run_dir: dir.path().display().to_string(),
             started: "2026-11-26T10:00:00Z".into(),
             plugins: json!([]),
+            approvers: None,
         };
         store.create_run(&new, &Owner::current()).unwrap();
         let path = dir.path().join("audit.jsonl");

@@ -121,9 +121,19 @@ fn what(e: &AuditRow) -> String {
                     .join(", "),
                 other => text(other).unwrap_or_default(),
             };
+            if let Some(approved) = text(&d["approved"]) {
+                return format!("approval check: {approved}");
+            }
+            let identity = match text(&d["identity"]).as_deref() {
+                Some("signed") => " (signed with a listed key)",
+                Some("not verified") => " (identity not verified)",
+                _ => "",
+            };
             format!(
-                "{}{}{}",
-                text(&d["decision"]).unwrap_or_default(),
+                "{}{}{identity}{}",
+                text(&d["decision"])
+                    .or_else(|| text(&d["event"]))
+                    .unwrap_or_default(),
                 if by.is_empty() {
                     String::new()
                 } else {

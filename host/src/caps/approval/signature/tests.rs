@@ -20,7 +20,7 @@ fn statement() -> Statement {
 
 /// A key made by `ssh-keygen -t ed25519` with `passphrase`: the private
 /// key's path and the public key line.
-fn keygen(dir: &Path, name: &str, passphrase: &str) -> (PathBuf, String) {
+pub(crate) fn keygen(dir: &Path, name: &str, passphrase: &str) -> (PathBuf, String) {
     let path = dir.join(name);
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-C", name, "-N", passphrase, "-f"])
@@ -289,4 +289,104 @@ fn allowed_signers_errors_name_the_line() {
     let ok = AllowedSigners::parse(&format!("# who\nalice,bob {public}\n\n  \n")).unwrap();
     assert_eq!(ok.signers()[0].principals, ["alice", "bob"]);
     assert_eq!(ok.signers()[0].line, 2);
+}
+
+/// `ssh-agent -D` on a socket of its own, killed when dropped.
+struct TestAgent {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl TestAgent {
+    fn start(dir: &Path) -> TestAgent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent runs (.ci/setup installs openssh-client)");
+        for _ in 0..500 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        TestAgent { child, socket }
+    }
+
+    fn add(&self, key: &Path) {
+        let out = Command::new("ssh-add")
+            .arg("-q")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_agent_signs_what_ssh_keygen_and_the_listed_keys_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bob_key, bob) = keygen(dir.path(), "bob", "");
+    // A key with a passphrase: only usable through the agent.
+    let (carol_key, carol) = keygen(dir.path(), "carol", "secret words");
+    let agent = TestAgent::start(dir.path());
+    let mut client = Agent::connect(&agent.socket).unwrap();
+    assert!(client.keys().unwrap().is_empty());
+    agent.add(&bob_key);
+    let mut add = Command::new("ssh-add");
+    add.arg(&carol_key)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("SSH_ASKPASS", dir.path().join("askpass"))
+        .stdin(Stdio::null());
+    std::fs::write(
+        dir.path().join("askpass"),
+        "#!/bin/sh\necho 'secret words'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("askpass"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let out = add.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let held = client.keys().unwrap();
+    assert_eq!(held.len(), 2);
+    let allowed = format!("carol {carol}\n");
+    let signers = AllowedSigners::parse(&allowed).unwrap();
+    let message = statement().canonical().unwrap();
+    // The agent key the pipeline lists is the one used: carol's, not bob's.
+    let public = |line: &str| PublicKey::from_openssh(line).unwrap();
+    let carols = held
+        .iter()
+        .find(|k| k.key_data() == public(&carol).key_data())
+        .unwrap();
+    let signature = client.sign(carols, NAMESPACE, &message).unwrap();
+    assert_eq!(signers.verify(&statement(), &signature).unwrap(), "carol");
+    let out = ssh_keygen_verify(dir.path(), &allowed, "carol", &message, &signature);
+    assert!(out.status.success(), "{out:?}");
+    // bob is in the agent but not listed: his signature is nobody's approval.
+    let bobs = held
+        .iter()
+        .find(|k| k.key_data() == public(&bob).key_data())
+        .unwrap();
+    let by_bob = client.sign(bobs, NAMESPACE, &message).unwrap();
+    assert!(matches!(
+        signers.verify(&statement(), &by_bob),
+        Err(VerifyError::UnlistedKey { .. })
+    ));
 }
