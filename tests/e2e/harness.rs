@@ -17,6 +17,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("{adversary}", capstan_test_artifacts::ADVERSARY),
     ("{old_contract}", capstan_test_artifacts::OLD_CONTRACT),
     ("{sleepy_describe}", capstan_test_artifacts::SLEEPY_DESCRIBE),
+    ("{smoke}", capstan_test_artifacts::SMOKE_TEST),
+    ("{approval}", capstan_test_artifacts::APPROVAL),
 ];
 
 pub struct Sandbox {
@@ -73,7 +75,8 @@ impl Sandbox {
     }
 
     /// Write `pipeline.toml` with `{hello}`, `{command}`, `{adversary}`,
-    /// `{old_contract}`, `{sleepy_describe}` and `{sandbox}` replaced.
+    /// `{old_contract}`, `{sleepy_describe}`, `{smoke}`, `{approval}` and
+    /// `{sandbox}` replaced.
     pub fn pipeline(&self, toml: &str) -> PathBuf {
         self.write("pipeline.toml", &self.fill(toml))
     }

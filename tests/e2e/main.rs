@@ -6,6 +6,7 @@ mod approvals;
 mod audit;
 mod command_stage;
 mod escapes;
+mod github;
 mod golden_image;
 mod harness;
 mod pipeline_errors;

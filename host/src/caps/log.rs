@@ -371,6 +371,8 @@ impl tokio::io::AsyncWrite for LogSink {
 /// Host side of `capstan:plugin/log`.
 pub struct LogHost {
     pub sink: LogSink,
+    /// The stage it logs for (its warnings and errors become CI annotations).
+    pub stage: String,
 }
 
 impl wit::Host for LogHost {
@@ -384,6 +386,14 @@ impl wit::Host for LogHost {
         };
         for line in message.lines() {
             self.sink.write(format!("[{level}] {line}\n").as_bytes())?;
+        }
+        let annotated = match level {
+            "warn" => Some(crate::run::github::Level::Warning),
+            "error" => Some(crate::run::github::Level::Error),
+            _ => None,
+        };
+        if let Some(annotated) = annotated {
+            crate::run::github::logged(&self.stage, annotated, &message);
         }
         Ok(())
     }

@@ -209,6 +209,7 @@ impl StageStateBuilder {
             limiter: self.limiter,
             log: LogHost {
                 sink: self.sink.clone(),
+                stage: audit.stage.clone(),
             },
             process: ProcessHost {
                 policies: self.exec,

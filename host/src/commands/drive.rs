@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::exit::{self, Failure};
+use crate::run::events::{self, Event};
+use crate::run::github;
 use crate::run::lock::{self, LockError};
 use crate::run::stage::StageStatus;
 use crate::run::stop::{self, Stop};
 use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
-use crate::store::{NewRun, Owner, RunStore};
+use crate::store::{NewRun, Owner, RunKind, RunStore};
 use crate::store::{RunState, StageState};
 use crate::term::{Layout, Stream, Tone};
 use crate::text::{self, inline};
@@ -38,6 +40,11 @@ pub struct DriveFlags {
         value_parser = humantime::parse_duration
     )]
     pub stop_grace: Duration,
+    /// Write the run's events (stages started and finished, log lines,
+    /// approvals, lock waits) as JSON lines to FILE (appended), or `-` for
+    /// standard output; their shape is in the README ("Event stream").
+    #[arg(long, value_name = "FILE|-")]
+    pub events: Option<String>,
 }
 
 impl DriveFlags {
@@ -71,6 +78,16 @@ pub struct Drive {
 /// Lock, record, execute, release; print the run's table. Returns the exit
 /// code and the record.
 pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
+    if let Some(target) = &d.flags.events {
+        events::open(target, &d.dir.id)
+            .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?;
+    }
+    let driven = drive_events(d).await;
+    events::close();
+    driven
+}
+
+async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
     let env = d.opts.environment.clone();
     let id = d.dir.id.clone();
     match lock::acquire(&d.store, &env, &id, d.flags.wait).await {
@@ -161,6 +178,17 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         d.prepared.pipeline.name,
         d.dir.path.display()
     );
+    let kind = match &d.begin {
+        Begin::New(run) => run.kind,
+        Begin::Resume => d.store.run(&id).map(|r| r.kind).unwrap_or(RunKind::Deploy),
+    };
+    events::emit(Event::RunStarted {
+        pipeline: &d.prepared.pipeline.name,
+        environment: &env,
+        kind: kind.as_str(),
+        resumed: matches!(d.begin, Begin::Resume),
+        author: &d.opts.author,
+    });
     let listener = stop::listen(
         d.opts.stop.clone(),
         d.store.clone(),
@@ -205,6 +233,15 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
         eprintln!("warning: cannot release the lock on `{env}`: {e}");
     }
     let code = report(&record, &d.dir);
+    events::emit(Event::RunFinished {
+        status: record.status.as_str(),
+        duration_ms: record.duration_ms,
+        exit_code: code,
+    });
+    if github::active() {
+        let waiting = d.store.pending_approval(&id).ok().flatten();
+        github::finished(&record, waiting.as_ref());
+    }
     if d.flags.json
         && let Err(f) = crate::term::print(format_args!(
             "{}\n",

@@ -322,7 +322,17 @@ impl Cli {
 
 /// Load and validate a pipeline file (exit code 3 on problems).
 pub fn load_pipeline(path: &Path) -> Result<Pipeline, Failure> {
-    Pipeline::load(path).map_err(|d| Failure::new(exit::INVALID_PIPELINE, d.to_string()))
+    Pipeline::load(path)
+        .map_err(|d| Failure::new(exit::INVALID_PIPELINE, with_annotations(&d, d.to_string())))
+}
+
+/// `report`, preceded in GitHub Actions by an annotation per problem.
+pub fn with_annotations(problems: &Diagnostics, report: String) -> String {
+    if crate::run::github::active() {
+        format!("{}{report}", crate::run::github::diagnostics(problems))
+    } else {
+        report
+    }
 }
 
 pub fn new_runtime() -> Result<Runtime, Failure> {
@@ -341,9 +351,10 @@ pub async fn prepare_pipeline(
     cli: &Cli,
 ) -> Result<Prepared, Failure> {
     let file = pipeline.source.file.clone();
-    check_pipeline(pipeline, runtime, cli)
-        .await?
-        .map_err(|d| Failure::new(exit::PLUGIN_OR_GRANT, not_runnable(&d, &file)))
+    check_pipeline(pipeline, runtime, cli).await?.map_err(|d| {
+        let report = not_runnable(&d, &file);
+        Failure::new(exit::PLUGIN_OR_GRANT, with_annotations(&d, report))
+    })
 }
 
 /// Load plugins and check grants: the problems found, or the pipeline

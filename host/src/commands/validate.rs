@@ -39,7 +39,10 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             crate::term::print(format_args!("{}\n", problems.to_json()))?;
             return Ok(exit::INVALID_PIPELINE);
         }
-        Err(problems) => return Err(Failure::new(exit::INVALID_PIPELINE, problems.to_string())),
+        Err(problems) => {
+            let report = super::with_annotations(&problems, problems.to_string());
+            return Err(Failure::new(exit::INVALID_PIPELINE, report));
+        }
     };
     let runtime = super::new_runtime()?;
     let prepared = match super::check_pipeline(pipeline, &runtime, cli).await? {
@@ -49,9 +52,10 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             return Ok(exit::PLUGIN_OR_GRANT);
         }
         Err(problems) => {
+            let report = super::not_runnable(&problems, &args.pipeline);
             return Err(Failure::new(
                 exit::PLUGIN_OR_GRANT,
-                super::not_runnable(&problems, &args.pipeline),
+                super::with_annotations(&problems, report),
             ));
         }
     };

@@ -69,6 +69,13 @@ impl SourceMap {
         }
     }
 
+    /// 1-based line and column of the entry at `path` (or the nearest
+    /// entry that holds it).
+    pub fn line_col<S: AsRef<str>>(&self, path: &[S], part: Part) -> (usize, usize) {
+        let at = self.nearest(path, part).start;
+        self.lines.locate(&self.text, at)
+    }
+
     /// The place of the entry at `path` (keys of tables, indexes of arrays
     /// as decimal text), if the file has it.
     pub fn span<S: AsRef<str>>(&self, path: &[S], part: Part) -> Option<Range<usize>> {

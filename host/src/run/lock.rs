@@ -38,6 +38,11 @@ pub async fn acquire(
                     return Err(LockError::Held(holder));
                 };
                 if !told {
+                    super::events::emit(super::events::Event::LockWaited {
+                        environment,
+                        holder: &holder.run_id,
+                        up_to_s: deadline.saturating_duration_since(Instant::now()).as_secs(),
+                    });
                     eprintln!(
                         "environment `{environment}` is locked by run {} ({}); waiting up to {}…",
                         holder.run_id,

@@ -5,7 +5,9 @@
 pub mod answer;
 pub mod cancel;
 pub mod config;
+pub mod events;
 mod gate;
+pub mod github;
 pub mod lock;
 pub mod prepare;
 pub mod progress;
@@ -254,7 +256,9 @@ pub async fn execute(
         if let StageStatus::Succeeded { outputs: o, .. } = &status {
             outputs.insert(name.clone(), o.clone());
         }
-        progress.finished(&name, &line_for(&name, &status, ms));
+        let line = line_for(&name, &status, ms);
+        progress.finished(&name, &line);
+        observe_end(pipeline, dir, opts, &name, &status, &line, ms);
         let r = record(&name, status, Some(at), Some(ms));
         store.end_stage(&dir.id, attempt, &r.row(Some(now())))?;
         records.insert(name.clone(), r);
@@ -330,6 +334,56 @@ pub async fn execute(
     dir.write_record(&run).map_err(io)?;
     store.finish_run(&dir.id, status, &now(), verified(pipeline, &run.stages))?;
     Ok(run)
+}
+
+/// A stage's end for the event stream and GitHub Actions.
+fn observe_end(
+    pipeline: &crate::pipeline::Pipeline,
+    dir: &RunDir,
+    opts: &RunOptions,
+    name: &str,
+    status: &StageStatus,
+    line: &str,
+    ms: u64,
+) {
+    let (word, message) = match status {
+        StageStatus::Succeeded { summary, .. } => ("succeeded", summary),
+        StageStatus::Failed { reason } => ("failed", reason),
+        StageStatus::Skipped { reason } => ("skipped", reason),
+        StageStatus::AwaitingApproval { reason } => ("awaiting-approval", reason),
+        StageStatus::Cancelled { reason } => ("cancelled", reason),
+    };
+    events::emit(events::Event::StageFinished {
+        stage: name,
+        status: word,
+        message,
+        duration_ms: ms,
+    });
+    if github::active() {
+        let (line_no, col) = pipeline
+            .source
+            .line_col(&["stages", name], crate::pipeline::source::Part::Key);
+        // The group's title is Capstan's words only; what the plugin said
+        // is in the log below it.
+        let icon = line.split(' ').next().unwrap_or_default();
+        let title = format!(
+            "{icon} {} ({word}, {:.1}s)",
+            crate::text::inline(name),
+            ms as f64 / 1000.0
+        );
+        github::stage_finished(&github::StageEnd {
+            stage: name,
+            line: &title,
+            failed: matches!(status, StageStatus::Failed { .. }).then_some(message.as_str()),
+            log: &dir.log(name),
+            place: github::Place {
+                file: pipeline.file.display().to_string(),
+                line: Some(line_no),
+                col: Some(col),
+            },
+            with_log: opts.echo,
+        });
+    }
 }
 
 /// One line per finished stage, as it finishes.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::events::{self, Event};
 use crate::term::{self, Stream};
 use crate::text::inline;
 
@@ -89,6 +90,9 @@ impl Progress {
     /// becomes the current one (see [`println`], [`suspend`]) until
     /// [`Progress::finish`].
     pub fn start(echo: bool) -> Progress {
+        // In GitHub Actions each stage's log is printed whole, in a group,
+        // when it ends (see `run::github`), not line by line as it goes.
+        let echo = echo && !super::github::active();
         let colour = term::colour(Stream::Stderr);
         // indicatif styles through `console`, whose own rule knows neither
         // `--color` nor `NO_COLOR`: ours decides.
@@ -133,6 +137,7 @@ impl Progress {
 
     /// `stage` started.
     pub fn started(&self, stage: &str) {
+        events::emit(Event::StageStarted { stage });
         let now = Instant::now();
         let bar = self.inner.bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new_spinner());
@@ -158,12 +163,13 @@ impl Progress {
     /// `-q` and no terminal they do not, and the log sink need not split
     /// its output into lines for nothing.
     pub fn wants_lines(&self) -> bool {
-        self.inner.echo || self.inner.bars.is_some()
+        self.inner.echo || self.inner.bars.is_some() || events::enabled()
     }
 
     /// A whole line of `stage`'s log (plugin text, not yet escaped).
     pub fn output(&self, stage: &str, line: &str) {
         let line = line.trim_end_matches(['\n', '\r']);
+        events::emit(Event::Log { stage, line });
         if let Some(running) = self.stages().lock().expect("progress lock").get_mut(stage) {
             // Silence is what the operator sees: with `-q`, every line.
             if self.inner.echo {

@@ -111,6 +111,19 @@ impl Stage for SmokeTest {
 
         println!("\n{}", report::table(&results, elapsed));
         capstan_plugin::info!("reports: {junit_s}, {report_s}");
+        // One record per failed check, at the level it fails the stage with:
+        // CI systems turn these into annotations (GitHub Actions does).
+        for r in results.iter().filter(|r| !r.passed()) {
+            let what = format!(
+                "smoke check `{}` failed ({}): {}",
+                r.name, r.target, r.message
+            );
+            if r.required {
+                capstan_plugin::error!("{what}");
+            } else {
+                capstan_plugin::warn!("{what} (not required)");
+            }
+        }
 
         if let Some(message) = report::failure(&results) {
             return Err(Error::failed(message));

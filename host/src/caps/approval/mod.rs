@@ -23,6 +23,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::audit::StageAudit;
 use crate::bindings::capstan::plugin::approval as wit;
 use crate::caps::state::StageState;
+use crate::run::events::{self, Event};
 use crate::store::{ApprovalPolicy, ApprovalRow, AuditKind, Decision, PendingApproval, RunStore};
 pub use prompt::interactive;
 pub use rules::{Asked, Recorded, approver_problem, identify, recorded};
@@ -132,6 +133,24 @@ impl ApprovalHost {
             if d.get("policy") != Some(&json!(ApprovalPolicy::Manual)) {
                 d.remove("identity");
             }
+        }
+        if !matches!(decision, Outcome::Pending) {
+            let by: Vec<&str> = match &detail["by"] {
+                serde_json::Value::Array(names) => {
+                    names.iter().filter_map(|n| n.as_str()).collect()
+                }
+                other => other.as_str().into_iter().collect(),
+            };
+            events::emit(Event::ApprovalDecided {
+                stage: &self.audit.stage,
+                digest: &request.digest,
+                decision: if matches!(decision, Outcome::Approved) {
+                    "approved"
+                } else {
+                    "rejected"
+                },
+                by,
+            });
         }
         self.audit.allowed(AuditKind::Approval, detail);
     }
@@ -294,6 +313,13 @@ impl ApprovalHost {
             Outcome::Pending,
             merged(json!({ "approved_by": approved_by }), note),
         );
+        events::emit(Event::ApprovalRequested {
+            stage: &self.audit.stage,
+            digest: &request.digest,
+            subject: &request.subject,
+            required,
+            how: &how,
+        });
         *self.pending.lock().expect("pending lock") = Some(how.clone());
         wit::Decision::Pending(how)
     }
