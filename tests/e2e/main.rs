@@ -5,6 +5,7 @@ mod adversarial;
 mod approvals;
 mod audit;
 mod command_stage;
+mod conventions;
 mod escapes;
 mod github;
 mod golden_image;

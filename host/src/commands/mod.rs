@@ -4,14 +4,17 @@
 mod approve;
 mod audit;
 mod cancel;
+mod completions;
 mod drive;
 pub mod locate;
 mod logs;
+mod man;
 mod plugin;
 mod resume;
 mod rollback;
 mod run;
 mod runs;
+mod schema;
 mod show;
 mod stats;
 mod validate;
@@ -71,6 +74,8 @@ pub enum Command {
     Run(run::Args),
     Validate(validate::Args),
     Audit(audit::Args),
+    Schema(schema::Args),
+    /// Look at a plugin (`describe`), or create a new one (`new`).
     #[command(subcommand)]
     Plugin(plugin::Command),
     Runs(runs::Args),
@@ -83,6 +88,8 @@ pub enum Command {
     Rollback(rollback::Args),
     Stats(stats::Args),
     Verify(verify::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 impl Command {
@@ -97,7 +104,12 @@ impl Command {
                 Some(t) => Anchor::Pipeline(t),
                 None => Anchor::Recorded,
             },
-            Command::Plugin(_) => Anchor::Cache,
+            Command::Schema(a) => a
+                .pipeline
+                .as_deref()
+                .map_or(Anchor::Cache, Anchor::Pipeline),
+            // These read no state: any place will do.
+            Command::Plugin(_) | Command::Completions(_) | Command::Man(_) => Anchor::Cache,
             Command::Rollback(a) => a
                 .pipeline
                 .as_deref()
@@ -140,6 +152,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::exec(args, &cli).await,
             Command::Validate(args) => validate::exec(args, &cli).await,
             Command::Audit(args) => audit::exec(args, &cli).await,
+            Command::Schema(args) => schema::exec(args, &cli).await,
             Command::Plugin(cmd) => plugin::exec(cmd, &cli).await,
             Command::Runs(args) => runs::exec(args, &cli),
             Command::Show(args) => show::exec(args, &cli),
@@ -151,6 +164,8 @@ pub fn main() -> ExitCode {
             Command::Rollback(args) => rollback::exec(args, &cli).await,
             Command::Stats(args) => stats::exec(args, &cli),
             Command::Verify(args) => verify::exec(args, &cli),
+            Command::Completions(args) => completions::exec(args),
+            Command::Man(args) => man::exec(args),
         }
     });
     // A plugin blocked in a WASI call (opening a FIFO nobody writes) keeps a

@@ -1,61 +1,87 @@
 //! The pipeline file as written (TOML), with source spans kept for error
 //! messages. `super::Pipeline` is the validated form the rest of the host uses.
+//!
+//! The JSON Schema editors check the file with (`capstan schema`) is derived
+//! from these types, so the two cannot drift: `#[schemars(...)]` attributes
+//! say what a `Spanned`, duration or size is written as (see
+//! `super::schema`), and doc comments become the schema's descriptions.
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-/// The whole pipeline file.
-#[derive(Debug, Deserialize)]
+use super::schema::{ByteSizeText, DurationText, WithTable};
+
+/// A Capstan pipeline file: stages whose plugins are WebAssembly
+/// components, and what each stage is granted. (`capstan validate` checks
+/// what a schema cannot: `needs` and references naming stages, paths,
+/// plugins against their grants.)
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Capstan pipeline file")]
 pub struct PipelineFile {
     pub pipeline: Header,
     #[serde(default)]
     pub defaults: Limits,
+    /// The plugins stages use, by name: `[plugins.<name>]`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, PluginEntry>")]
     pub plugins: IndexMap<Spanned<String>, PluginEntry>,
+    /// The stages, by name: `[stages.<name>]`. They run in the order their
+    /// `needs` give; independent ones at the same time.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::stages")]
     pub stages: IndexMap<Spanned<String>, StageEntry>,
     #[serde(default)]
+    #[schemars(with = "Option<RollbackEntry>")]
     pub rollback: Option<Spanned<RollbackEntry>>,
     #[serde(default)]
     pub sandbox: SandboxEntry,
     #[serde(default)]
+    #[schemars(with = "Option<ApproversEntry>")]
     pub approvers: Option<Spanned<ApproversEntry>>,
 }
 
 /// `[approvers]`: the SSH keys whose signatures count as approvals (see
 /// `caps::approval::signature`), in `allowed_signers` format.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproversEntry {
     /// An `allowed_signers` file (relative to the pipeline file), as
     /// `ssh-keygen -Y verify -f` reads it.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub allowed_signers: Option<Spanned<String>>,
     /// `allowed_signers` lines written in the pipeline file itself, e.g.
     /// `"bob ssh-ed25519 AAAA..."`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub keys: Vec<Spanned<String>>,
 }
 
 /// `requires_approval` of a stage: it runs only on a digest approved at
 /// another stage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequiresApproval {
     /// The approval stage whose decisions count (upstream of this one).
+    #[schemars(with = "String")]
     pub stage: Spanned<String>,
     /// The key of this stage's `with` that holds the digest it acts on,
     /// e.g. `approved_digest`.
+    #[schemars(with = "String")]
     pub digest: Spanned<String>,
 }
 
-/// `[sandbox]`: how the programs that stages start are confined (see
-/// `caps::exec::sandbox`).
-#[derive(Debug, Default, Deserialize)]
+// Applied by `caps::exec::sandbox`.
+/// `[sandbox]`: how the programs that stages start are confined
+/// (Landlock, namespaces, limits).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxEntry {
     /// Refuse to run where the kernel lacks Landlock (default `true`);
@@ -80,7 +106,7 @@ pub struct SandboxEntry {
 }
 
 /// What network a started program sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, strum::Display)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, strum::Display)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum Network {
@@ -96,15 +122,17 @@ pub enum Network {
 
 /// Resource limits of one started program (and, for `processes`, all it
 /// starts). Unset fields take `[sandbox.limits]`, then the defaults.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChildLimits {
     /// Open files per process (`RLIMIT_NOFILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub open_files: Option<u64>,
     /// Processes and threads alive at once in the program's whole tree (a
     /// cgroup's `pids.max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub processes: Option<u64>,
     /// CPU time per process (`RLIMIT_CPU`), e.g. `"30m"`.
     #[serde(
@@ -112,23 +140,26 @@ pub struct ChildLimits {
         with = "humantime_serde_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<DurationText>")]
     pub cpu: Option<Duration>,
     /// Address space per process (`RLIMIT_AS`), e.g. `"8GiB"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<ByteSizeText>")]
     pub address_space: Option<bytesize::ByteSize>,
 }
 
 /// `[rollback]`: how `capstan rollback` redeploys an earlier run.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackEntry {
     /// Stages that do not run in a rollback: their outputs (e.g. the image
     /// id) are the ones recorded by the run rolled back to.
+    #[schemars(with = "Vec<String>")]
     pub reuse: Vec<Spanned<String>>,
 }
 
 /// `on_failure` of a stage.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnFailure {
     /// The run fails (the default).
@@ -138,90 +169,115 @@ pub enum OnFailure {
     Rollback,
 }
 
-/// `[pipeline]`
-#[derive(Debug, Deserialize)]
+/// `[pipeline]`: the pipeline's name, environments and how many stages
+/// run at once.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Header {
+    /// The pipeline's name, shown in runs and history.
     pub name: String,
+    /// What the pipeline does, in a sentence.
     #[serde(default)]
     pub description: Option<String>,
     /// Allowed `--env` values; the first is the default.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
     pub environments: Option<Spanned<Vec<String>>>,
-    /// How many independent stages may run at once.
+    /// How many independent stages may run at once (default 4).
     #[serde(default)]
     pub concurrency: Option<usize>,
     /// Environments where only humans approve: automatic approvals and
     /// overrides asked for by a plugin are refused (humans are asked).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub protected: Vec<Spanned<String>>,
 }
 
-/// `[plugins.<name>]`
-#[derive(Debug, Deserialize)]
+/// `[plugins.<name>]`: a plugin component stages can use.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
     /// Path of the `.wasm` component, relative to the pipeline file.
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
     /// Optional pin of the component's sha256 (hex).
     #[serde(default)]
+    #[schemars(with = "Option<String>", regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub sha256: Option<Spanned<String>>,
 }
 
 /// Per-stage limits; `[defaults]` sets them for every stage.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Wall-clock limit of the whole stage, e.g. `"10m"`.
+    /// Wall-clock limit of the whole stage, e.g. `"10m"` (default 30m).
     #[serde(default, with = "humantime_serde_opt")]
+    #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Duration>,
-    /// Linear memory limit of the plugin, e.g. `"256MiB"`.
+    /// Linear memory limit of the plugin, e.g. `"256MiB"` (the default).
     #[serde(default)]
+    #[schemars(with = "Option<ByteSizeText>")]
     pub memory: Option<bytesize::ByteSize>,
-    /// Everything the stage may print (plugin and children), e.g. `"16MiB"`.
+    /// Everything the stage may print (plugin and children), e.g. `"16MiB"`
+    /// (the default).
     #[serde(default)]
+    #[schemars(with = "Option<ByteSizeText>")]
     pub max_output: Option<bytesize::ByteSize>,
 }
 
-/// `[stages.<name>]`
-#[derive(Debug, Deserialize)]
+/// `[stages.<name>]`: one stage — its plugin, what it needs, its config
+/// and what it is granted.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageEntry {
+    /// The plugin that runs this stage: a name from `[plugins]`.
+    #[schemars(with = "String")]
     pub plugin: Spanned<String>,
+    /// Stages that must succeed before this one starts.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub needs: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<WithTable>")]
     pub with: Option<Spanned<toml::Table>>,
     #[serde(default)]
     pub grants: Grants,
     /// Wall-clock limit of the stage, e.g. `"10m"`.
     #[serde(default, with = "humantime_serde_opt")]
+    #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Duration>,
     /// Linear memory limit of the plugin, e.g. `"256MiB"`.
     #[serde(default)]
+    #[schemars(with = "Option<ByteSizeText>")]
     pub memory: Option<bytesize::ByteSize>,
     /// Everything the stage may print, e.g. `"16MiB"`.
     #[serde(default)]
+    #[schemars(with = "Option<ByteSizeText>")]
     pub max_output: Option<bytesize::ByteSize>,
     /// Run this stage only in these environments (default: all).
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
     pub environments: Option<Spanned<Vec<String>>>,
     /// What a failure of this stage triggers: `fail` or `rollback`.
     #[serde(default)]
+    #[schemars(with = "Option<OnFailure>")]
     pub on_failure: Option<Spanned<OnFailure>>,
     /// Run only when the digest in `with.<digest>` was approved at `stage`.
     #[serde(default)]
+    #[schemars(with = "Option<RequiresApproval>")]
     pub requires_approval: Option<Spanned<RequiresApproval>>,
     /// For an approval stage: the image the approved plan deploys (may
     /// reference upstream outputs); signed into every approval statement.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub image_digest: Option<Spanned<String>>,
 }
 
 /// `[stages.<name>.grants]`: what the pipeline lets this stage do.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
+    /// Programs the plugin may start: `[[stages.<name>.grants.exec]]`.
     #[serde(default)]
     pub exec: Vec<ExecGrant>,
     /// Directories readable by the plugin (relative to the pipeline file).
@@ -233,9 +289,10 @@ pub struct Grants {
     /// Host environment variables the plugin may read (`NAME` or `PREFIX_*`).
     #[serde(default)]
     pub env: Vec<String>,
+    // The grammar: `super::patterns`.
     /// `host:port` patterns the plugin may probe: IP literals (octets may
     /// be `*`; `*` alone is any IP), `[ipv6]`, or one exact host name; the
-    /// port a number or `*` (grammar in `super::patterns`).
+    /// port a number or `*`.
     #[serde(default)]
     pub connect: Vec<String>,
     /// Whether the plugin may ask humans for approval.
@@ -244,7 +301,7 @@ pub struct Grants {
 }
 
 /// `[[stages.<name>.grants.exec]]`: one program the plugin may start.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecGrant {
     /// Program name (looked up on `PATH` when the pipeline loads) or
@@ -252,8 +309,8 @@ pub struct ExecGrant {
     pub program: String,
     /// One pattern per argument position: `a|b` alternatives, `*` inside a
     /// pattern matches any text, `**` alone and last matches all remaining
-    /// arguments (grammar in `super::patterns`; checked at load).
-    /// Omitted: the program may only be run without arguments.
+    /// arguments. Omitted: the program may only be run without arguments.
+    // The grammar, checked at load: `super::patterns`.
     #[serde(default)]
     pub args: Vec<String>,
     /// Environment variables the child may receive (`NAME` or `PREFIX_*`):
@@ -262,9 +319,11 @@ pub struct ExecGrant {
     pub env: Vec<String>,
     /// Pin of the resolved program's sha256 (hex).
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub sha256: Option<String>,
     /// Upper bound for one run of this program, e.g. `"5m"`.
     #[serde(default, with = "humantime_serde_opt")]
+    #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Duration>,
     /// The network the program sees (default: `[sandbox] network`, else
     /// `host`).

@@ -524,6 +524,53 @@ fn mutated_pipelines_never_panic_and_every_problem_has_a_place() {
     }
 }
 
+/// The JSON Schema editors use (`capstan schema`) takes every mutant the
+/// loader takes: an editor never flags what Capstan accepts. (What the
+/// schema refuses, the loader refuses too: `super::schema::tests`.)
+#[test]
+fn every_mutant_that_loads_fits_the_schema() {
+    let (_dir, file) = sandbox();
+    let schema = super::schema::pipeline_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let seeds: Vec<String> = SEEDS.iter().map(|s| seed(s)).collect();
+    let cases = env_number("CAPSTAN_FUZZ_CASES", 3000);
+    let start = env_number("CAPSTAN_FUZZ_SEED", 0x9e37_79b9);
+    let mut loaded = 0;
+    for case in 0..cases {
+        let mut m = Mutator {
+            rng: fastrand::Rng::with_seed(start.wrapping_add(case)),
+        };
+        let mut input = seeds[m.rng.usize(..seeds.len())].clone().into_bytes();
+        m.mutate(&mut input);
+        let what = format!("CAPSTAN_FUZZ_SEED={} case {case}", start.wrapping_add(case));
+        if check(&file, &input, &what).is_ok() {
+            loaded += 1;
+            assert_fits(&validator, &input, &what);
+        }
+    }
+    assert!(cases < 1000 || loaded > cases / 50, "only {loaded} loaded");
+}
+
+/// `input`, a pipeline file, fits the schema of `validator`.
+fn assert_fits(validator: &jsonschema::Validator, input: &[u8], what: &str) {
+    let text = std::str::from_utf8(input).expect("a loaded file is UTF-8");
+    let value: toml::Value = match toml::from_str(text) {
+        Ok(value) => value,
+        // TOML integers are i64; the loader reads a size up to u64::MAX,
+        // which a TOML editor shows as a TOML error before any schema.
+        Err(e) if e.message() == "u64 value was too large" => return,
+        Err(e) => panic!("{what}: a loaded file is not TOML: {e}"),
+    };
+    let problems: Vec<String> = validator
+        .iter_errors(&super::toml_json(&value))
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{what}: the loader takes it, the schema does not: {problems:#?}\ninput:\n{text}"
+    );
+}
+
 #[test]
 fn a_stage_that_needs_an_invalid_stage_is_reported_not_a_panic() {
     let (_dir, file) = sandbox();
@@ -676,14 +723,15 @@ fn prepared_pipelines_never_panic_and_every_problem_has_a_place() {
         .enable_all()
         .build()
         .unwrap();
+    // Whether it is ready to run (warnings only), and its problems.
     let prepare = |pipeline: Pipeline, what: &str| {
         let prepared = catch_unwind(AssertUnwindSafe(|| {
             tokio.block_on(crate::run::prepare(pipeline, &runtime, &cache, &protected))
         }))
         .unwrap_or_else(|_| panic!("prepare panicked on {what}"));
-        let problems = match prepared {
-            Ok(p) => p.warnings(),
-            Err(e) => e.0,
+        let (runnable, problems) = match prepared {
+            Ok(p) => (true, p.warnings()),
+            Err(e) => (false, e.0),
         };
         for d in &problems {
             assert!(
@@ -691,12 +739,41 @@ fn prepared_pipelines_never_panic_and_every_problem_has_a_place() {
                 "{what}: a problem without a place: {d}"
             );
         }
-        problems
+        (runnable, problems)
+    };
+    // A pipeline ready to run fits its schema with every `with` checked
+    // against the plugin's (every plugin is the demo plugin here).
+    let hello = tokio
+        .block_on(crate::runtime::plugin::LoadedPlugin::load(
+            &runtime,
+            &cache,
+            Path::new(capstan_test_artifacts::HELLO),
+            None,
+        ))
+        .unwrap()
+        .info
+        .config_schema
+        .expect("the demo plugin publishes a schema");
+    let fits_its_schema = |pipeline: &Pipeline, input: &[u8], what: &str| {
+        let stages: Vec<(String, String)> = pipeline
+            .stages
+            .values()
+            .map(|s| (s.name.clone(), s.plugin.clone()))
+            .collect();
+        let plugins = pipeline
+            .plugins
+            .keys()
+            .map(|name| (name.clone(), hello.clone()))
+            .collect();
+        let schema = super::schema::pipeline_schema_with(&stages, &plugins).unwrap();
+        assert_fits(&jsonschema::validator_for(&schema).unwrap(), input, what);
     };
     let seeds: Vec<String> = PLUGIN_SEEDS.iter().map(|s| with_hello(s)).collect();
     // The first seed is valid as it is.
     let first = check(&file, seeds[0].as_bytes(), "plugin seed 0").unwrap();
-    let warnings = prepare(first, "plugin seed 0");
+    fits_its_schema(&first, seeds[0].as_bytes(), "plugin seed 0");
+    let (runnable, warnings) = prepare(first, "plugin seed 0");
+    assert!(runnable);
     assert!(
         warnings
             .iter()
@@ -704,7 +781,7 @@ fn prepared_pipelines_never_panic_and_every_problem_has_a_place() {
     );
     let cases = env_number("CAPSTAN_FUZZ_PREPARE_CASES", 400);
     let start = env_number("CAPSTAN_FUZZ_SEED", 0x9e37_79b9);
-    let mut prepared = 0;
+    let (mut prepared, mut runnable) = (0, 0);
     for case in 0..cases {
         let mut m = Mutator {
             rng: fastrand::Rng::with_seed(start.wrapping_add(case)),
@@ -716,12 +793,20 @@ fn prepared_pipelines_never_panic_and_every_problem_has_a_place() {
             start.wrapping_add(case)
         );
         if let Ok(pipeline) = check(&file, &input, &what) {
-            prepare(pipeline, &what);
+            let copy = pipeline.clone();
+            if prepare(pipeline, &what).0 {
+                fits_its_schema(&copy, &input, &what);
+                runnable += 1;
+            }
             prepared += 1;
         }
     }
     assert!(
         cases < 100 || prepared > cases / 10,
         "only {prepared} of {cases} loaded"
+    );
+    assert!(
+        cases < 100 || runnable > cases / 50,
+        "only {runnable} of {cases} were ready to run"
     );
 }

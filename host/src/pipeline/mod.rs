@@ -14,6 +14,7 @@ pub mod interpolate;
 pub mod patterns;
 pub mod read;
 pub mod sandbox;
+pub mod schema;
 pub mod source;
 mod validator;
 
@@ -30,6 +31,7 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use file::{ChildLimits, ExecGrant, Grants, Network};
 pub use sandbox::Sandbox;
 pub use source::{Part, SourceMap};
+pub use validator::toml_json;
 
 /// Why `name` cannot name a stage: only letters, digits, `_` and `-`, at
 /// most 64 of them, not starting with `-` (it names files and directories

@@ -648,25 +648,28 @@ impl Validator<'_> {
     }
 }
 
-/// A stage's `with` table as JSON (what plugins receive); dates and times
-/// are written as TOML writes them.
+/// A TOML value as JSON (what plugins receive, what JSON Schemas check);
+/// dates and times are written as TOML writes them.
+pub fn toml_json(value: &toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(toml_json).collect()),
+        toml::Value::Table(t) => table_json(t),
+    }
+}
+
+fn table_json(t: &toml::Table) -> Value {
+    Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_json(v))).collect())
+}
+
+/// A stage's `with` table as JSON.
 fn with_json(entry: &file::StageEntry) -> Value {
-    fn json(value: &toml::Value) -> Value {
-        match value {
-            toml::Value::String(s) => Value::String(s.clone()),
-            toml::Value::Integer(i) => Value::from(*i),
-            toml::Value::Float(f) => Value::from(*f),
-            toml::Value::Boolean(b) => Value::Bool(*b),
-            toml::Value::Datetime(d) => Value::String(d.to_string()),
-            toml::Value::Array(items) => Value::Array(items.iter().map(json).collect()),
-            toml::Value::Table(t) => table(t),
-        }
-    }
-    fn table(t: &toml::Table) -> Value {
-        Value::Object(t.iter().map(|(k, v)| (k.clone(), json(v))).collect())
-    }
     match &entry.with {
-        Some(t) => table(t.get_ref()),
+        Some(t) => table_json(t.get_ref()),
         None => Value::Object(Default::default()),
     }
 }

@@ -5,6 +5,7 @@
 pub mod bounds;
 pub mod cache;
 pub mod plugin;
+pub mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

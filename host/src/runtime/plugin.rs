@@ -57,6 +57,11 @@ pub enum LoadError {
     )]
     NotComponent { path: PathBuf, detail: String },
     #[error(
+        "`{path}` is {built}: the plugin was built for the wrong target; {}",
+        super::target::FIX
+    )]
+    WrongTarget { path: PathBuf, built: String },
+    #[error(
         "plugin `{path}` was built against contract {CONTRACT_PACKAGE}@{found}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild it with a capstan-plugin SDK for contract {CONTRACT_VERSION}"
     )]
     Contract { path: PathBuf, found: String },
@@ -190,11 +195,17 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
         path: path.into(),
         detail: detail.into(),
     };
+    if let Some(built) = super::target::built_for_another_target(bytes) {
+        return Err(LoadError::WrongTarget {
+            path: path.into(),
+            built,
+        });
+    }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(not(" (no WebAssembly header)"));
     }
     if bytes[6..8] != COMPONENT_LAYER {
-        return Err(not(" (it is a core module; wrap it as a component)"));
+        return Err(not(" (an unknown WebAssembly layer)"));
     }
     Ok(())
 }

@@ -22,13 +22,17 @@
 //! The config schema the host validates `with` against is generated from
 //! `Stage::Config` by [`schemars`]; doc comments on its fields become the
 //! schema's descriptions. Add `#[serde(deny_unknown_fields)]` so that a typo
-//! in the pipeline file is an error, not a silently ignored key.
+//! in the pipeline file is an error, not a silently ignored key. The derive
+//! finds `schemars` by that name: `use capstan_plugin::schemars;` (the
+//! version this SDK uses) is enough, or depend on `schemars` 1 yourself.
 //!
 //! # Example
 //!
 //! ```
+//! // `schemars` as this crate re-exports it, for the derive: no
+//! // dependency of your own needed.
+//! use capstan_plugin::schemars::{self, JsonSchema};
 //! use capstan_plugin::{Context, Error, Exec, Info, Outcome, Stage};
-//! use schemars::JsonSchema;
 //! use serde::Deserialize;
 //!
 //! /// The stage's `with` table.
@@ -59,6 +63,7 @@
 //!     }
 //! }
 //!
+//! # #[cfg(target_os = "wasi")] // doctests build for the host
 //! capstan_plugin::export_stage!(Greet);
 //! # fn main() {}
 //! ```
@@ -122,9 +127,33 @@ pub trait Stage {
 ///
 /// Use it once per plugin crate, at the crate root:
 /// `capstan_plugin::export_stage!(MyStage);`
+///
+/// Built for anything but a WebAssembly component target (`wasm32-wasip2`),
+/// the crate fails to compile with an error saying to add `--target
+/// wasm32-wasip2`; its unit tests (`cfg(test)`), docs and clippy still run
+/// on the host.
 #[macro_export]
 macro_rules! export_stage {
     ($stage:ty) => {
+        // Here, in the plugin crate, not in the SDK: the SDK itself builds
+        // on the host (its tests, a plugin's unit tests), and only the
+        // plugin knows it is meant to be a component. A native or core-wasm
+        // build would otherwise end in a linker error about export names,
+        // or a module the host refuses. Clippy builds nothing, and lints a
+        // workspace's plugins on the host.
+        #[cfg(not(any(
+            all(target_family = "wasm", target_os = "wasi", not(target_env = "p1")),
+            test,
+            doc,
+            clippy
+        )))]
+        ::core::compile_error!(
+            "this Capstan plugin is being built for the wrong target: a plugin is a WebAssembly \
+             component, so add `--target wasm32-wasip2` (`cargo build --release --target wasm32-wasip2`; \
+             `rustup target add wasm32-wasip2` once), or make it the default with \
+             `[build] target = \"wasm32-wasip2\"` in .cargo/config.toml"
+        );
+
         const _: () = {
             struct __CapstanStage;
 

@@ -1,4 +1,4 @@
-//! `capstan plugin …`: look at one plugin on its own.
+//! `capstan plugin describe`: look at one plugin on its own.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -11,31 +11,31 @@ use crate::runtime::plugin::LoadedPlugin;
 use crate::term;
 use crate::text::inline;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Show what a plugin is and which capabilities it requests, with its
-    /// sha256 and contract version. Only `describe` runs, with no
-    /// capabilities.
-    #[command(
-        after_help = "Example:\n  capstan plugin describe target/wasm32-wasip2/release/capstan_hello.wasm --json"
-    )]
-    Describe {
-        /// The plugin component (`.wasm`).
-        plugin: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+/// Show what a plugin is and which capabilities it requests, with its
+/// sha256 and contract version. Only `describe` runs, with no
+/// capabilities.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  capstan plugin describe target/wasm32-wasip2/release/capstan_hello.wasm --json"
+)]
+pub struct Args {
+    /// The plugin component (`.wasm`).
+    pub plugin: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub async fn exec(cmd: &Command, cli: &super::Cli) -> Result<u8, Failure> {
-    match cmd {
-        Command::Describe { plugin, json } => describe_file(plugin, *json, cli).await,
-    }
+pub async fn exec(args: &Args, cli: &crate::commands::Cli) -> Result<u8, Failure> {
+    describe_file(&args.plugin, args.json, cli).await
 }
 
-pub async fn describe_file(path: &Path, as_json: bool, cli: &super::Cli) -> Result<u8, Failure> {
-    let runtime = super::new_runtime()?;
+pub async fn describe_file(
+    path: &Path,
+    as_json: bool,
+    cli: &crate::commands::Cli,
+) -> Result<u8, Failure> {
+    let runtime = crate::commands::new_runtime()?;
     let plugin = LoadedPlugin::load(&runtime, &cli.cache(), path, None)
         .await
         .map_err(|e| Failure::new(exit::PLUGIN_OR_GRANT, format!("error: {e}")))?;
