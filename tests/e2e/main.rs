@@ -18,4 +18,5 @@ mod runs;
 mod sandbox;
 mod signed_approvals;
 mod stopping;
+mod triggers;
 mod verify;

@@ -343,6 +343,7 @@ mod tests {
             on_failure: Default::default(),
             requires_approval: None,
             image_digest: None,
+            trigger_paths: Vec::new(),
         }
     }
 

@@ -165,7 +165,11 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         }
         d.done.iter().try_for_each(|r| {
             let mut row = r.row(r.started.clone());
-            row.status = StageState::Reused;
+            // Outputs taken from another run; a stage that did not run keeps
+            // its own status (skipped, and why).
+            if row.status == StageState::Succeeded {
+                row.status = StageState::Reused;
+            }
             d.store.end_stage(&id, None, &row)
         })
     });

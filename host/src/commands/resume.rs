@@ -138,6 +138,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
 
 fn opts_of(run: &RunRow, flags: &DriveFlags) -> RunOptions {
     RunOptions {
+        forced: Vec::new(),
         environment: run.environment.clone(),
         only: run.only.clone(),
         echo: !flags.quiet,

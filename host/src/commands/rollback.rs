@@ -209,6 +209,7 @@ pub async fn start(
     let runtime = super::new_runtime()?;
     let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
     let opts = RunOptions {
+        forced: Vec::new(),
         environment,
         only: Vec::new(),
         echo: !r.flags.quiet,

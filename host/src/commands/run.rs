@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::drive::{Begin, Drive, DriveFlags, drive};
 use crate::exit::{self, Failure};
-use crate::run::{RunOptions, selected};
-use crate::store::RunKind;
+use crate::run::stage::StageStatus;
+use crate::run::{RunOptions, StageRecord, changes, selected};
+use crate::store::{RunFilter, RunKind, RunState, RunStore, latest_attempts};
 
 /// Run a pipeline: check every plugin and grant, then run the stages in
 /// dependency order, independent ones at the same time.
@@ -16,6 +17,8 @@ Examples:
   capstan run examples/hello/pipeline.toml
   capstan run pipeline.toml --env production --only plan
   capstan run pipeline.toml --dry-run
+  capstan run pipeline.toml --changed-since origin/main   # only what the change concerns
+  capstan run pipeline.toml --force build                 # the scheduled rebuild
 
 State lives in .capstan/ at the root of the git repository holding the pipeline
 file (beside the file outside a repository), wherever capstan is started; see
@@ -43,6 +46,15 @@ pub struct Args {
     /// actor ($GITHUB_ACTOR, $GITLAB_USER_LOGIN), or $USER.
     #[arg(long = "as", value_name = "NAME")]
     pub author: Option<String>,
+    /// Run only the stages whose `triggers.paths` match a file changed since this git ref
+    /// (committed, staged, in the working tree, or new), and the stages that need them; the
+    /// others keep the outputs of the environment's last good run.
+    #[arg(long, value_name = "GIT_REF")]
+    pub changed_since: Option<String>,
+    /// Run this stage whatever changed (repeatable); `${stage.forced}` is true in its `with`
+    /// (e.g. to make the Packer stage rebuild an unchanged image).
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
     #[command(flatten)]
     pub flags: DriveFlags,
 }
@@ -50,7 +62,7 @@ pub struct Args {
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pipeline = super::load_pipeline(&args.pipeline)?;
     let environment = super::environment(&pipeline, args.environment.as_deref())?;
-    for only in &args.only {
+    for only in args.only.iter().chain(&args.force) {
         if !pipeline.stages.contains_key(only) {
             let stages = pipeline
                 .stages
@@ -61,12 +73,19 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             return Err(Failure::new(
                 exit::USAGE,
                 format!(
-                    "error: --only `{only}` is not a stage of {}; stages are: {stages}",
+                    "error: `{only}` (--only, --force) is not a stage of {}; stages are: {stages}",
                     args.pipeline.display()
                 ),
             ));
         }
     }
+    let changes = match &args.changed_since {
+        Some(since) => Some(
+            changes::since(&pipeline.dir, since)
+                .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?,
+        ),
+        None => None,
+    };
     let runtime = super::new_runtime()?;
     let prepared = Arc::new(super::prepare_pipeline(pipeline, &runtime, cli).await?);
     super::warn_unrequested(&prepared);
@@ -76,6 +95,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         echo: !args.flags.quiet,
         author: super::identity(args.author.as_deref())?,
         stop: args.flags.stop(),
+        forced: args.force.clone(),
     };
     if args.dry_run {
         let mut out = crate::term::stdout();
@@ -85,6 +105,10 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         return Ok(exit::OK);
     }
     let store = cli.store()?;
+    let done = match &changes {
+        Some(changes) => unchanged(&prepared, &opts, changes, store.as_ref())?,
+        None => Vec::new(),
+    };
     let dir = super::create_run_dir(cli)?;
     let new = super::new_run(&prepared, &dir, &opts, RunKind::Deploy);
     let (code, record) = drive(Drive {
@@ -93,14 +117,85 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         dir,
         opts: opts.clone(),
         store: store.clone(),
-        done: Vec::new(),
+        record_done: !done.is_empty(),
+        done,
         flags: args.flags.clone(),
         begin: Begin::New(Box::new(new)),
-        record_done: false,
     })
     .await?;
     super::rollback::if_failed(&record, &prepared, &opts, &args.flags, cli, &store).await;
     Ok(code)
+}
+
+/// The stages a change does not concern, kept as the environment's last
+/// good run recorded them (see `run::changes`): their outputs are what the
+/// stages that run see. One that a running stage needs and no good run has
+/// is refused with the fix.
+fn unchanged(
+    prepared: &crate::run::Prepared,
+    opts: &RunOptions,
+    changes: &changes::Changes,
+    store: &dyn RunStore,
+) -> Result<Vec<StageRecord>, Failure> {
+    let pipeline = &prepared.pipeline;
+    let selection = changes::select(pipeline, changes, &opts.forced);
+    let store_error = super::store_failure;
+    let runs = store
+        .runs(&RunFilter {
+            environment: Some(opts.environment.clone()),
+            limit: None,
+        })
+        .map_err(store_error)?;
+    let good = runs.iter().find(|r| r.status == RunState::Succeeded);
+    let rows = match good {
+        Some(run) => latest_attempts(store.stages(&run.id).map_err(store_error)?),
+        None => Vec::new(),
+    };
+    let mut done = Vec::new();
+    for (name, reason) in selection.unchanged {
+        if !pipeline.stages[&name].runs_in(&opts.environment) {
+            continue;
+        }
+        let kept = rows
+            .iter()
+            .find(|r| r.name == name && r.status.is_finished());
+        match (good, kept) {
+            (Some(run), Some(row)) => {
+                let mut record = StageRecord::finished(row.clone(), &run.run_dir);
+                if let StageStatus::Succeeded { summary, .. } = &mut record.status {
+                    *summary = format!("{reason} (outputs of run {})", run.id);
+                }
+                done.push(record);
+            }
+            _ => {
+                let needed_by: Vec<&String> = selection
+                    .run
+                    .iter()
+                    .filter(|s| pipeline.stages[*s].needs.contains(&name))
+                    .collect();
+                if let Some(by) = needed_by.first() {
+                    return Err(Failure::new(
+                        exit::USAGE,
+                        format!(
+                            "error: stage `{name}` is unchanged since {}, but `{by}` needs its outputs and no \
+                             good run of `{}` has them; run it too with --force {name}, or run without \
+                             --changed-since",
+                            changes.since, opts.environment
+                        ),
+                    ));
+                }
+                done.push(StageRecord {
+                    name: name.clone(),
+                    plugin: pipeline.stages[&name].plugin.clone(),
+                    status: StageStatus::Skipped { reason },
+                    started: None,
+                    duration_ms: None,
+                    log: String::new(),
+                });
+            }
+        }
+    }
+    Ok(done)
 }
 
 fn dry_run(

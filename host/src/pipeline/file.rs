@@ -271,6 +271,19 @@ pub struct StageEntry {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub image_digest: Option<Spanned<String>>,
+    /// What changes make this stage run under `capstan run --changed-since`.
+    #[serde(default)]
+    pub triggers: Option<Triggers>,
+}
+
+/// `triggers` of a stage.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Triggers {
+    /// Globs relative to the pipeline file (`packer/**`, `*.tf`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub paths: Vec<Spanned<String>>,
 }
 
 /// `[stages.<name>.grants]`: what the pipeline lets this stage do.

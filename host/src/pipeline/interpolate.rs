@@ -1,7 +1,8 @@
 //! `${…}` references inside a stage's `with` table.
 //!
 //! Forms: `${stages.<stage>.outputs.<key>}`, `${env.<NAME>}`, `${run.id}`,
-//! `${run.environment}`, `${pipeline.dir}`, `${stage.work_dir}`. `$${` is a
+//! `${run.environment}`, `${pipeline.dir}`, `${stage.work_dir}`,
+//! `${stage.forced}` (`true` when `capstan run --force <this stage>`). `$${` is a
 //! literal `${`. A string that is exactly one reference takes the referenced
 //! JSON value as it is (a number stays a number); a reference inside longer
 //! text is replaced by its text.
@@ -20,6 +21,7 @@ pub enum Reference {
     RunEnvironment,
     PipelineDir,
     StageWorkDir,
+    StageForced,
 }
 
 /// Every reference in `text`, with its byte range, or a message for the
@@ -55,10 +57,11 @@ fn parse(inner: &str) -> Result<Reference, String> {
         ["run", "environment"] => Reference::RunEnvironment,
         ["pipeline", "dir"] => Reference::PipelineDir,
         ["stage", "work_dir"] => Reference::StageWorkDir,
+        ["stage", "forced"] => Reference::StageForced,
         _ => {
             return Err(format!(
                 "unknown reference `${{{inner}}}`; use ${{stages.<stage>.outputs.<key>}}, ${{env.NAME}}, \
-                 ${{run.id}}, ${{run.environment}}, ${{pipeline.dir}} or ${{stage.work_dir}}"
+                 ${{run.id}}, ${{run.environment}}, ${{pipeline.dir}}, ${{stage.work_dir}} or ${{stage.forced}}"
             ));
         }
     })
@@ -88,6 +91,8 @@ pub struct Scope<'a> {
     pub environment: &'a str,
     pub pipeline_dir: &'a str,
     pub work_dir: &'a str,
+    /// The stage runs because `--force` named it.
+    pub forced: bool,
 }
 
 impl Scope<'_> {
@@ -107,6 +112,7 @@ impl Scope<'_> {
             Reference::RunEnvironment => self.environment.into(),
             Reference::PipelineDir => self.pipeline_dir.into(),
             Reference::StageWorkDir => self.work_dir.into(),
+            Reference::StageForced => self.forced.into(),
         })
     }
 
@@ -166,6 +172,7 @@ mod tests {
             environment: "dev",
             pipeline_dir: "/p",
             work_dir: "/w",
+            forced: false,
         };
         f(&scope)
     }

@@ -142,6 +142,8 @@ pub struct Stage {
     pub requires_approval: Option<Gate>,
     /// `image_digest` of an approval stage, references not yet resolved.
     pub image_digest: Option<String>,
+    /// `triggers.paths`: globs relative to the pipeline file, as written.
+    pub trigger_paths: Vec<String>,
 }
 
 /// A stage's `requires_approval`, validated.

@@ -483,7 +483,24 @@ impl Validator<'_> {
                 .unwrap_or_default(),
             requires_approval: None,
             image_digest: entry.image_digest.as_ref().map(|i| i.get_ref().clone()),
+            trigger_paths: self.triggers(stage_name, entry),
         })
+    }
+
+    /// `triggers.paths` are globs.
+    fn triggers(&mut self, stage: &str, entry: &file::StageEntry) -> Vec<String> {
+        let paths = entry.triggers.as_ref().map(|t| &t.paths[..]).unwrap_or(&[]);
+        for path in paths {
+            if let Err(e) = crate::run::changes::glob(path.get_ref()) {
+                self.stage_error(
+                    stage,
+                    path.span(),
+                    format!("stage `{stage}`: triggers.paths `{}` is not a glob: {}", path.get_ref(), e.kind()),
+                    "write a glob relative to the pipeline file, e.g. \"packer/**\" or \"infrastructure/*.tf\"".into(),
+                );
+            }
+        }
+        paths.iter().map(|p| p.get_ref().clone()).collect()
     }
 
     /// `requires_approval` names an approval stage upstream of this one and

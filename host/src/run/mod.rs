@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod cancel;
+pub mod changes;
 pub mod config;
 pub mod events;
 mod gate;
@@ -50,6 +51,9 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// Echo stage logs to stderr as they come.
     pub echo: bool,
+    /// `--force`: stages that run whatever changed (`${stage.forced}` is
+    /// true in their `with`).
+    pub forced: Vec<String>,
     /// Who started the run (may not approve it).
     pub author: String,
     /// Ctrl-C, SIGTERM and `capstan cancel` stop the run through this.
@@ -432,6 +436,7 @@ fn stage_run(
         environment: &opts.environment,
         pipeline_dir: &path_text(&pipeline.dir),
         work_dir: &path_text(&work_dir),
+        forced: opts.forced.iter().any(|f| f == name),
     };
     let config = scope
         .resolve(&stage.with)

@@ -134,6 +134,10 @@ pub struct SkipUnchanged {
     /// checked.
     #[serde(default)]
     pub must_exist: Vec<String>,
+    /// Build even when nothing changed, e.g. `"${stage.forced}"` (true under
+    /// `capstan run --force <this stage>`: a scheduled rebuild).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// A variable's value: strings, numbers and booleans are passed as text.
@@ -369,7 +373,10 @@ fn run(ctx: &Context<Config>) -> Result<Outcome, Error> {
                 skip.state_file.display()
             ))
         })?;
-        if let Some(last) = last {
+        if skip.force {
+            capstan_plugin::info!("skip_unchanged.force: building whatever changed");
+        }
+        if let Some(last) = last.filter(|_| !skip.force) {
             if last.inputs_digest == inputs.digest {
                 let missing = missing_artifacts(skip, &last.outputs, |p| p.exists());
                 if missing.is_empty() {
