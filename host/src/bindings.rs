@@ -9,6 +9,6 @@ wasmtime::component::bindgen!({
 });
 
 /// The contract version this host speaks (the WIT package version).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.1.1";
 /// The WIT package name.
 pub const CONTRACT_PACKAGE: &str = "capstan:plugin";

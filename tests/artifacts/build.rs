@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("capstan-ansible", "plugins/ansible"),
     ("capstan-smoke-test", "plugins/smoke-test"),
     ("capstan-command", "plugins/command"),
+    ("capstan-notify", "plugins/notify"),
     ("capstan-custom-stage", "examples/custom-stage/plugin"),
     ("capstan-adversary", "tests/plugins/adversary"),
     ("capstan-old-contract", "tests/plugins/old-contract"),

@@ -39,7 +39,7 @@ fn audit_of_the_hello_example_shows_requests_grants_and_digests() {
         "{ran:?}"
     );
     assert!(ran.stdout.contains(&digest), "{ran:?}");
-    assert!(ran.stdout.contains("capstan:plugin@0.1.0"), "{ran:?}");
+    assert!(ran.stdout.contains("capstan:plugin@0.1.1"), "{ran:?}");
     assert!(ran.stdout.contains("exec `echo`"), "{ran:?}");
 
     let ran = sb.capstan(&["audit", pipeline.to_str().unwrap(), "--json"]);
@@ -49,7 +49,7 @@ fn audit_of_the_hello_example_shows_requests_grants_and_digests() {
     assert_eq!(stages.len(), 2);
     for stage in stages {
         assert_eq!(stage["plugin"]["sha256"], digest);
-        assert_eq!(stage["plugin"]["contract"], "capstan:plugin@0.1.0");
+        assert_eq!(stage["plugin"]["contract"], "capstan:plugin@0.1.1");
         assert_eq!(
             stage["requested"][0]["capability"],
             serde_json::json!({"kind": "exec", "name": "echo"})

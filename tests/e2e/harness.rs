@@ -14,6 +14,8 @@ use serde_json::Value;
 const PLUGINS: &[(&str, &str)] = &[
     ("{hello}", capstan_test_artifacts::HELLO),
     ("{command}", capstan_test_artifacts::COMMAND),
+    ("{notify}", capstan_test_artifacts::NOTIFY),
+    ("{approval}", capstan_test_artifacts::APPROVAL),
     ("{adversary}", capstan_test_artifacts::ADVERSARY),
     ("{old_contract}", capstan_test_artifacts::OLD_CONTRACT),
     ("{sleepy_describe}", capstan_test_artifacts::SLEEPY_DESCRIBE),
@@ -74,9 +76,8 @@ impl Sandbox {
         path
     }
 
-    /// Write `pipeline.toml` with `{hello}`, `{command}`, `{adversary}`,
-    /// `{old_contract}`, `{sleepy_describe}`, `{smoke}`, `{approval}` and
-    /// `{sandbox}` replaced.
+    /// Write `pipeline.toml` with `{hello}`, `{command}`, `{notify}`, `{approval}`, `{smoke}`,
+    /// `{adversary}`, `{old_contract}`, `{sleepy_describe}` and `{sandbox}` replaced.
     pub fn pipeline(&self, toml: &str) -> PathBuf {
         self.write("pipeline.toml", &self.fill(toml))
     }

@@ -10,6 +10,7 @@ mod escapes;
 mod github;
 mod golden_image;
 mod harness;
+mod notify;
 mod pipeline_errors;
 mod recovery;
 mod rollback;

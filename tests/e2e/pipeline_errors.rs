@@ -162,6 +162,25 @@ snapshot!(
 );
 
 snapshot!(
+    run_if_unknown_value,
+    &format!("{HEAD}[stages.a]\nplugin = \"hello\"\nrun_if = \"failed\"\n")
+);
+
+snapshot!(
+    status_reference_to_a_stage_not_upstream,
+    &format!(
+        "{HEAD}[stages.a]\nplugin = \"hello\"\n[stages.b]\nplugin = \"hello\"\nrun_if = \"always\"\nwith = {{ message = \"a is ${{stages.a.status}}\" }}\n"
+    )
+);
+
+snapshot!(
+    run_if_failure_without_needs,
+    &format!(
+        "{HEAD}[stages.notify]\nplugin = \"hello\"\nrun_if = \"failure\"\nwith = {{ message = \"x\" }}\n"
+    )
+);
+
+snapshot!(
     double_star_that_is_not_the_last_argument_pattern,
     &format!(
         "{HEAD}[stages.a]\nplugin = \"hello\"\n[[stages.a.grants.exec]]\nprogram = \"echo\"\nargs = [\"-n\", \"**\", \"--force\"]\n"

@@ -35,6 +35,10 @@ pub enum Capability {
     Read,
     Write,
     Env(String),
+    /// Every variable the stage's `env` grants name (requested as `env
+    /// *`, by plugins that read the names from their `with`, such as the
+    /// notify stage's `url_env`).
+    EnvGranted,
     Secret(String),
     Connect,
     Approval,
@@ -48,6 +52,7 @@ impl fmt::Display for Capability {
             Capability::Read => f.write_str("read"),
             Capability::Write => f.write_str("write"),
             Capability::Env(n) => write!(f, "env `{}`", crate::text::inline(n)),
+            Capability::EnvGranted => f.write_str("env `*` (the variables the stage grants)"),
             Capability::Secret(n) => write!(f, "secret `{}`", crate::text::inline(n)),
             Capability::Connect => f.write_str("connect"),
             Capability::Approval => f.write_str("approval"),
@@ -78,6 +83,7 @@ pub fn granted(stage: &Stage, capability: &Capability) -> bool {
         Capability::Read => !g.read.is_empty(),
         Capability::Write => !g.write.is_empty(),
         Capability::Env(name) => env::covers(&g.env, name),
+        Capability::EnvGranted => !g.env.is_empty(),
         // Secrets are not grantable in this contract version's host yet.
         Capability::Secret(_) => false,
         Capability::Connect => !g.connect.is_empty(),
@@ -129,10 +135,11 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
             _ => None,
         })
         .collect();
+    let every_env = asked(&Capability::EnvGranted);
     out.extend(
         g.env
             .iter()
-            .filter(|p| !env_asked.iter().any(|n| env::matches(p, n)))
+            .filter(|p| !every_env && !env_asked.iter().any(|n| env::matches(p, n)))
             .map(|p| format!("env `{p}`")),
     );
     if !g.connect.is_empty() && !asked(&Capability::Connect) {
@@ -170,6 +177,9 @@ pub fn grant_toml(stage: &str, capability: &Capability) -> String {
         Capability::Read => format!("[stages.{stage}.grants]\nread = [\"<directory>\"]"),
         Capability::Write => format!("[stages.{stage}.grants]\nwrite = [\"<directory>\"]"),
         Capability::Env(name) => format!("[stages.{stage}.grants]\nenv = [{}]", quoted(name)),
+        Capability::EnvGranted => format!(
+            "[stages.{stage}.grants]\nenv = [\"<NAME>\"]  # each variable the stage's `with` names"
+        ),
         Capability::Secret(name) => format!(
             "# secret {}: secrets are not supported by this host version",
             quoted(name)
@@ -299,13 +309,17 @@ impl StagePolicy {
         };
         let read_dirs = requested(GrantKind::Read, Capability::Read);
         let write_dirs = requested(GrantKind::Write, Capability::Write);
-        let env = requests
-            .iter()
-            .filter_map(|r| match &r.capability {
-                Capability::Env(n) if env::covers(&stage.grants.env, n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect();
+        let env = if asked(&Capability::EnvGranted) {
+            stage.grants.env.clone()
+        } else {
+            requests
+                .iter()
+                .filter_map(|r| match &r.capability {
+                    Capability::Env(n) if env::covers(&stage.grants.env, n) => Some(n.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
         Ok(StagePolicy {
             exec,
             read_dirs,
@@ -344,6 +358,7 @@ mod tests {
             requires_approval: None,
             image_digest: None,
             trigger_paths: Vec::new(),
+            run_if: Default::default(),
         }
     }
 
@@ -388,5 +403,30 @@ mod tests {
             Capability::ExecGranted.to_string(),
             "exec `*` (the programs the stage grants)"
         );
+    }
+
+    #[test]
+    fn env_star_asks_for_the_variables_the_stage_grants_and_nothing_else() {
+        let two = stage("env = [\"SLACK_WEBHOOK_URL\", \"TEAMS_*\"]");
+        let star = [request(Capability::EnvGranted)];
+        assert!(granted(&two, &Capability::EnvGranted));
+        assert!(check(&two, &star).is_empty());
+        assert!(unrequested(&two, &star).is_empty());
+        let policy = StagePolicy::new(&two, &star, Vec::new(), &Default::default()).unwrap();
+        assert_eq!(policy.env, ["SLACK_WEBHOOK_URL", "TEAMS_*"]);
+        // Named: only that one is the plugin's.
+        let named = [request(Capability::Env("SLACK_WEBHOOK_URL".into()))];
+        assert_eq!(unrequested(&two, &named), ["env `TEAMS_*`"]);
+        // Nothing granted: missing, with the line to add.
+        let none = stage("read = [\"src\"]");
+        let missing = check(&none, &star);
+        assert_eq!(missing.len(), 1);
+        assert!(
+            missing[0].toml.contains("env = [\"<NAME>\"]"),
+            "{}",
+            missing[0].toml
+        );
+        let policy = StagePolicy::new(&none, &star, Vec::new(), &Default::default()).unwrap();
+        assert!(policy.env.is_empty());
     }
 }

@@ -221,6 +221,10 @@ fn dry_run(
         } else {
             format!(" after {}", stage.needs.join(", "))
         };
+        let needs = match stage.run_if {
+            crate::pipeline::RunIf::Success => needs,
+            other => format!("{needs} (run_if = \"{other}\")"),
+        };
         writeln!(
             out,
             "  {mark} {name}: {} {}{needs}",

@@ -169,6 +169,24 @@ pub enum OnFailure {
     Rollback,
 }
 
+/// `run_if` of a stage: when it runs, given how the stages before it
+/// ended (GitHub's `if: success()`, `failure()`, `always()`).
+#[derive(
+    Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, strum::Display,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum RunIf {
+    /// Only when every stage it needs succeeded (the default).
+    #[default]
+    Success,
+    /// Only when a stage before it (one it needs, directly or not) failed
+    /// or waits for approval; once all of them have ended.
+    Failure,
+    /// Once all the stages before it have ended, however they ended.
+    Always,
+}
+
 /// `[pipeline]`: the pipeline's name, environments and how many stages
 /// run at once.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -262,6 +280,10 @@ pub struct StageEntry {
     #[serde(default)]
     #[schemars(with = "Option<OnFailure>")]
     pub on_failure: Option<Spanned<OnFailure>>,
+    /// When the stage runs: `success` (the default), `failure` or `always`.
+    #[serde(default)]
+    #[schemars(with = "Option<RunIf>")]
+    pub run_if: Option<Spanned<RunIf>>,
     /// Run only when the digest in `with.<digest>` was approved at `stage`.
     #[serde(default)]
     #[schemars(with = "Option<RequiresApproval>")]

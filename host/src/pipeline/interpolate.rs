@@ -1,11 +1,22 @@
 //! `${…}` references inside a stage's `with` table.
 //!
-//! Forms: `${stages.<stage>.outputs.<key>}`, `${env.<NAME>}`, `${run.id}`,
-//! `${run.environment}`, `${pipeline.dir}`, `${stage.work_dir}`,
-//! `${stage.forced}` (`true` when `capstan run --force <this stage>`). `$${` is a
+//! Forms: `${stages.<stage>.outputs.<key>}`, `${stages.<stage>.status}`,
+//! `${env.<NAME>}`, `${run.id}`, `${run.environment}`, `${run.status}`,
+//! `${run.stages}`, `${pipeline.dir}`, `${stage.work_dir}`, `${stage.forced}`
+//! (`true` when `capstan run --force <this stage>`). `$${` is a
 //! literal `${`. A string that is exactly one reference takes the referenced
-//! JSON value as it is (a number stays a number); a reference inside longer
-//! text is replaced by its text.
+//! JSON value as it is (a number stays a number, `${run.stages}` an
+//! object); a reference inside longer text is replaced by its text.
+//!
+//! The statuses are how the stages before this one ended, for stages that
+//! report on them (`run_if = "failure"` or `"always"`, such as a notifier):
+//! a stage's status is a word of `run.json` (`succeeded`, `failed`,
+//! `skipped`, `awaiting-approval`, `cancelled`); `${run.status}` is
+//! `failed` when one of the stages this one needs, directly or not, failed,
+//! else `awaiting-approval` when one waits for approval, else `succeeded`;
+//! `${run.stages}` is an object with one entry per such stage, in pipeline
+//! order: `{"status": …, "summary": …}` for one that succeeded, `{"status":
+//! …, "reason": …}` otherwise.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -16,9 +27,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {
     StageOutput { stage: String, key: String },
+    StageStatus(String),
     Env(String),
     RunId,
     RunEnvironment,
+    RunStatus,
+    RunStages,
     PipelineDir,
     StageWorkDir,
     StageForced,
@@ -52,16 +66,20 @@ fn parse(inner: &str) -> Result<Reference, String> {
             stage: stage.to_string(),
             key: key.to_string(),
         },
+        ["stages", stage, "status"] => Reference::StageStatus(stage.to_string()),
         ["env", name] => Reference::Env(name.to_string()),
         ["run", "id"] => Reference::RunId,
         ["run", "environment"] => Reference::RunEnvironment,
+        ["run", "status"] => Reference::RunStatus,
+        ["run", "stages"] => Reference::RunStages,
         ["pipeline", "dir"] => Reference::PipelineDir,
         ["stage", "work_dir"] => Reference::StageWorkDir,
         ["stage", "forced"] => Reference::StageForced,
         _ => {
             return Err(format!(
-                "unknown reference `${{{inner}}}`; use ${{stages.<stage>.outputs.<key>}}, ${{env.NAME}}, \
-                 ${{run.id}}, ${{run.environment}}, ${{pipeline.dir}}, ${{stage.work_dir}} or ${{stage.forced}}"
+                "unknown reference `${{{inner}}}`; use ${{stages.<stage>.outputs.<key>}}, \
+                 ${{stages.<stage>.status}}, ${{env.NAME}}, ${{run.id}}, ${{run.environment}}, \
+                 ${{run.status}}, ${{run.stages}}, ${{pipeline.dir}}, ${{stage.work_dir}} or ${{stage.forced}}"
             ));
         }
     })
@@ -93,6 +111,11 @@ pub struct Scope<'a> {
     pub work_dir: &'a str,
     /// The stage runs because `--force` named it.
     pub forced: bool,
+    /// How the stages this one needs, directly or not, ended (see the
+    /// module's doc), in pipeline order.
+    pub ended: &'a serde_json::Map<String, Value>,
+    /// `${run.status}`.
+    pub run_status: &'a str,
 }
 
 impl Scope<'_> {
@@ -104,12 +127,20 @@ impl Scope<'_> {
                 .and_then(|o| o.get(key))
                 .cloned()
                 .ok_or_else(|| format!("stage `{stage}` has no output `{key}`"))?,
+            Reference::StageStatus(stage) => self
+                .ended
+                .get(stage)
+                .and_then(|e| e.get("status"))
+                .cloned()
+                .ok_or_else(|| format!("stage `{stage}` has not ended"))?,
             Reference::Env(name) => Value::String(
                 (self.env)(name)
                     .ok_or_else(|| format!("environment variable `{name}` is not set"))?,
             ),
             Reference::RunId => self.run_id.into(),
             Reference::RunEnvironment => self.environment.into(),
+            Reference::RunStatus => self.run_status.into(),
+            Reference::RunStages => Value::Object(self.ended.clone()),
             Reference::PipelineDir => self.pipeline_dir.into(),
             Reference::StageWorkDir => self.work_dir.into(),
             Reference::StageForced => self.forced.into(),
@@ -165,7 +196,13 @@ mod tests {
 
     fn scope_with(outputs: &HashMap<String, serde_json::Map<String, Value>>, f: impl Fn(&Scope)) {
         let env = |name: &str| (name == "HOME").then(|| "/home/op".to_string());
+        let ended = json!({
+            "b": {"status": "succeeded", "summary": "built"},
+            "smoke": {"status": "failed", "reason": "HTTP 503"},
+        });
         let scope = Scope {
+            ended: ended.as_object().unwrap(),
+            run_status: "failed",
             outputs,
             env: &env,
             run_id: "r1",
@@ -220,6 +257,51 @@ mod tests {
                     .resolve(&json!("${stages.b.outputs.z}"))
                     .unwrap_err()
                     .contains("no output `z`")
+            );
+        });
+    }
+
+    #[test]
+    fn statuses_of_the_stages_before() {
+        assert_eq!(
+            references("${stages.smoke.status} ${run.status} ${run.stages}")
+                .unwrap()
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>(),
+            [
+                Reference::StageStatus("smoke".into()),
+                Reference::RunStatus,
+                Reference::RunStages
+            ]
+        );
+        assert!(
+            references("${stages.smoke.state}")
+                .unwrap_err()
+                .contains("${stages.<stage>.status}")
+        );
+        scope_with(&HashMap::new(), |scope| {
+            let value = json!({
+                "status": "${run.status}",
+                "stages": "${run.stages}",
+                "line": "smoke ${stages.smoke.status}, run ${run.status}",
+            });
+            assert_eq!(
+                scope.resolve(&value).unwrap(),
+                json!({
+                    "status": "failed",
+                    "stages": {
+                        "b": {"status": "succeeded", "summary": "built"},
+                        "smoke": {"status": "failed", "reason": "HTTP 503"},
+                    },
+                    "line": "smoke failed, run failed",
+                })
+            );
+            assert!(
+                scope
+                    .resolve(&json!("${stages.later.status}"))
+                    .unwrap_err()
+                    .contains("`later` has not ended")
             );
         });
     }

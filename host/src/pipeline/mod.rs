@@ -28,7 +28,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use file::{ChildLimits, ExecGrant, Grants, Network};
+pub use file::{ChildLimits, ExecGrant, Grants, Network, RunIf};
 pub use sandbox::Sandbox;
 pub use source::{Part, SourceMap};
 pub use validator::toml_json;
@@ -137,6 +137,8 @@ pub struct Stage {
     /// Environments this stage runs in (`None`: all).
     pub environments: Option<Vec<String>>,
     pub on_failure: file::OnFailure,
+    /// When it runs, given how the stages before it ended.
+    pub run_if: file::RunIf,
     /// `requires_approval`: the approval stage, and the `with` key holding
     /// the digest this stage acts on.
     pub requires_approval: Option<Gate>,

@@ -453,6 +453,21 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        if let Some(run_if) = &entry.run_if
+            && *run_if.get_ref() == file::RunIf::Failure
+            && entry.needs.is_empty()
+        {
+            // Nothing before it could fail: it would always be skipped.
+            self.stage_error(
+                stage_name,
+                run_if.span(),
+                format!("stage `{stage_name}` has run_if = \"failure\" but needs no stage, so it could never run"),
+                "list the stages whose failure it reports in `needs`, e.g. needs = [\"deploy\"]; it runs once they \
+                 have all ended, if one of them (or a stage before them) failed or waits for approval"
+                    .into(),
+            );
+            ok = false;
+        }
         self.patterns(stage_name, &entry.grants);
         let read_dirs = self.dirs(stage_name, "read", &entry.grants.read);
         let write_dirs = self.dirs(stage_name, "write", &entry.grants.write);
@@ -484,6 +499,11 @@ impl Validator<'_> {
             requires_approval: None,
             image_digest: entry.image_digest.as_ref().map(|i| i.get_ref().clone()),
             trigger_paths: self.triggers(stage_name, entry),
+            run_if: entry
+                .run_if
+                .as_ref()
+                .map(|r| *r.get_ref())
+                .unwrap_or_default(),
         })
     }
 
@@ -601,7 +621,7 @@ impl Validator<'_> {
     }
 
     /// Every `${…}` in the stage's `with` is well-formed, and each stage
-    /// output it names is of a stage upstream of this one.
+    /// output or status it names is of a stage upstream of this one.
     fn check_references(
         &mut self,
         name: &str,
@@ -633,7 +653,9 @@ impl Validator<'_> {
                 }
             };
             for (range, reference) in refs {
-                let Reference::StageOutput { stage: from, .. } = &reference else {
+                let (Reference::StageOutput { stage: from, .. } | Reference::StageStatus(from)) =
+                    &reference
+                else {
                     continue;
                 };
                 let Some(written) = text.get(range) else {

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod record;
 pub mod resume;
 pub mod rollback;
+pub mod run_if;
 pub mod rundir;
 pub mod stage;
 pub mod stop;
@@ -167,25 +168,11 @@ pub async fn execute(
                         format!("does not run in environment `{}`", opts.environment)
                     })
                 } else {
-                    stage
-                        .needs
-                        .iter()
-                        .find_map(|n| match records.get(n).map(|r| &r.status) {
-                            Some(StageStatus::Succeeded { .. }) => None,
-                            Some(StageStatus::Failed { .. }) => {
-                                Some(format!("needs `{n}`, which failed"))
-                            }
-                            Some(StageStatus::Skipped { .. }) => {
-                                Some(format!("needs `{n}`, which was skipped"))
-                            }
-                            Some(StageStatus::AwaitingApproval { .. }) => {
-                                Some(format!("needs `{n}`, which waits for approval"))
-                            }
-                            Some(StageStatus::Cancelled { .. }) => {
-                                Some(format!("needs `{n}`, which was cancelled"))
-                            }
-                            None => Some(String::new()), // not finished yet
-                        })
+                    match run_if::decide(stage, &records) {
+                        run_if::Decision::Run => None,
+                        run_if::Decision::Wait => Some(String::new()),
+                        run_if::Decision::Skip(reason) => Some(reason),
+                    }
                 };
                 match skip {
                     Some(reason) if reason.is_empty() => still.push(name),
@@ -197,8 +184,8 @@ pub async fn execute(
                     }
                     None => {
                         let run = match stage_run(
-                            &prepared, runtime, dir, &audit, opts, store, &outputs, &name,
-                            &progress,
+                            &prepared, runtime, dir, &audit, opts, store, &outputs, &records,
+                            &name, &progress,
                         ) {
                             Ok(run) => run,
                             Err(reason) => {
@@ -420,6 +407,7 @@ fn stage_run(
     opts: &RunOptions,
     store: &Arc<dyn RunStore>,
     outputs: &HashMap<String, Map<String, Value>>,
+    records: &HashMap<String, StageRecord>,
     name: &str,
     progress: &Progress,
 ) -> Result<StageRun, String> {
@@ -429,7 +417,10 @@ fn stage_run(
         .work_dir(name)
         .map_err(|e| format!("cannot create the stage work dir: {e}"))?;
     let env = |n: &str| std::env::var(n).ok();
+    let ended = run_if::ended(pipeline, stage, records);
     let scope = Scope {
+        ended: &ended,
+        run_status: run_if::so_far(stage, records).as_str(),
         outputs,
         env: &env,
         run_id: &dir.id,

@@ -113,12 +113,20 @@ impl StageRecord {
 }
 
 /// Whether the pipeline's verification stages (those no other stage needs,
-/// e.g. smoke tests) all ran and passed; `None` if any did not run.
+/// e.g. smoke tests) all ran and passed; `None` if any did not run. Stages
+/// that run after failures (`run_if` other than `success`, such as a
+/// notifier) report on the run and verify nothing: they are left out, and
+/// what they need is judged instead.
 pub fn verified(pipeline: &crate::pipeline::Pipeline, stages: &[StageRecord]) -> Option<bool> {
-    let sinks = pipeline
-        .stages
-        .keys()
-        .filter(|name| !pipeline.stages.values().any(|s| s.needs.contains(name)));
+    let checks = || {
+        pipeline
+            .stages
+            .values()
+            .filter(|s| s.run_if == crate::pipeline::RunIf::Success)
+    };
+    let sinks = checks()
+        .map(|s| &s.name)
+        .filter(|name| !checks().any(|s| s.needs.contains(name)));
     let mut all = true;
     for sink in sinks {
         match stages.iter().find(|s| &s.name == sink).map(|s| &s.status) {

@@ -136,7 +136,8 @@ pub struct Plan {
 
 /// Plan the resumption of `run` from its recorded stage attempts: the
 /// latest attempt of each stage that finished is kept, unless it is `from`
-/// or comes after it (`--from`: run it and what follows again).
+/// or comes after it (`--from`: run it and what follows again), or it runs
+/// whatever happened before it (`run_if` failure or always).
 pub fn plan(run: &RunRow, rows: Vec<StageRow>, pipeline: &Pipeline, from: Option<&str>) -> Plan {
     let rerun = |name: &str| {
         from.is_some_and(|from| {
@@ -156,7 +157,15 @@ pub fn plan(run: &RunRow, rows: Vec<StageRow>, pipeline: &Pipeline, from: Option
     let keep = rows
         .into_iter()
         .filter(|r| r.status.is_finished() && !rerun(&r.name))
-        .filter(|r| pipeline.stages.contains_key(&r.name))
+        // A stage that reports on the run (`run_if` failure or always, a
+        // notifier) told how things stood then; it runs again, after the
+        // stages that now run, and says how they stand now.
+        .filter(|r| {
+            pipeline
+                .stages
+                .get(&r.name)
+                .is_some_and(|s| s.run_if == crate::pipeline::RunIf::Success)
+        })
         .map(|r| StageRecord::finished(r, &run.run_dir))
         .collect();
     Plan { keep, interrupted }
@@ -321,6 +330,33 @@ mod tests {
             ["build"]
         );
         assert!(names(&plan(&run, rows(), &pipeline, Some("build"))).is_empty());
+    }
+
+    #[test]
+    fn stages_that_report_on_the_run_run_again() {
+        let text = format!(
+            "{PIPELINE}\n[stages.notify]\nplugin = \"x\"\nneeds = [\"smoke\"]\nrun_if = \"always\"\n\
+             [stages.alarm]\nplugin = \"x\"\nneeds = [\"smoke\"]\nrun_if = \"failure\"\n\
+             [stages.report]\nplugin = \"x\"\nneeds = [\"plan\"]\n"
+        );
+        let (_p, pipeline) = pipeline(&text);
+        let run = Runs::new().run("r", RunState::AwaitingApproval);
+        // Paused after plan: both notifiers told of the pause.
+        let rows = vec![
+            attempt("build", 1, StageState::Succeeded),
+            attempt("plan", 1, StageState::Succeeded),
+            attempt("report", 1, StageState::Succeeded),
+            attempt("apply", 1, StageState::AwaitingApproval),
+            attempt("smoke", 1, StageState::Skipped),
+            attempt("notify", 1, StageState::Succeeded),
+            attempt("alarm", 1, StageState::Succeeded),
+        ];
+        let kept: Vec<String> = plan(&run, rows, &pipeline, None)
+            .keep
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(kept, ["build", "plan", "report"]);
     }
 
     #[test]

@@ -351,6 +351,7 @@ impl From<bindings::capstan::plugin::types::Capability> for Capability {
             W::Exec(p) => Capability::Exec(p),
             W::Read => Capability::Read,
             W::Write => Capability::Write,
+            W::Env(n) if n == "*" => Capability::EnvGranted,
             W::Env(n) => Capability::Env(n),
             W::Secret(n) => Capability::Secret(n),
             W::Connect => Capability::Connect,
@@ -477,12 +478,19 @@ mod tests {
             Capability::from(W::Exec("sh".into())),
             Capability::Exec("sh".into())
         );
+        assert_eq!(Capability::from(W::Env("*".into())), Capability::EnvGranted);
+        assert_eq!(
+            Capability::from(W::Env("HOME".into())),
+            Capability::Env("HOME".into())
+        );
     }
 
     #[test]
     fn contract_compatibility() {
         for (v, ok) in [
             ("0.1.0", true),
+            ("0.1.1", true),
+            ("0.1.2", false),
             ("0.0.9", false),
             ("0.2.0", false),
             ("1.0.0", false),

@@ -89,12 +89,27 @@ impl Info {
         self.request(Capability::Env(name.into()), reason)
     }
 
+    /// Request every host environment variable the stage's `env` grants
+    /// name (the WIT `env("*")`), for a plugin that reads a variable's name
+    /// from its `with`, such as the notify stage's `url_env`. The host
+    /// grants it when the stage grants at least one variable, and the
+    /// plugin sees exactly the granted ones. Prefer [`Info::env`] when the
+    /// names are known. Needs a host of contract 0.1.1 or later.
+    pub fn env_granted(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Env(Self::GRANTED_VARIABLES.into()), reason)
+    }
+
+    /// The variable name that [`Info::env_granted`] requests.
+    pub const GRANTED_VARIABLES: &str = "*";
+
     /// Request the secret `name` (redacted from every log and output).
     pub fn secret(self, name: impl Into<String>, reason: impl Into<String>) -> Self {
         self.request(Capability::Secret(name.into()), reason)
     }
 
-    /// Request TCP reachability probes (see [`crate::network`]).
+    /// Request the `network` interface: TCP reachability probes, HTTP GETs
+    /// and webhook POSTs to the stage's `connect` grant (see
+    /// [`crate::network`]).
     pub fn connect(self, reason: impl Into<String>) -> Self {
         self.request(Capability::Connect, reason)
     }
@@ -147,6 +162,7 @@ mod tests {
             .read("r")
             .write("w")
             .env("HOME", "e")
+            .env_granted("e*")
             .secret("TOKEN", "s")
             .connect("c")
             .approval("a");
@@ -164,6 +180,7 @@ mod tests {
                 Capability::Read,
                 Capability::Write,
                 Capability::Env("HOME".into()),
+                Capability::Env("*".into()),
                 Capability::Secret("TOKEN".into()),
                 Capability::Connect,
                 Capability::Approval,

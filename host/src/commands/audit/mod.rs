@@ -74,6 +74,8 @@ struct PluginReport {
 struct StageReport {
     stage: String,
     plugin_key: String,
+    /// When it runs: `success`, `failure` or `always`.
+    run_if: crate::pipeline::RunIf,
     plugin: Option<PluginReport>,
     load_error: Option<String>,
     requested: Vec<Value>,
@@ -178,6 +180,7 @@ fn report(
     StageReport {
         stage: stage.name.clone(),
         plugin_key: stage.plugin.clone(),
+        run_if: stage.run_if,
         plugin: plugin.map(|p| PluginReport {
             path: p.path.display().to_string(),
             sha256: p.digest.clone(),
@@ -250,6 +253,19 @@ fn print_text(
                 }
             )?;
             writeln!(out, "  contract {}", inline(&p.contract))?;
+        }
+        if s.run_if != crate::pipeline::RunIf::Success {
+            // A stage that runs after failures sees what went wrong before
+            // it: a reviewer should know which stages do.
+            writeln!(
+                out,
+                "  run_if   {} (runs once the stages it needs have ended, {})",
+                s.run_if,
+                match s.run_if {
+                    crate::pipeline::RunIf::Failure => "if one failed or waits for approval",
+                    _ => "however they ended",
+                }
+            )?;
         }
         if let Some(e) = &s.load_error {
             writeln!(out, "  CANNOT LOAD: {}", block(e.trim_end()))?;
