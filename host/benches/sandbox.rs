@@ -65,6 +65,7 @@ impl Stage {
         command.current_dir(fd_path(&cwd));
         if let Variant::Sandboxed(network) = variant {
             let setup = self.sandbox.child(
+                "true",
                 network,
                 self.config.limits,
                 Vec::new(),
@@ -126,6 +127,8 @@ async fn main() -> anyhow::Result<()> {
             read: &[],
             write: std::slice::from_ref(&work),
             programs: vec![&program],
+            secrets: Vec::new(),
+            secret_dir: None,
         },
         run_tmp.path(),
     )?;

@@ -26,6 +26,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("capstan-notify", "plugins/notify"),
     ("capstan-custom-stage", "examples/custom-stage/plugin"),
     ("capstan-adversary", "tests/plugins/adversary"),
+    ("capstan-leaky", "tests/plugins/leaky"),
     ("capstan-old-contract", "tests/plugins/old-contract"),
     ("capstan-sleepy-describe", "tests/plugins/sleepy-describe"),
 ];

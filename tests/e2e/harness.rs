@@ -17,6 +17,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("{notify}", capstan_test_artifacts::NOTIFY),
     ("{approval}", capstan_test_artifacts::APPROVAL),
     ("{adversary}", capstan_test_artifacts::ADVERSARY),
+    ("{leaky}", capstan_test_artifacts::LEAKY),
+    ("{terraform}", capstan_test_artifacts::TERRAFORM),
     ("{old_contract}", capstan_test_artifacts::OLD_CONTRACT),
     ("{sleepy_describe}", capstan_test_artifacts::SLEEPY_DESCRIBE),
     ("{smoke}", capstan_test_artifacts::SMOKE_TEST),
@@ -77,7 +79,8 @@ impl Sandbox {
     }
 
     /// Write `pipeline.toml` with `{hello}`, `{command}`, `{notify}`, `{approval}`, `{smoke}`,
-    /// `{adversary}`, `{old_contract}`, `{sleepy_describe}` and `{sandbox}` replaced.
+    /// `{adversary}`, `{leaky}`, `{terraform}`, `{old_contract}`, `{sleepy_describe}` and
+    /// `{sandbox}` replaced.
     pub fn pipeline(&self, toml: &str) -> PathBuf {
         self.write("pipeline.toml", &self.fill(toml))
     }

@@ -17,6 +17,7 @@ mod rollback;
 mod run_ids;
 mod runs;
 mod sandbox;
+mod secrets;
 mod signed_approvals;
 mod stopping;
 mod triggers;

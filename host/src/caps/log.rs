@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use wasmtime::component::Linker;
 
 use crate::bindings::capstan::plugin::log as wit;
+use crate::caps::secret::redact::{self, Added, Origin, Redactor};
 use crate::caps::state::StageState;
 use crate::run::progress::Progress;
 
@@ -43,6 +44,11 @@ struct Inner {
     tail: Vec<u8>,
     /// The start of a UTF-8 sequence that the next write completes.
     carry: Vec<u8>,
+    /// The run's secrets and sensitive values, masked before anything is
+    /// kept or shown; `stream` holds back the end of a write that could
+    /// begin one, until the next write tells.
+    redactor: Redactor,
+    stream: redact::Stream,
 }
 
 const TAIL: usize = 4096;
@@ -85,8 +91,23 @@ impl LogSink {
                 blank: true,
                 tail: Vec::new(),
                 carry: Vec::new(),
+                redactor: Redactor::new(),
+                stream: redact::Stream::default(),
             })),
         }
+    }
+
+    /// Mask the values `redactor` knows (now and later) in everything
+    /// kept: the file, the live echo, the tail.
+    pub fn redacting(self, redactor: Redactor) -> LogSink {
+        self.inner.lock().expect("log lock").redactor = redactor;
+        self
+    }
+
+    /// Write what is held back in case it began a secret (the stream ends).
+    pub fn flush(&self) {
+        let mut inner = self.inner.lock().expect("log lock");
+        inner.release_held();
     }
 
     /// Append bytes; past the cap, write a marker once and refuse.
@@ -110,9 +131,9 @@ impl LogSink {
         if !keep {
             return inner.put(bytes, false);
         }
-        let text = inner.as_text(bytes);
-        let bytes = inner.neutralise(&text).into_owned();
-        inner.put(&bytes, true)
+        let patterns = inner.redactor.patterns();
+        let bytes = inner.stream.push(&patterns, bytes);
+        inner.keep_plugin_bytes(&bytes)
     }
 
     /// Write one line of the host's own (e.g. "$ terraform plan"). It is
@@ -121,7 +142,10 @@ impl LogSink {
     /// lines (control characters are escaped, see [`crate::text::inline`]).
     pub fn line(&self, text: &str) {
         let mut inner = self.inner.lock().expect("log lock");
-        let text = crate::text::inline(text);
+        // Plugin bytes held back come first: the host line ends their stream.
+        inner.release_held();
+        let text = inner.redactor.redact(text).into_owned();
+        let text = crate::text::inline(&text);
         let mut line = String::with_capacity(text.len() + 2);
         // A UTF-8 sequence the plugin left unfinished will not be completed
         // now: show its bytes.
@@ -193,6 +217,22 @@ fn looks_like_host(rest: &[u8]) -> bool {
 }
 
 impl Inner {
+    /// Plugin bytes, already redacted, kept as inert text.
+    fn keep_plugin_bytes(&mut self, bytes: &[u8]) -> Result<(), OutputLimit> {
+        let text = self.as_text(bytes);
+        let bytes = self.neutralise(&text).into_owned();
+        self.put(&bytes, true)
+    }
+
+    /// Keep what the redaction stream held back, redacted.
+    fn release_held(&mut self) {
+        if self.stream.holds() {
+            let patterns = self.redactor.patterns();
+            let held = self.stream.flush(&patterns);
+            let _ = self.keep_plugin_bytes(&held);
+        }
+    }
+
     /// `bytes` as inert text: valid UTF-8 through [`crate::text::block`]
     /// (newlines and tabs kept, every other control shown as an escape),
     /// invalid bytes as `\xNN`; a sequence cut at the end of a write is
@@ -371,9 +411,18 @@ impl tokio::io::AsyncWrite for LogSink {
 /// Host side of `capstan:plugin/log`.
 pub struct LogHost {
     pub sink: LogSink,
-    /// The stage it logs for (its warnings and errors become CI annotations).
+    /// The run's redactor and this stage's name: values the plugin marks
+    /// sensitive are added to it; its warnings and errors become CI
+    /// annotations.
+    pub redactor: Redactor,
     pub stage: String,
+    /// How many values (and bytes) this stage marked sensitive, each
+    /// bounded: the redactor is rebuilt for each.
+    pub sensitive: (usize, usize),
 }
+
+/// The most values one stage may mark sensitive, and their total size.
+const MAX_SENSITIVE: (usize, usize) = (1000, 1 << 20);
 
 impl wit::Host for LogHost {
     async fn write(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
@@ -407,6 +456,28 @@ impl wit::Host for LogHost {
         let of = total.map(|t| format!("/{t}")).unwrap_or_default();
         self.sink
             .write(format!("[progress {done}{of}] {message}\n").as_bytes())?;
+        Ok(())
+    }
+
+    async fn sensitive(&mut self, value: String) -> wasmtime::Result<()> {
+        let (count, bytes) = self.sensitive;
+        if count >= MAX_SENSITIVE.0 || bytes + value.len() > MAX_SENSITIVE.1 {
+            return Err(wasmtime::Error::msg(format!(
+                "the plugin marked more than {} values (or {} bytes) sensitive",
+                MAX_SENSITIVE.0,
+                bytesize::ByteSize(MAX_SENSITIVE.1 as u64)
+            )));
+        }
+        self.sensitive = (count + 1, bytes + value.len());
+        let origin = Origin::Sensitive {
+            stage: self.stage.clone(),
+        };
+        if self.redactor.add(origin, value.as_bytes()) == Added::TooShort {
+            self.sink.line(&format!(
+                "[capstan] a value marked sensitive is shorter than {} bytes: it is not redacted",
+                redact::MIN_LEN
+            ));
+        }
         Ok(())
     }
 }
@@ -555,6 +626,33 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "[plugin] [ca\n[capstan] output limit of 12 bytes exceeded; the stage is stopped\n"
         );
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_file_and_the_tail_even_split_across_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage.log");
+        let redactor = Redactor::new();
+        let sink = LogSink::create(&path, 1 << 20, None)
+            .unwrap()
+            .redacting(redactor.clone());
+        sink.write(b"before it is known: hunter2-secret\n").unwrap();
+        redactor.add(Origin::Secret("t".into()), b"hunter2-secret");
+        sink.write(b"token: hunt").unwrap();
+        sink.write(b"er2-secret\nnext ").unwrap();
+        // A host line ends the plugin's stream: what was held comes first.
+        sink.write(b"hunter2").unwrap();
+        sink.line("[capstan] denied: `echo hunter2-secret`");
+        sink.write(b"aHVudGVyMi1zZWNyZXQ=").unwrap();
+        sink.write(b" and \"hunter2-secret\"").unwrap();
+        sink.flush();
+        let file = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            file,
+            "before it is known: hunter2-secret\ntoken: ***\nnext hunter2\n[capstan] denied: `echo ***`\n*** and \"***\""
+        );
+        assert!(!sink.tail().contains("hunter2-secret\nnext"));
+        assert_eq!(sink.written(), file.len() as u64);
     }
 
     #[test]

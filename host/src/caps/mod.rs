@@ -14,6 +14,7 @@ pub mod fs;
 pub mod limits;
 pub mod log;
 pub mod network;
+pub mod secret;
 pub mod state;
 
 use std::fmt;
@@ -39,7 +40,12 @@ pub enum Capability {
     /// *`, by plugins that read the names from their `with`, such as the
     /// notify stage's `url_env`).
     EnvGranted,
+    /// A secret declared in `[secrets]`, for the programs the plugin starts
+    /// (the plugin itself never gets the value).
     Secret(String),
+    /// Every secret the stage grants, possibly none (requested as `secret
+    /// *`, by plugins whose programs come from the pipeline file).
+    SecretGranted,
     Connect,
     Approval,
 }
@@ -54,6 +60,7 @@ impl fmt::Display for Capability {
             Capability::Env(n) => write!(f, "env `{}`", crate::text::inline(n)),
             Capability::EnvGranted => f.write_str("env `*` (the variables the stage grants)"),
             Capability::Secret(n) => write!(f, "secret `{}`", crate::text::inline(n)),
+            Capability::SecretGranted => f.write_str("secret `*` (the secrets the stage grants)"),
             Capability::Connect => f.write_str("connect"),
             Capability::Approval => f.write_str("approval"),
         }
@@ -84,21 +91,32 @@ pub fn granted(stage: &Stage, capability: &Capability) -> bool {
         Capability::Write => !g.write.is_empty(),
         Capability::Env(name) => env::covers(&g.env, name),
         Capability::EnvGranted => !g.env.is_empty(),
-        // Secrets are not grantable in this contract version's host yet.
-        Capability::Secret(_) => false,
+        Capability::Secret(name) => g.secrets.contains_key(name),
+        // Whatever the stage grants, none included: the plugin passes on
+        // what the pipeline gives (its programs come from the pipeline too).
+        Capability::SecretGranted => true,
         Capability::Connect => !g.connect.is_empty(),
         Capability::Approval => g.approval,
     }
 }
 
-/// Requests of `stage`'s plugin that its grants do not cover.
-pub fn check(stage: &Stage, requests: &[Request]) -> Vec<Missing> {
+/// Requests of `stage`'s plugin that its grants do not cover; `secrets`
+/// are the pipeline's declared ones (the lines to add declare a secret
+/// only when it is not).
+pub fn check(
+    stage: &Stage,
+    requests: &[Request],
+    secrets: &indexmap::IndexMap<String, crate::pipeline::Secret>,
+) -> Vec<Missing> {
     requests
         .iter()
         .filter(|r| !granted(stage, &r.capability))
         .map(|r| Missing {
             request: r.clone(),
-            toml: grant_toml(&stage.name, &r.capability),
+            toml: match &r.capability {
+                Capability::Secret(name) => secret::grant_toml(stage, name, secrets),
+                other => grant_toml(&stage.name, other),
+            },
         })
         .collect()
 }
@@ -148,7 +166,23 @@ pub fn unrequested(stage: &Stage, requests: &[Request]) -> Vec<String> {
     if g.approval && !asked(&Capability::Approval) {
         out.push("approval".into());
     }
+    out.extend(
+        g.secrets
+            .keys()
+            .filter(|name| !asks_secret(requests, name))
+            .map(|name| format!("secret `{name}`")),
+    );
     out
+}
+
+/// Whether `requests` ask for the granted secret `name`: by its name, or
+/// as one of the secrets the stage grants (`secret *`).
+fn asks_secret(requests: &[Request], name: &str) -> bool {
+    requests.iter().any(|r| match &r.capability {
+        Capability::Secret(n) => n == name,
+        Capability::SecretGranted => true,
+        _ => false,
+    })
 }
 
 /// Whether `requests` ask to start the granted `program`: by its name, or
@@ -181,9 +215,11 @@ pub fn grant_toml(stage: &str, capability: &Capability) -> String {
             "[stages.{stage}.grants]\nenv = [\"<NAME>\"]  # each variable the stage's `with` names"
         ),
         Capability::Secret(name) => format!(
-            "# secret {}: secrets are not supported by this host version",
-            quoted(name)
+            "[stages.{stage}.grants.secrets]\n{} = {{ env = \"<VARIABLE>\" }}  # or {{ file = \"<VARIABLE>\" }}: the path of a 0600 file",
+            secret::toml_key(name)
         ),
+        // Always granted; listed for completeness.
+        Capability::SecretGranted => format!("[stages.{stage}.grants.secrets]"),
         Capability::Connect => format!("[stages.{stage}.grants]\nconnect = [\"<host>:<port>\"]"),
         Capability::Approval => format!("[stages.{stage}.grants]\napproval = true"),
     }
@@ -206,6 +242,9 @@ pub struct StagePolicy {
     pub env: Vec<String>,
     pub connect: Vec<String>,
     pub approval: bool,
+    /// Secrets the plugin requested and the stage grants, with how each
+    /// reaches the programs, by name.
+    pub secrets: std::collections::BTreeMap<String, crate::pipeline::SecretGrant>,
 }
 
 /// Every read and write grant of `stage`, opened: the handles that the
@@ -261,9 +300,17 @@ impl StagePolicy {
     /// What the stage may do, for its `start` audit event: programs with
     /// their resolved paths and digests, directories (with the stage's own
     /// work dir and its upstream dirs), env names, connect patterns.
-    pub fn summary(&self, work_dir: &Path, upstream: &[PathBuf]) -> serde_json::Value {
+    /// `hidden` are host variables the plugin does not get (secrets'
+    /// sources).
+    pub fn summary(
+        &self,
+        work_dir: &Path,
+        upstream: &[PathBuf],
+        hidden: &[String],
+    ) -> serde_json::Value {
         let paths = |dirs: &[fs::GrantDir]| dirs.iter().map(|d| d.path.clone()).collect::<Vec<_>>();
-        let env: Vec<String> = env::select(&self.env, std::env::vars())
+        let host = std::env::vars().filter(|(k, _)| !hidden.contains(k));
+        let env: Vec<String> = env::select(&self.env, host)
             .into_iter()
             .map(|(k, _)| k)
             .collect();
@@ -274,6 +321,7 @@ impl StagePolicy {
             "env": env,
             "connect": self.connect,
             "approval": self.approval,
+            "secrets": secret::grants_summary(&self.secrets),
         })
     }
 
@@ -332,6 +380,13 @@ impl StagePolicy {
                 Vec::new()
             },
             approval: asked(&Capability::Approval) && stage.grants.approval,
+            secrets: stage
+                .grants
+                .secrets
+                .iter()
+                .filter(|(name, _)| asks_secret(requests, name))
+                .map(|(name, grant)| (name.clone(), grant.clone()))
+                .collect(),
         })
     }
 }
@@ -376,14 +431,14 @@ mod tests {
         );
         let star = [request(Capability::ExecGranted)];
         assert!(granted(&two, &Capability::ExecGranted));
-        assert!(check(&two, &star).is_empty());
+        assert!(check(&two, &star, &Default::default()).is_empty());
         assert!(unrequested(&two, &star).is_empty());
         // Only `sh` named: the `true` grant is not the plugin's.
         let named = [request(Capability::Exec("sh".into()))];
         assert_eq!(unrequested(&two, &named), ["exec `true`"]);
         // No program granted: the request is missing, with the lines to add.
         let none = stage("read = [\"src\"]");
-        let missing = check(&none, &star);
+        let missing = check(&none, &star, &Default::default());
         assert_eq!(missing.len(), 1);
         assert!(
             missing[0]
@@ -410,7 +465,7 @@ mod tests {
         let two = stage("env = [\"SLACK_WEBHOOK_URL\", \"TEAMS_*\"]");
         let star = [request(Capability::EnvGranted)];
         assert!(granted(&two, &Capability::EnvGranted));
-        assert!(check(&two, &star).is_empty());
+        assert!(check(&two, &star, &Default::default()).is_empty());
         assert!(unrequested(&two, &star).is_empty());
         let policy = StagePolicy::new(&two, &star, Vec::new(), &Default::default()).unwrap();
         assert_eq!(policy.env, ["SLACK_WEBHOOK_URL", "TEAMS_*"]);
@@ -419,7 +474,7 @@ mod tests {
         assert_eq!(unrequested(&two, &named), ["env `TEAMS_*`"]);
         // Nothing granted: missing, with the line to add.
         let none = stage("read = [\"src\"]");
-        let missing = check(&none, &star);
+        let missing = check(&none, &star, &Default::default());
         assert_eq!(missing.len(), 1);
         assert!(
             missing[0].toml.contains("env = [\"<NAME>\"]"),
@@ -428,5 +483,70 @@ mod tests {
         );
         let policy = StagePolicy::new(&none, &star, Vec::new(), &Default::default()).unwrap();
         assert!(policy.env.is_empty());
+    }
+
+    #[test]
+    fn secrets_are_the_requested_and_granted_ones() {
+        let stage = stage(
+            "[[exec]]\nprogram = \"sh\"\n[secrets]\ntoken = { env = \"TOKEN\" }\nkey = { file = \"KEY\", programs = [\"sh\"] }",
+        );
+        let declared: indexmap::IndexMap<String, crate::pipeline::Secret> = [(
+            "token".to_string(),
+            crate::pipeline::Secret {
+                name: "token".into(),
+                source: crate::pipeline::SecretSource::Env { var: "T".into() },
+            },
+        )]
+        .into();
+        let table = [
+            (Capability::Secret("token".into()), true),
+            (Capability::Secret("other".into()), false),
+            (Capability::SecretGranted, true),
+        ];
+        for (capability, expected) in table {
+            assert_eq!(granted(&stage, &capability), expected, "{capability}");
+        }
+        // Named: only that one is the plugin's; the other grant is ignored.
+        let sh = request(Capability::Exec("sh".into()));
+        let named = [sh.clone(), request(Capability::Secret("token".into()))];
+        assert!(check(&stage, &named, &declared).is_empty());
+        assert_eq!(unrequested(&stage, &named), ["secret `key`"]);
+        let policy = StagePolicy::new(&stage, &named, Vec::new(), &Default::default()).unwrap();
+        assert_eq!(policy.secrets.keys().collect::<Vec<_>>(), ["token"]);
+        // `*`: every one the stage grants; none granted is fine too.
+        let star = [sh, request(Capability::SecretGranted)];
+        assert!(unrequested(&stage, &star).is_empty());
+        let policy = StagePolicy::new(&stage, &star, Vec::new(), &Default::default()).unwrap();
+        assert_eq!(policy.secrets.keys().collect::<Vec<_>>(), ["key", "token"]);
+        let none = [request(Capability::SecretGranted)];
+        assert!(check(&super::tests::stage("read = [\"src\"]"), &none, &declared).is_empty());
+        // Missing: the lines to add, the declaration only when it is missing.
+        let missing = check(
+            &stage,
+            &[
+                request(Capability::Secret("other".into())),
+                request(Capability::Secret("x]\n[evil".into())),
+            ],
+            &declared,
+        );
+        assert_eq!(
+            missing[0].toml,
+            "[secrets.other]\nenv = \"<HOST_VARIABLE>\"  # or file = \"<path>\", or command = [\"<program>\", \"<arg>\"]\n[stages.lint.grants.secrets]\nother = { env = \"<VARIABLE>\" }  # or { file = \"<VARIABLE>\" }: the path of a 0600 file"
+        );
+        assert!(
+            missing[1].toml.starts_with("[secrets.\"x]\\n[evil\"]\n"),
+            "{}",
+            missing[1].toml
+        );
+        let declared_token = check(
+            &super::tests::stage("[[exec]]\nprogram = \"sh\""),
+            &named,
+            &declared,
+        );
+        assert!(
+            declared_token[0]
+                .toml
+                .starts_with("[stages.lint.grants.secrets]\ntoken = ")
+        );
     }
 }

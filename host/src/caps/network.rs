@@ -47,11 +47,31 @@ pub struct NetworkHost {
     pub audit: StageAudit,
     /// When the stage's wall-clock limit runs out: no probe outlives it.
     pub deadline: Instant,
+    /// The run's secrets: none leaves the host in a probe.
+    pub redactor: crate::caps::secret::Redactor,
 }
 
 impl NetworkHost {
-    /// `Some(error)` when `host:port` is not granted (the denial recorded).
-    fn check(&self, host: &str, port: u16, detail: serde_json::Value) -> Option<wit::Error> {
+    /// `Some(error)` when `host:port` is not granted, or `target` (the host
+    /// or URL) holds a secret (the denial recorded).
+    fn check(
+        &self,
+        host: &str,
+        port: u16,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Option<wit::Error> {
+        if let Some(origin) = self.redactor.find(target.as_bytes()) {
+            // Neither the URL nor the body is shown: a webhook's URL holds
+            // its own token.
+            let reason = format!(
+                "the request to `{host}:{port}` holds {origin} (or an encoding of it): a secret leaves \
+                 the host only for the programs it is granted to"
+            );
+            let reason = self.redactor.redact(&reason).into_owned();
+            self.audit.denied(AuditKind::Connect, detail, &reason);
+            return Some(wit::Error::NotPermitted(reason));
+        }
         if allows(&self.patterns, host, port) {
             return None;
         }
@@ -175,7 +195,16 @@ impl NetworkHost {
             }
             d
         };
-        if let Some(denied) = self.check(&endpoint.host, endpoint.port, detail(json!({}))) {
+        // The whole URL and the body are searched for secrets: a plugin
+        // could carry one in either to a granted host.
+        let mut searched = endpoint.url.clone().into_bytes();
+        if let Method::Post { body, .. } = &method {
+            searched.push(b'\n');
+            searched.extend_from_slice(body);
+        }
+        let searched = String::from_utf8_lossy(&searched);
+        let checked = self.check(&endpoint.host, endpoint.port, &searched, detail(json!({})));
+        if let Some(denied) = checked {
             return Err(denied);
         }
         let started = Instant::now();
@@ -217,7 +246,8 @@ impl wit::Host for NetworkHost {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Result<u32, String>, wit::Error>> {
         self.audit.within_budget()?;
-        if let Some(denied) = self.check(&host, port, json!({ "host": host, "port": port })) {
+        let detail = json!({ "host": host, "port": port });
+        if let Some(denied) = self.check(&host, port, &host, detail) {
             return Ok(Err(denied));
         }
         let started = Instant::now();
@@ -385,6 +415,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_secret_leaves_in_a_probe() {
+        use crate::caps::log::LogSink;
+        use crate::caps::secret::{Origin, Redactor};
+        let redactor = Redactor::new();
+        redactor.add(Origin::Secret("token".into()), b"tok-0123456789");
+        let host = NetworkHost {
+            patterns: vec!["*:*".into(), "example.test:*".into()],
+            audit: StageAudit::discard(LogSink::discard(1 << 20)),
+            deadline: Instant::now(),
+            redactor,
+        };
+        let url = "http://example.test/?t=dG9rLTAxMjM0NTY3ODk";
+        let Some(wit::Error::NotPermitted(why)) = host.check("example.test", 80, url, json!({}))
+        else {
+            panic!("a URL holding a secret was let through");
+        };
+        assert_eq!(
+            why,
+            "the request to `example.test:80` holds secret `token` (or an encoding of it): a secret leaves the host only for the programs it is granted to"
+        );
+        assert!(
+            host.check("example.test", 80, "http://example.test/", json!({}))
+                .is_none()
+        );
+    }
+
+    #[test]
     fn connect_patterns() {
         let grants: Vec<String> = [
             "127.0.0.*:*",
@@ -451,6 +508,7 @@ mod tests {
             patterns: patterns.iter().map(|p| p.to_string()).collect(),
             audit: StageAudit::discard(LogSink::discard(1 << 20)),
             deadline: Instant::now() + Duration::from_secs(60),
+            redactor: crate::caps::secret::Redactor::new(),
         }
     }
 

@@ -21,6 +21,7 @@ use super::fs::GrantDir;
 use super::limits::{Limiter, stage_handle_cap};
 use super::log::{LogHost, LogSink};
 use super::network::NetworkHost;
+use super::secret::{Delivered, Redactor};
 use crate::run::stop::Stop;
 use crate::store::RunStore;
 
@@ -72,6 +73,9 @@ pub struct StageStateBuilder {
     run_id: String,
     connect: Vec<String>,
     approval: Option<Approval>,
+    redactor: Redactor,
+    secrets: Option<Arc<Delivered>>,
+    hidden_env: Arc<[String]>,
 }
 
 struct Approval {
@@ -104,7 +108,31 @@ impl StageStateBuilder {
             run_id: String::new(),
             connect: Vec::new(),
             approval: None,
+            redactor: Redactor::new(),
+            secrets: None,
+            hidden_env: Arc::from([]),
         }
+    }
+
+    /// Host variables that are secrets' sources: programs never get them
+    /// passed through (and the plugin's `env` is chosen without them).
+    pub fn hidden_env(mut self, names: Arc<[String]>) -> Self {
+        self.hidden_env = names;
+        self
+    }
+
+    /// The run's redactor: what the plugin marks sensitive is added to it,
+    /// and no program, probe or approval request may carry a value it
+    /// knows. (The stage log and audit log redact on their own.)
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Secrets for the stage's programs, as the grants deliver them.
+    pub fn secrets(mut self, delivered: Arc<Delivered>) -> Self {
+        self.secrets = Some(delivered);
+        self
     }
 
     /// Linear memory, in bytes, across all the instance's memories; `hit`
@@ -187,6 +215,7 @@ impl StageStateBuilder {
         let audit = self.audit;
         let approval = match self.approval {
             Some(a) => ApprovalHost {
+                redactor: self.redactor.clone(),
                 granted: true,
                 audit: audit.clone(),
                 run: a.run,
@@ -195,6 +224,7 @@ impl StageStateBuilder {
                 store: Some(a.store),
             },
             None => ApprovalHost {
+                redactor: self.redactor.clone(),
                 granted: false,
                 audit: audit.clone(),
                 run: RunInfo::default(),
@@ -209,7 +239,9 @@ impl StageStateBuilder {
             limiter: self.limiter,
             log: LogHost {
                 sink: self.sink.clone(),
+                redactor: self.redactor.clone(),
                 stage: audit.stage.clone(),
+                sensitive: (0, 0),
             },
             process: ProcessHost {
                 policies: self.exec,
@@ -222,11 +254,15 @@ impl StageStateBuilder {
                 stop: self.stop,
                 sandbox: self.sandbox,
                 run_id: self.run_id,
+                secrets: self.secrets,
+                redactor: self.redactor.clone(),
+                hidden_env: self.hidden_env,
             },
             network: NetworkHost {
                 patterns: self.connect,
                 audit,
                 deadline: self.deadline,
+                redactor: self.redactor.clone(),
             },
             approval,
         }

@@ -73,6 +73,15 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         );
     }
     let left = cancel::end_orphans(&run.id, orphans, args.grace).await;
+    // Secret files the dead host's stages had (each stage removes its own;
+    // a killed host could not): nothing will read them any more.
+    let secrets = crate::caps::secret::deliver::secrets_dir(std::path::Path::new(&run.run_dir));
+    if left.is_empty()
+        && let Err(e) = std::fs::remove_dir_all(&secrets)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("warning: cannot remove {}: {e}", secrets.display());
+    }
     if !left.is_empty() {
         return Err(failure(CancelError::ProgramsLeft {
             id: run.id.clone(),

@@ -6,9 +6,8 @@
 //! say what a `Spanned`, duration or size is written as (see
 //! `super::schema`), and doc comments become the schema's descriptions.
 
-use std::time::Duration;
-
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -45,6 +44,32 @@ pub struct PipelineFile {
     #[serde(default)]
     #[schemars(with = "Option<ApproversEntry>")]
     pub approvers: Option<Spanned<ApproversEntry>>,
+    /// `[secrets.<name>]`: where the host gets each secret (see
+    /// `super::secrets`).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, SecretEntry>")]
+    pub secrets: IndexMap<Spanned<String>, SecretEntry>,
+}
+
+/// `[secrets.<name>]`: one secret and where the host reads it when a stage
+/// granted it starts. Exactly one source.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretEntry {
+    /// A host environment variable.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file, relative to the pipeline file.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// A command the host runs (argv, no shell), e.g. `["pass", "show",
+    /// "ci/token"]`: its stdout is the value.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// How long the command may take (default 30s).
+    #[serde(default, with = "humantime_serde_opt")]
+    #[schemars(with = "Option<DurationText>")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[approvers]`: the SSH keys whose signatures count as approvals (see
@@ -333,6 +358,58 @@ pub struct Grants {
     /// Whether the plugin may ask humans for approval.
     #[serde(default)]
     pub approval: bool,
+    /// Secrets declared in `[secrets]` that this stage's programs receive,
+    /// by name, and how each reaches them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretGrant>,
+}
+
+/// `[stages.<name>.grants.secrets] NAME = { env = "VAR" }` (or `{ file =
+/// "VAR" }`): how one secret reaches the stage's programs. Exactly one of
+/// `env` and `file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretGrant {
+    /// The variable that holds the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// The variable that holds the path of a file (mode 0600, in a
+    /// directory of the stage's own, removed when the stage ends) that
+    /// holds the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Only these of the stage's granted programs receive it (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programs: Option<Vec<String>>,
+}
+
+/// How a granted secret reaches a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// In the variable itself.
+    Env,
+    /// In a file whose path the variable holds.
+    File,
+}
+
+impl SecretGrant {
+    /// How the secret is delivered and the variable's name (validated:
+    /// exactly one of `env` and `file` is set).
+    pub fn delivery(&self) -> (Delivery, &str) {
+        match (&self.env, &self.file) {
+            (Some(var), _) => (Delivery::Env, var),
+            (None, Some(var)) => (Delivery::File, var),
+            (None, None) => (Delivery::Env, ""),
+        }
+    }
+
+    /// Whether `program` receives it.
+    pub fn reaches(&self, program: &str) -> bool {
+        self.programs
+            .as_ref()
+            .is_none_or(|programs| programs.iter().any(|p| p == program))
+    }
 }
 
 /// `[[stages.<name>.grants.exec]]`: one program the plugin may start.

@@ -15,6 +15,7 @@ pub mod patterns;
 pub mod read;
 pub mod sandbox;
 pub mod schema;
+pub mod secrets;
 pub mod source;
 mod validator;
 
@@ -28,8 +29,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use file::{ChildLimits, ExecGrant, Grants, Network, RunIf};
+pub use file::{ChildLimits, Delivery, ExecGrant, Grants, Network, RunIf, SecretGrant};
 pub use sandbox::Sandbox;
+pub use secrets::{Secret, SecretSource};
 pub use source::{Part, SourceMap};
 pub use validator::toml_json;
 
@@ -88,6 +90,8 @@ pub struct Pipeline {
     /// `[approvers]`: keys whose signatures count as approvals (`None`:
     /// approvals are names only).
     pub approvers: Option<approvers::Approvers>,
+    /// `[secrets]`: where the host gets each secret stages may be granted.
+    pub secrets: IndexMap<String, Secret>,
     /// The file's text and the places of its entries, for problems found
     /// later (plugin schemas, grants, programs) to point at.
     pub source: Arc<SourceMap>,

@@ -94,10 +94,19 @@ impl Validator<'_> {
             );
         }
         let plugins = self.plugins(&raw);
+        let secrets = super::secrets::declared(&raw.secrets, self.dir, self.map, &mut self.errors);
         let (graph, bad_needs) = self.graph(&raw);
         let mut stages = IndexMap::new();
         for (name, entry) in &raw.stages {
             let stage = self.stage(name, entry, &raw, &graph, &plugins, &environments);
+            self.errors.extend(super::secrets::check_stage(
+                name.get_ref(),
+                &entry.grants,
+                &with_json(entry),
+                &secrets,
+                &raw.secrets,
+                self.map,
+            ));
             if let Some(stage) = stage.filter(|_| !bad_needs.contains(name.get_ref())) {
                 stages.insert(name.get_ref().clone(), stage);
             }
@@ -170,6 +179,7 @@ impl Validator<'_> {
             rollback_reuse,
             sandbox,
             approvers,
+            secrets,
             source: self.map.clone(),
         })
     }

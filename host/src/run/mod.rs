@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::bindings::capstan::plugin::types as wit;
 use crate::caps::audit::AuditLog;
+use crate::caps::secret::Redactor;
 use crate::fault;
 use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
@@ -107,7 +108,15 @@ pub async fn execute(
     };
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
-    let audit = AuditLog::open(&dir.audit(), store.clone(), &dir.id).map_err(io)?;
+    // Values become known as stages resolve their secrets (and plugins mark
+    // values sensitive); every writer of the run masks what is known.
+    let redactor = Redactor::new();
+    let audit = AuditLog::open(&dir.audit(), store.clone(), &dir.id)
+        .map_err(io)?
+        .redacting(redactor.clone());
+    // Secret files a host killed mid-stage left behind go before anything
+    // runs (their values were never anywhere else).
+    remove_secret_files(dir).map_err(io)?;
     let pipeline = &prepared.pipeline;
     let chosen = selected(&prepared, opts);
     let mut records: HashMap<String, StageRecord> = HashMap::new();
@@ -185,7 +194,7 @@ pub async fn execute(
                     None => {
                         let run = match stage_run(
                             &prepared, runtime, dir, &audit, opts, store, &outputs, &records,
-                            &name, &progress,
+                            &name, &progress, &redactor,
                         ) {
                             Ok(run) => run,
                             Err(reason) => {
@@ -257,6 +266,7 @@ pub async fn execute(
     }
 
     progress.finish();
+    remove_secret_files(dir).map_err(io)?;
     if let Some(request) = opts.stop.requested() {
         // Stages can end before the programs they started: wait for those
         // (started above, or now if the request came as the last stage ended).
@@ -377,6 +387,15 @@ fn observe_end(
     }
 }
 
+/// Remove the run's secret files directory (each stage removes its own;
+/// this clears what a host killed meanwhile left).
+fn remove_secret_files(dir: &RunDir) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(crate::caps::secret::deliver::secrets_dir(&dir.path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// One line per finished stage, as it finishes.
 fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
     let secs = ms as f64 / 1000.0;
@@ -410,6 +429,7 @@ fn stage_run(
     records: &HashMap<String, StageRecord>,
     name: &str,
     progress: &Progress,
+    redactor: &Redactor,
 ) -> Result<StageRun, String> {
     let pipeline = &prepared.pipeline;
     let stage = &pipeline.stages[name];
@@ -502,5 +522,7 @@ fn stage_run(
         },
         store: store.clone(),
         stop: opts.stop.clone(),
+        run_dir: dir.path.clone(),
+        redactor: redactor.clone(),
     })
 }

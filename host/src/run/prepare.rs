@@ -28,8 +28,23 @@ pub struct Prepared {
 
 impl Prepared {
     /// Grants no plugin asked for, as warnings at the stage's grants.
+    /// Grants no plugin asked for, at the stage's grants; secret files
+    /// that others than their owner may read, at the file.
     pub fn warnings(&self) -> Vec<Diagnostic> {
         let map = &self.pipeline.source;
+        let secret_files = self.pipeline.secrets.values().filter_map(|s| {
+            let warning = caps::secret::source_warning(&s.source)?;
+            Some(
+                map.error(
+                    &["secrets", &s.name, "file"],
+                    Part::Value,
+                    format!("secret `{}`: {warning}", s.name),
+                )
+                .help("a secret's file should be readable by its owner only, as SSH keys must be")
+                .warning(),
+            )
+        });
+        let secret_files: Vec<Diagnostic> = secret_files.collect();
         self.unrequested
             .iter()
             .map(|(stage, extra)| {
@@ -45,6 +60,7 @@ impl Prepared {
                 .stage(stage.as_str())
                 .warning()
             })
+            .chain(secret_files)
             .collect()
     }
 }
@@ -67,10 +83,12 @@ pub async fn prepare(
     // must not be created inside a grant.
     let mut opened = HashMap::new();
     let mut reach_state = Vec::new();
+    let secret_files = secret_files(&pipeline);
     for stage in pipeline.stages.values() {
         match caps::open_grants(stage) {
             Ok(granted) => {
                 reach_state.extend(reached(&pipeline, stage, &granted, protected, &[]));
+                errors.extend(reach_secrets(&pipeline, stage, &granted, &secret_files));
                 opened.insert(stage.name.clone(), granted);
             }
             Err(e) => errors.extend(policy_errors(&pipeline, stage, &e)),
@@ -87,6 +105,7 @@ pub async fn prepare(
     errors.extend(reach_state);
     let system = sandbox::SystemPaths::open(&pipeline.sandbox);
     errors.extend(sandbox_errors(&pipeline, &system, protected));
+    errors.extend(sandbox_reads_secrets(&pipeline, &system, &secret_files));
     let map = &pipeline.source;
     let mut plugins = IndexMap::new();
     for (name, plugin) in &pipeline.plugins {
@@ -118,7 +137,7 @@ pub async fn prepare(
         if let Some(schema) = &plugin.info.config_schema {
             errors.extend(config_errors(&pipeline, stage, schema));
         }
-        for m in caps::check(stage, requests) {
+        for m in caps::check(stage, requests, &pipeline.secrets) {
             let help = format!("add to the pipeline file:\n\n{}", indent(&m.toml));
             errors.push(
                 map.error(
@@ -355,6 +374,82 @@ fn reached(
                         ""
                     }
                 )),
+            );
+        }
+    }
+    problems
+}
+
+/// The files secrets are read from, located (they need not exist yet).
+fn secret_files(pipeline: &Pipeline) -> Vec<(String, Protected)> {
+    pipeline
+        .secrets
+        .values()
+        .filter_map(|s| match &s.source {
+            crate::pipeline::SecretSource::File { path } => {
+                let what = format!("the file of secret `{}`", s.name);
+                Some((s.name.clone(), Protected::locate(path, what).ok()?))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Grants of `stage` that hold a secret's file: its plugin and programs
+/// could read the secret without being granted it (and unredacted).
+fn reach_secrets(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    granted: &[(GrantKind, GrantDir)],
+    files: &[(String, Protected)],
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for (kind, dir) in granted {
+        let Ok(lineage) = dir.lineage() else {
+            continue; // `reached` reports it
+        };
+        for (name, file) in files.iter().filter(|(_, f)| f.overlaps(&lineage)) {
+            problems.push(
+                pipeline
+                    .source
+                    .error(&grant_path(stage, *kind, &dir.path), Part::Value, format!(
+                        "stage `{}`: the {kind} grant {} holds {} ({}): the stage could read it without being granted it",
+                        stage.name,
+                        dir.path.display(),
+                        file.what,
+                        file.path.display()
+                    ))
+                    .help(format!("keep the file of secret `{name}` out of every directory a stage is granted (move it, or grant a narrower directory)"))
+                    .stage(stage.name.as_str()),
+            );
+        }
+    }
+    problems
+}
+
+/// Locations every program may read (`[sandbox] read`, the system ones)
+/// that hold a secret's file.
+fn sandbox_reads_secrets(
+    pipeline: &Pipeline,
+    system: &sandbox::SystemPaths,
+    files: &[(String, Protected)],
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for opened in &system.read {
+        let Ok(lineage) = opened.lineage() else {
+            continue;
+        };
+        for (name, file) in files.iter().filter(|(_, f)| f.overlaps(&lineage)) {
+            problems.push(
+                pipeline
+                    .source
+                    .error(&["secrets", name, "file"], Part::Value, format!(
+                        "every program stages start may read {} ([sandbox] read, or a default system location), which holds {} ({})",
+                        opened.path.display(),
+                        file.what,
+                        file.path.display()
+                    ))
+                    .help("keep secret files out of the locations every program may read (e.g. in the pipeline's directory, not under /etc or /usr)"),
             );
         }
     }

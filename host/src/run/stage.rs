@@ -19,6 +19,7 @@ use crate::caps::audit::{AuditLog, StageAudit};
 use crate::caps::exec::sandbox::{StageDirs, StageSandbox};
 use crate::caps::fs::GrantDir;
 use crate::caps::log::LogSink;
+use crate::caps::secret::{self, Delivered, Origin, Redactor, resolve, scan};
 use crate::caps::state::{StageState, StageStateBuilder};
 use crate::caps::{GrantKind, StagePolicy, env};
 use crate::pipeline::Stage;
@@ -71,6 +72,10 @@ pub struct StageRun {
     pub run: RunInfo,
     pub store: Arc<dyn RunStore>,
     pub stop: Stop,
+    /// The run's directory (secret files, the search for leftovers).
+    pub run_dir: PathBuf,
+    /// The run's redactor: this stage's secrets are added to it.
+    pub redactor: Redactor,
 }
 
 impl StageRun {
@@ -94,7 +99,7 @@ impl StageRun {
             .wants_lines()
             .then(|| (self.progress.clone(), stage.name.clone()));
         let sink = match LogSink::create(&self.log_path, stage.max_output, live) {
-            Ok(sink) => sink,
+            Ok(sink) => sink.redacting(self.redactor.clone()),
             Err(e) => {
                 return StageStatus::Failed {
                     reason: format!(
@@ -133,17 +138,59 @@ impl StageRun {
                 Err(reason) => {
                     sink.line(&format!("[capstan] {reason}"));
                     audit.host(AuditKind::Approval, false, detail, Some(reason.clone()));
-                    return StageStatus::Failed { reason };
+                    let failed = StageStatus::Failed { reason };
+                    return self.ended(&sink, &audit, failed, false);
                 }
             }
         }
+        // Resolved before the stage's clock starts (a command has its own
+        // timeout), into memory, and known to the redactor before any
+        // program can print them.
+        let secrets = match self.secrets(&audit).await {
+            Ok(secrets) => Arc::new(secrets),
+            Err(reason) => return self.ended(&sink, &audit, StageStatus::Failed { reason }, false),
+        };
+        let (status, limited) = self.call(attempt, &sink, &audit, &secrets).await;
+        // Programs are gone (the store and the sandbox were dropped with
+        // the call): their secret files go, then what the stage left is
+        // searched.
+        if let Err(e) = secrets.remove() {
+            sink.line(&format!(
+                "[capstan] cannot remove the stage's secret files: {e}"
+            ));
+        }
+        sink.flush();
+        let status = match self.left_behind(&audit, &secrets) {
+            Some(reason) => StageStatus::Failed { reason },
+            None => status,
+        };
+        self.ended(&sink, &audit, status, limited)
+    }
+
+    /// Instantiate the plugin with exactly its capabilities and run it;
+    /// how it ended, and whether a limit ended it.
+    async fn call(
+        &self,
+        attempt: u32,
+        sink: &LogSink,
+        audit: &StageAudit,
+        secrets: &Arc<Delivered>,
+    ) -> (StageStatus, bool) {
+        let stage = self.stage();
         let timeout = stage.timeout;
         let deadline = Instant::now() + timeout;
         let memory = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(std::sync::Mutex::new(None));
-        let state = match self.state(&sink, &audit, deadline, memory.clone(), pending.clone()) {
+        let state = match self.state(
+            sink,
+            audit,
+            deadline,
+            memory.clone(),
+            pending.clone(),
+            secrets.clone(),
+        ) {
             Ok(state) => state,
-            Err(reason) => return StageStatus::Failed { reason },
+            Err(reason) => return (StageStatus::Failed { reason }, false),
         };
         let mut start = json!({
             "event": "start",
@@ -153,7 +200,8 @@ impl StageRun {
         });
         if let (Some(start), Value::Object(caps)) = (
             start.as_object_mut(),
-            self.policy().summary(&self.work_dir, &self.upstream_dirs),
+            self.policy()
+                .summary(&self.work_dir, &self.upstream_dirs, &self.hidden_env()),
         ) {
             start.extend(caps);
         }
@@ -161,6 +209,23 @@ impl StageRun {
             start.insert("sandbox".into(), json!(sandbox.rules));
         }
         audit.host(AuditKind::Stage, true, start, None);
+        if !secrets.names().is_empty() {
+            // Which secrets, from where, to which programs: never values.
+            let sources: Map<String, Value> = secrets
+                .names()
+                .into_iter()
+                .filter_map(|n| {
+                    let s = self.prepared.pipeline.secrets.get(n)?;
+                    Some((n.to_string(), json!(s.source.to_string())))
+                })
+                .collect();
+            audit.host(
+                AuditKind::Secret,
+                true,
+                json!({ "event": "delivered", "secrets": secrets.summary(), "sources": sources, "private_dir": secrets.dir() }),
+                None,
+            );
+        }
         let mut store = self.runtime.store(state, deadline);
         let call = async {
             let instance = self.plugin().pre.instantiate_async(&mut store).await?;
@@ -200,14 +265,7 @@ impl StageRun {
             Ok(result) => result,
             Err(request) => {
                 let reason = format!("cancelled by {}: {}", request.by, request.reason);
-                audit.host(
-                    AuditKind::Stage,
-                    true,
-                    json!({"event": "cancelled"}),
-                    Some(reason.clone()),
-                );
-                sink.line(&format!("[capstan] stage cancelled: {reason}"));
-                return StageStatus::Cancelled { reason };
+                return (StageStatus::Cancelled { reason }, false);
             }
         };
         // What the plugin hands back is written to run.json, outputs.json
@@ -217,7 +275,7 @@ impl StageRun {
         }
         // A limit that was hit explains the failure, whatever the plugin
         // made of it (it may have caught the error and returned its own).
-        let limit = self.limit_hit(&sink, memory.load(Ordering::SeqCst));
+        let limit = self.limit_hit(sink, memory.load(Ordering::SeqCst));
         // Whether a limit ended the stage is known here, never read back
         // from the text (a plugin's own message may say "limit").
         let (status, limited) = match (result, limit) {
@@ -229,7 +287,7 @@ impl StageRun {
                 false,
             ),
             (Ok(Err(trap)), None) => {
-                let (reason, limited) = self.trap_reason(&trap, &sink, deadline);
+                let (reason, limited) = self.trap_reason(&trap, sink, deadline);
                 (StageStatus::Failed { reason }, limited)
             }
             (Err(_), None) => (
@@ -247,26 +305,143 @@ impl StageRun {
             }
             (status, _) => status,
         };
-        if let StageStatus::Failed { reason } = &status {
-            audit.host(
-                if limited {
-                    AuditKind::Limit
-                } else {
-                    AuditKind::Stage
-                },
-                !limited,
-                json!({"event": "failed"}),
-                Some(reason.clone()),
-            );
-            sink.line(&format!("[capstan] stage failed: {reason}"));
-        } else {
-            let event = match status {
-                StageStatus::AwaitingApproval { .. } => "awaiting-approval",
-                _ => "succeeded",
-            };
-            audit.host(AuditKind::Stage, true, json!({ "event": event }), None);
+        (status, limited)
+    }
+
+    /// Record how the stage ended (audit log, stage log), with the run's
+    /// secrets masked in everything it says, and return it.
+    fn ended(
+        &self,
+        sink: &LogSink,
+        audit: &StageAudit,
+        mut status: StageStatus,
+        limited: bool,
+    ) -> StageStatus {
+        redact_status(&self.redactor, &mut status);
+        match &status {
+            StageStatus::Cancelled { reason } => {
+                audit.host(
+                    AuditKind::Stage,
+                    true,
+                    json!({"event": "cancelled"}),
+                    Some(reason.clone()),
+                );
+                sink.line(&format!("[capstan] stage cancelled: {reason}"));
+            }
+            StageStatus::Failed { reason } => {
+                audit.host(
+                    if limited {
+                        AuditKind::Limit
+                    } else {
+                        AuditKind::Stage
+                    },
+                    !limited,
+                    json!({"event": "failed"}),
+                    Some(reason.clone()),
+                );
+                sink.line(&format!("[capstan] stage failed: {reason}"));
+            }
+            StageStatus::AwaitingApproval { .. } => {
+                audit.host(
+                    AuditKind::Stage,
+                    true,
+                    json!({ "event": "awaiting-approval" }),
+                    None,
+                );
+            }
+            StageStatus::Succeeded { .. } | StageStatus::Skipped { .. } => {
+                audit.host(
+                    AuditKind::Stage,
+                    true,
+                    json!({ "event": "succeeded" }),
+                    None,
+                );
+            }
         }
         status
+    }
+
+    /// Resolve the secrets the stage is granted (and its plugin asked
+    /// for), add them to the run's redactor, and prepare their delivery.
+    async fn secrets(&self, audit: &StageAudit) -> Result<Delivered, String> {
+        let granted = &self.policy().secrets;
+        if granted.is_empty() {
+            return Ok(Delivered::none());
+        }
+        let pipeline = &self.prepared.pipeline;
+        let mut values = Vec::new();
+        for name in granted.keys() {
+            let Some(secret) = pipeline.secrets.get(name) else {
+                return Err(format!("secret `{name}` is not declared under [secrets]"));
+            };
+            match resolve::resolve(secret, &pipeline.dir).await {
+                Ok(resolved) => {
+                    self.redactor
+                        .add(Origin::Secret(name.clone()), &resolved.value);
+                    values.push(resolved);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    audit.host(
+                        AuditKind::Secret,
+                        false,
+                        json!({ "event": "unresolved", "secret": name, "source": secret.source.to_string() }),
+                        Some(reason.clone()),
+                    );
+                    return Err(reason);
+                }
+            }
+        }
+        Delivered::prepare(&self.name, &self.run_dir, granted, values).map_err(|e| e.to_string())
+    }
+
+    /// Why the stage fails for what it left in the run directory: the value
+    /// of a secret it received, in a file (recorded in the audit log,
+    /// named, never quoted). Values a plugin marked sensitive are redacted
+    /// but not searched for: they are its tool's data, which the tool's own
+    /// files in the work dir may hold (a Terraform plan file holds every
+    /// sensitive value), and often short enough to turn up in any binary.
+    fn left_behind(&self, audit: &StageAudit, secrets: &Delivered) -> Option<String> {
+        let names = secrets.names();
+        if names.is_empty() {
+            return None;
+        }
+        let patterns = self.redactor.only(|origin| match origin {
+            Origin::Secret(name) => names.contains(&name.as_str()),
+            Origin::Sensitive { .. } => false,
+        });
+        let found = match scan::run_dir(&self.run_dir, &self.work_dir, &patterns) {
+            Ok(found) => found,
+            Err(e) => {
+                return (!patterns.is_empty()).then(|| {
+                    format!(
+                        "cannot search the run directory for secrets the stage may have left: {e}"
+                    )
+                });
+            }
+        };
+        if found.is_empty() {
+            return None;
+        }
+        let reason = scan::reason(&self.name, &found);
+        let files: Vec<Value> = found
+            .iter()
+            .map(
+                |f| json!({ "file": f.file, "value_of": f.origin.to_string(), "masked": f.masked }),
+            )
+            .collect();
+        audit.host(
+            AuditKind::Secret,
+            false,
+            json!({ "event": "left-in-files", "files": files }),
+            Some(reason.clone()),
+        );
+        Some(reason)
+    }
+
+    /// Host variables that are secrets' sources (never passed through).
+    fn hidden_env(&self) -> Arc<[String]> {
+        secret::source_vars(&self.prepared.pipeline.secrets)
     }
 
     fn state(
@@ -276,8 +451,10 @@ impl StageRun {
         deadline: Instant,
         memory: Arc<AtomicBool>,
         pending: Arc<std::sync::Mutex<Option<String>>>,
+        secrets: Arc<Delivered>,
     ) -> Result<StageState, String> {
         let p = self.policy();
+        let hidden = self.hidden_env();
         // The work dir and upstream dirs live in the run directory, which no
         // grant reaches; the grants were opened when the pipeline loaded.
         let open = |path: &PathBuf| {
@@ -298,11 +475,15 @@ impl StageRun {
         let sandbox = if p.exec.is_empty() {
             None
         } else {
-            Some(Arc::new(self.sandbox(work, upstream)?))
+            Some(Arc::new(self.sandbox(work, upstream, &secrets)?))
         };
+        let host_vars = std::env::vars().filter(|(k, _)| !hidden.contains(k));
         let mut state = StageStateBuilder::new(audit.clone(), sink.clone(), deadline)
             .memory(self.stage().memory as usize, memory)
-            .env(&env::select(&p.env, std::env::vars()));
+            .env(&env::select(&p.env, host_vars))
+            .redactor(self.redactor.clone())
+            .hidden_env(hidden.clone())
+            .secrets(secrets);
         for dir in &writable {
             state = state.preopen(dir, FsPerms::ReadWrite)?;
         }
@@ -334,7 +515,12 @@ impl StageRun {
     /// and `upstream` work dirs, and write the `work` dir and write grants,
     /// whether or not the plugin itself asked for
     /// those directories: the pipeline granted them to the stage.
-    fn sandbox(&self, work: GrantDir, upstream: Vec<GrantDir>) -> Result<StageSandbox, String> {
+    fn sandbox(
+        &self,
+        work: GrantDir,
+        upstream: Vec<GrantDir>,
+        secrets: &Delivered,
+    ) -> Result<StageSandbox, String> {
         let p = self.policy();
         let mut write = vec![work];
         let mut read = upstream;
@@ -349,6 +535,12 @@ impl StageRun {
             read: &read,
             write: &write,
             programs: p.exec.iter().map(|e| &e.file.file).collect(),
+            secrets: p
+                .exec
+                .iter()
+                .map(|e| (e.program.as_str(), secrets.files_for(&e.program)))
+                .collect(),
+            secret_dir: secrets.dir(),
         };
         // The private temporary directory lives in the run directory (out
         // of every other rule's reach), not in the host's `/tmp`, which the
@@ -438,6 +630,39 @@ impl StageRun {
             None => format!("plugin crashed: {cause}"),
         };
         (reason, false)
+    }
+}
+
+/// Everything `status` says (summary, outputs and their keys, artifacts,
+/// report, reason) with the run's secrets masked: it is shown on the
+/// terminal and kept in run.json, outputs.json and the run store, and
+/// later stages read its outputs.
+pub fn redact_status(redactor: &Redactor, status: &mut StageStatus) {
+    if redactor.is_empty() {
+        return;
+    }
+    match status {
+        StageStatus::Succeeded {
+            summary,
+            outputs,
+            artifacts,
+            report,
+        } => {
+            redactor.redact_string(summary);
+            let mut all = Value::Object(std::mem::take(outputs));
+            redactor.redact_json(&mut all);
+            if let Value::Object(map) = all {
+                *outputs = map;
+            }
+            artifacts.iter_mut().for_each(|a| redactor.redact_string(a));
+            if let Some(report) = report {
+                redactor.redact_json(report);
+            }
+        }
+        StageStatus::Failed { reason }
+        | StageStatus::AwaitingApproval { reason }
+        | StageStatus::Skipped { reason }
+        | StageStatus::Cancelled { reason } => redactor.redact_string(reason),
     }
 }
 

@@ -353,6 +353,7 @@ impl From<bindings::capstan::plugin::types::Capability> for Capability {
             W::Write => Capability::Write,
             W::Env(n) if n == "*" => Capability::EnvGranted,
             W::Env(n) => Capability::Env(n),
+            W::Secret(n) if n == "*" => Capability::SecretGranted,
             W::Secret(n) => Capability::Secret(n),
             W::Connect => Capability::Connect,
             W::Approval => Capability::Approval,
@@ -482,6 +483,14 @@ mod tests {
         assert_eq!(
             Capability::from(W::Env("HOME".into())),
             Capability::Env("HOME".into())
+        );
+        assert_eq!(
+            Capability::from(W::Secret("*".into())),
+            Capability::SecretGranted
+        );
+        assert_eq!(
+            Capability::from(W::Secret("token".into())),
+            Capability::Secret("token".into())
         );
     }
 

@@ -144,6 +144,9 @@ pub enum AuditKind {
     ExecExit,
     Connect,
     Approval,
+    /// Secrets a stage received (names and how, never values), a secret
+    /// that could not be resolved, or one found in a file a stage left.
+    Secret,
     /// A stage started, ended or was cancelled.
     Stage,
     /// A limit (time, memory, output) ended a stage.
@@ -240,6 +243,7 @@ mod tests {
             ("exec-exit", AuditKind::ExecExit),
             ("connect", AuditKind::Connect),
             ("approval", AuditKind::Approval),
+            ("secret", AuditKind::Secret),
             ("stage", AuditKind::Stage),
             ("limit", AuditKind::Limit),
             ("run", AuditKind::Run),

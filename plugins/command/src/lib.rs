@@ -31,7 +31,9 @@
 //! `exec *` (the programs the stage grants; it cannot know them before it
 //! reads `with`) and `read` (a step's `cwd` must be inside the stage work
 //! dir or a `read` grant), so the stage needs at least one exec grant and
-//! one `read` grant.
+//! one `read` grant. It also requests `secret *`: the secrets the stage
+//! grants (none, unless `[stages.<stage>.grants.secrets]` names some) reach
+//! the steps' programs as those grants say; the plugin never sees them.
 //!
 //! **A shell only when the pipeline grants one.** The plugin never starts
 //! a shell by itself. A step may run `["sh", "-c", "…"]` only when the
@@ -91,6 +93,10 @@ impl Stage for Command {
             .read(
                 "so that a step may run in (`cwd`) a directory the stage's `read` grants name; \
                  the plugin itself reads only the output files in its work dir",
+            )
+            .secret_granted(
+                "so that the steps' programs get the secrets the stage grants them, as its \
+                 grants say (the host hands them over; the plugin never sees them)",
             )
     }
 
@@ -283,12 +289,19 @@ mod tests {
     }
 
     #[test]
-    fn describes_itself_with_exec_star_and_read() {
+    fn describes_itself_with_exec_star_read_and_secret_star() {
         use capstan_plugin::Capability;
         let info = Command::info();
         assert_eq!(info.name(), "command");
         let asked: Vec<&Capability> = info.requests().iter().map(|(c, _)| c).collect();
-        assert_eq!(asked, [&Capability::Exec("*".into()), &Capability::Read]);
+        assert_eq!(
+            asked,
+            [
+                &Capability::Exec("*".into()),
+                &Capability::Read,
+                &Capability::Secret("*".into())
+            ]
+        );
     }
 
     #[test]

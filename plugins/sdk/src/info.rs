@@ -102,10 +102,37 @@ impl Info {
     /// The variable name that [`Info::env_granted`] requests.
     pub const GRANTED_VARIABLES: &str = "*";
 
-    /// Request the secret `name` (redacted from every log and output).
+    /// Request the secret `name` (declared in the pipeline's `[secrets]`)
+    /// for the programs this plugin starts. The plugin itself never gets
+    /// the value: the host hands it to each program the stage's grant
+    /// names, in an environment variable or as the path of a 0600 file
+    /// (`[stages.<stage>.grants.secrets] name = { env = "VAR" }`), and
+    /// redacts it from everything the run shows and keeps.
+    ///
+    /// ```
+    /// use capstan_plugin::{Exec, Info};
+    ///
+    /// let info = Info::new("deploy", "1.0.0")
+    ///     .exec("terraform", "to apply the plan")
+    ///     .secret("cloud_token", "Terraform authenticates with it (TF_VAR_token)");
+    /// // In `run`: nothing to pass, the host sets the variable for `terraform`.
+    /// let _apply = Exec::new("terraform").args(["apply", "tfplan"]);
+    /// # let _ = info;
+    /// ```
     pub fn secret(self, name: impl Into<String>, reason: impl Into<String>) -> Self {
         self.request(Capability::Secret(name.into()), reason)
     }
+
+    /// Request every secret the stage grants, possibly none (the WIT
+    /// `secret("*")`), for a plugin whose programs come from the pipeline
+    /// file, such as the command stage: the pipeline decides which secrets
+    /// its programs get, and the host hands each to them as granted.
+    pub fn secret_granted(self, reason: impl Into<String>) -> Self {
+        self.request(Capability::Secret(Self::GRANTED_SECRETS.into()), reason)
+    }
+
+    /// The secret name that [`Info::secret_granted`] requests.
+    pub const GRANTED_SECRETS: &str = "*";
 
     /// Request the `network` interface: TCP reachability probes, HTTP GETs
     /// and webhook POSTs to the stage's `connect` grant (see
@@ -164,6 +191,7 @@ mod tests {
             .env("HOME", "e")
             .env_granted("e*")
             .secret("TOKEN", "s")
+            .secret_granted("s*")
             .connect("c")
             .approval("a");
         let wit = info.into_wit(Some("{}".into()));
@@ -182,6 +210,7 @@ mod tests {
                 Capability::Env("HOME".into()),
                 Capability::Env("*".into()),
                 Capability::Secret("TOKEN".into()),
+                Capability::Secret("*".into()),
                 Capability::Connect,
                 Capability::Approval,
             ]

@@ -13,6 +13,9 @@
 //!
 //! Outside a Capstan host (a plugin's unit tests on the build machine)
 //! records go to stderr.
+//!
+//! [`sensitive`] marks a value the host must keep out of everything the
+//! run shows and keeps, e.g. an output a tool reports as sensitive.
 
 /// Severity of a log record.
 pub use crate::bindings::capstan::plugin::log::Level;
@@ -59,6 +62,30 @@ pub fn progress(done: u64, total: Option<u64>, message: &str) {
         Some(total) => eprintln!("[progress {done}/{total}] {message}"),
         None => eprintln!("[progress {done}] {message}"),
     }
+}
+
+/// Mark `value` sensitive for the rest of the run: from now on the host
+/// replaces it, and its base64, URL-encoded and JSON-escaped forms, by
+/// `***` in the terminal, stage logs, the audit log, the run store,
+/// outputs, summaries, errors and reports. Use it for what
+/// a tool marks secret in its output before anything prints it, such as
+/// Terraform's `sensitive = true` outputs. Values shorter than 4 bytes are
+/// not redacted (they would hide ordinary text; the stage log says so).
+///
+/// Secrets the pipeline declares need no call: the host redacts them
+/// itself (see [`Info::secret`](crate::Info::secret)).
+///
+/// ```
+/// // A database password read from a tool's JSON output.
+/// let password = "correct horse battery staple";
+/// capstan_plugin::log::sensitive(password);
+/// capstan_plugin::info!("connecting with {password}"); // logged as `connecting with ***`
+/// ```
+pub fn sensitive(value: &str) {
+    #[cfg(target_arch = "wasm32")]
+    crate::bindings::capstan::plugin::log::sensitive(value);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = value;
 }
 
 /// Log at `trace` level, with `format!` arguments.

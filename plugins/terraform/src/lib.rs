@@ -291,6 +291,10 @@ fn plan(ctx: &Context<Config>, tf: &mut Runner) -> Result<Outcome, Error> {
         ));
     }
     let plan = plan::parse(&show.stdout_str()).map_err(Error::failed)?;
+    // Before anything this stage prints or returns can hold them.
+    for value in &plan.sensitive {
+        capstan_plugin::log::sensitive(value);
+    }
     let bytes = std::fs::read(&plan_file)
         .map_err(|e| Error::failed(format!("{}: {e}", plan_file.display())))?;
     let digest = digest::sha256_hex(&bytes);
@@ -679,6 +683,11 @@ fn read_outputs(ctx: &Context<Config>, tf: &mut Runner, head: String) -> Result<
         ));
     }
     let outputs = outputs::parse(&out.stdout_str()).map_err(Error::failed)?;
+    // Before anything this stage prints or returns can hold them (its
+    // outputs mask them already; a program may still print them).
+    for value in outputs.sensitive_values() {
+        capstan_plugin::log::sensitive(&value);
+    }
     let masked = outputs.masked();
 
     let mut summary = format!("{head}: {}", outputs.summary_text());

@@ -58,6 +58,16 @@ impl Outputs {
             .collect()
     }
 
+    /// The values of sensitive outputs, in clear: for the host to redact
+    /// (see [`crate::plan::flagged`]), never to report.
+    pub fn sensitive_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for o in self.0.values().filter(|o| o.sensitive) {
+            crate::plan::flagged(&o.value, &Value::Bool(true), &mut out);
+        }
+        out
+    }
+
     /// The inventory text from output `name`: a string as it is, an object
     /// or list as JSON (which YAML parsers read). `None` when the output is
     /// absent or null and was not `required`.
@@ -143,6 +153,9 @@ mod tests {
             assert_eq!(masked["hosts"], json!(["host-0", "host-1"]));
             assert_eq!(masked["tags"], json!({"a": "b", "c": "d"}));
             assert!(!Value::Object(masked).to_string().contains("s3cr3t"));
+            let sensitive = outputs.sensitive_values();
+            assert_eq!(sensitive.len(), 1, "{version}");
+            assert!(sensitive[0].starts_with("s3cr3t"), "{version}");
             let text = outputs.summary_text();
             assert_eq!(
                 text,

@@ -330,6 +330,10 @@ pub struct Plan {
     pub counts: Counts,
     /// False when Terraform deferred some changes to a later plan.
     pub complete: bool,
+    /// Every value the plan marks sensitive (of resources and outputs,
+    /// before and after), in clear: for the host to redact (see
+    /// [`flagged`]), never to report.
+    pub sensitive: Vec<String>,
 }
 
 /// Parse `terraform show -json <plan>` output.
@@ -352,6 +356,17 @@ pub fn parse(json: &str) -> Result<Plan, String> {
                     applied (see the errors in the stage log)"
                 .into(),
         );
+    }
+
+    let mut sensitive = Vec::new();
+    let changes = raw
+        .resource_changes
+        .iter()
+        .map(|rc| &rc.change)
+        .chain(raw.output_changes.values());
+    for c in changes {
+        flagged(&c.before, &c.before_sensitive, &mut sensitive);
+        flagged(&c.after, &c.after_sensitive, &mut sensitive);
     }
 
     let mut counts = Counts::default();
@@ -412,7 +427,39 @@ pub fn parse(json: &str) -> Result<Plan, String> {
         outputs,
         counts,
         complete: raw.complete.unwrap_or(true),
+        sensitive,
     })
+}
+
+/// The values inside `value` that `marks` flags (as in [`mask`]): each
+/// string, and each number as written; not booleans and nulls, which are
+/// no secret on their own and would mask every `true` of the run.
+pub fn flagged(value: &Value, marks: &Value, out: &mut Vec<String>) {
+    fn leaves(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            Value::Object(map) => map.values().for_each(|v| leaves(v, out)),
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+    match (marks, value) {
+        (Value::Bool(true), _) => leaves(value, out),
+        (Value::Object(m), Value::Object(v)) => {
+            for (k, mark) in m {
+                if let Some(x) = v.get(k) {
+                    flagged(x, mark, out);
+                }
+            }
+        }
+        (Value::Array(m), Value::Array(v)) => {
+            for (mark, x) in m.iter().zip(v) {
+                flagged(x, mark, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Replace the parts of `value` that `marks` flags (`true`, or nested
@@ -882,8 +929,10 @@ mod tests {
                 "plan: 0 to create, 0 to update, 0 to delete, 0 to replace; 5 output changes \
                  (name = demo, ansible_inventory, hosts, secret (sensitive), tags)"
             );
-            // The secret's value is in the plan JSON, never in what we report.
+            // The secret's value is in the plan JSON, never in what we report,
+            // and it is what the host is asked to redact.
             assert!(fixture(name).contains("s3cr3t-demo"));
+            assert_eq!(p.sensitive, ["s3cr3t-demo"], "{name}");
             for shown in [text, p.report().to_string(), Value::Object(oc).to_string()] {
                 assert!(!shown.contains("s3cr3t"), "{shown}");
             }
@@ -909,6 +958,11 @@ mod tests {
             ["+ aws_sqs_queue.jobs", "+ aws_ssm_parameter.db_password"]
         );
         assert!(fixture(name).contains("s3cr3t-hunter"));
+        assert!(
+            p.sensitive.iter().any(|v| v.contains("s3cr3t-hunter")),
+            "{:?}",
+            p.sensitive
+        );
         let shown = [p.summary_text("plan"), p.report().to_string()];
         assert!(shown.iter().all(|s| !s.contains("s3cr3t")), "{shown:?}");
     }
@@ -932,6 +986,19 @@ mod tests {
             "destroy plan: 0 to create, 0 to update, 0 to delete, 0 to replace; 5 output changes \
              (ansible_inventory removed, hosts removed, name removed, secret removed, tags removed)"
         );
+    }
+
+    #[test]
+    fn flagged_finds_the_values_to_redact() {
+        let value =
+            json!({"user": "admin", "password": "pw-1234", "keys": ["a", 31337], "on": true});
+        let marks = json!({"password": true, "keys": [false, true], "on": true, "gone": true});
+        let mut out = Vec::new();
+        flagged(&value, &marks, &mut out);
+        assert_eq!(out, ["pw-1234", "31337"]);
+        let mut all = Vec::new();
+        flagged(&json!({"a": ["x1", {"b": "y2"}]}), &json!(true), &mut all);
+        assert_eq!(all, ["x1", "y2"]);
     }
 
     #[test]

@@ -61,6 +61,9 @@ impl RunInfo {
 
 /// Per-stage state of the `approval` interface.
 pub struct ApprovalHost {
+    /// The run's secrets, masked in every request before it is shown,
+    /// recorded or compared.
+    pub redactor: crate::caps::secret::Redactor,
     pub granted: bool,
     pub audit: StageAudit,
     pub run: RunInfo,
@@ -365,8 +368,9 @@ pub fn short(digest: &str) -> &str {
 impl wit::Host for ApprovalHost {
     async fn ask(
         &mut self,
-        request: wit::Request,
+        mut request: wit::Request,
     ) -> wasmtime::Result<Result<wit::Decision, wit::Error>> {
+        redact_request(&self.redactor, &mut request);
         // The request is recorded (audit log, run store): its text counts.
         let size = request.subject.len()
             + request.digest.len()
@@ -495,6 +499,30 @@ impl ApprovalHost {
             None,
         );
         Ok(wit::Decision::Approved(vec![answer]))
+    }
+}
+
+/// Every text of `request` with the run's secrets masked: it is shown to
+/// reviewers, at the prompt and by `capstan show`, and recorded.
+fn redact_request(redactor: &crate::caps::secret::Redactor, request: &mut wit::Request) {
+    let texts = [
+        &mut request.subject,
+        &mut request.digest,
+        &mut request.details,
+    ]
+    .into_iter()
+    .chain(request.checklist.iter_mut())
+    .chain(request.approvers.iter_mut());
+    for text in texts {
+        redactor.redact_string(text);
+    }
+    match &mut request.policy {
+        wit::Policy::Manual => {}
+        wit::Policy::Automatic(why) => redactor.redact_string(why),
+        wit::Policy::EmergencyOverride(o) => {
+            redactor.redact_string(&mut o.by);
+            redactor.redact_string(&mut o.reason);
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::log::LogSink;
+use super::secret::Redactor;
 use crate::store::{AuditKind, AuditRow, RunRow, RunStore};
 
 /// One audit record.
@@ -42,6 +43,9 @@ pub struct AuditLog {
     file: Arc<Mutex<Option<Writer>>>,
     /// The run store and the run's id.
     store: Option<(Arc<dyn RunStore>, String)>,
+    /// The run's secrets, masked in every event before it is written (a
+    /// plugin may pass one as an argument, a URL, an approval's text).
+    redactor: Redactor,
 }
 
 /// The open file and where its chain stands.
@@ -94,6 +98,7 @@ impl AuditLog {
         Ok(AuditLog {
             file: Arc::new(Mutex::new(Some(writer))),
             store: Some((store, run.to_string())),
+            redactor: Redactor::new(),
         })
     }
 
@@ -101,7 +106,14 @@ impl AuditLog {
         AuditLog {
             file: Arc::new(Mutex::new(None)),
             store: None,
+            redactor: Redactor::new(),
         }
+    }
+
+    /// Mask the values `redactor` knows (now and later) in every event.
+    pub fn redacting(mut self, redactor: Redactor) -> AuditLog {
+        self.redactor = redactor;
+        self
     }
 
     /// Append one event as a line; returns the line's length.
@@ -114,6 +126,9 @@ impl AuditLog {
         detail: Value,
         reason: Option<String>,
     ) -> u64 {
+        let mut detail = detail;
+        self.redactor.redact_json(&mut detail);
+        let reason = reason.map(|r| self.redactor.redact(&r).into_owned());
         let event = Event {
             prev: String::new(),
             time: jiff::Timestamp::now().to_string(),
@@ -431,5 +446,40 @@ mod tests {
         assert_eq!(repair["detail"]["sha256"], chain::hash(torn).as_str());
         let events = store.audit_events("r").unwrap();
         assert_eq!(events[1].detail["event"], chain::REPAIRED);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_file_and_the_store() {
+        let (_dir, store, path) = run();
+        let redactor = Redactor::new();
+        let log = AuditLog::open(&path, store.clone(), "r")
+            .unwrap()
+            .redacting(redactor.clone());
+        redactor.add(
+            crate::caps::secret::Origin::Secret("token".into()),
+            b"s3cret-t0ken",
+        );
+        log.record(
+            "s",
+            "p",
+            AuditKind::Exec,
+            false,
+            json!({ "program": "curl", "args": ["-H", "Authorization: Bearer s3cret-t0ken"], "s3cret-t0ken": 1 }),
+            Some("`curl` argument 2 holds s3cret-t0ken".into()),
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("s3cret-t0ken"), "{text}");
+        let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["detail"]["args"][1], "Authorization: Bearer ***");
+        assert_eq!(line["detail"]["***"], 1);
+        assert_eq!(line["reason"], "`curl` argument 2 holds ***");
+        let stored = &store.audit_events("r").unwrap()[0];
+        assert_eq!(stored.detail, line["detail"]);
+        assert_eq!(
+            stored.reason.as_deref(),
+            Some("`curl` argument 2 holds ***")
+        );
+        // The chain is over what was written.
+        assert_eq!(walked(&path).0.broken, None);
     }
 }

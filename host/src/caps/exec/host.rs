@@ -24,6 +24,7 @@ use crate::bindings::capstan::plugin::process as wit;
 use crate::caps::audit::StageAudit;
 use crate::caps::fs;
 use crate::caps::log::LogSink;
+use crate::caps::secret::{Delivered, Redactor};
 use crate::fault;
 use crate::run::stop::Stop;
 use crate::store::{AuditKind, Owner};
@@ -48,6 +49,14 @@ pub struct ProcessHost {
     pub sandbox: Option<Arc<StageSandbox>>,
     /// The run's id: names the cgroups of its programs.
     pub run_id: String,
+    /// The stage's secrets, for the programs they are granted to.
+    pub secrets: Option<Arc<Delivered>>,
+    /// The run's secrets and sensitive values: none may be an argument
+    /// (command lines are visible to every user of the machine).
+    pub redactor: Redactor,
+    /// Host variables that are secrets' sources: never passed through by
+    /// an exec grant's `env` pattern.
+    pub hidden_env: Arc<[String]>,
 }
 
 /// Kills the child's process group when dropped, so a cancelled stage (its
@@ -84,6 +93,22 @@ impl ProcessHost {
     fn check(&self, cmd: &wit::Command) -> Result<(&ExecPolicy, PathBuf, OwnedFd), wit::Error> {
         let policy =
             exec::find(&self.policies, &cmd.program).map_err(|d| self.deny(cmd, d.to_string()))?;
+        // First: a refusal for the arguments' patterns would quote the value.
+        let texts = cmd.args.iter().chain(cmd.cwd.as_ref());
+        for (position, text) in texts.enumerate() {
+            if let Some(origin) = self.redactor.find(text.as_bytes()) {
+                let denial = Denial::Secret {
+                    program: policy.program.clone(),
+                    what: if position < cmd.args.len() {
+                        format!("argument {}", position + 1)
+                    } else {
+                        "the working directory".into()
+                    },
+                    origin: origin.to_string(),
+                };
+                return Err(self.deny(cmd, denial.to_string()));
+            }
+        }
         policy
             .allows(&cmd.args)
             .map_err(|d| self.deny(cmd, d.to_string()))?;
@@ -148,13 +173,23 @@ impl ProcessHost {
                 self.deny(&cmd, "no sandbox was set up for this stage".into())
             ));
         };
-        let env = exec::child_env(
+        let hidden = self.hidden_env.clone();
+        let host_vars = std::env::vars().filter(|(k, _)| !hidden.contains(k));
+        let mut env = exec::child_env(
             policy,
-            std::env::vars(),
+            host_vars,
             &self.work_dir,
             Some(sandbox.tmp()),
             &cmd.env,
         );
+        // Last, over anything else (no grant's `env` can match them: the
+        // pipeline is refused at load otherwise).
+        let secrets = self
+            .secrets
+            .as_ref()
+            .map(|s| s.env_for(&policy.program))
+            .unwrap_or_default();
+        env.retain(|(k, _)| !secrets.iter().any(|(name, _)| name == k));
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let timeout = [
             cmd.timeout_ms.map(Duration::from_millis),
@@ -165,7 +200,12 @@ impl ProcessHost {
         .flatten()
         .min()
         .unwrap_or(remaining);
-        let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        let env_names: Vec<&str> = env
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(secrets.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        let secret_vars: Vec<&str> = secrets.iter().map(|(k, _)| k.as_str()).collect();
         // The whole tree of the program lives in one cgroup: found and
         // ended at its end whatever it did (`setsid`, double forks), and
         // limited in processes.
@@ -197,7 +237,11 @@ impl ProcessHost {
             "processes_limited_by": processes_limited_by,
             "cgroup": group.as_ref().map(|g| g.path().to_path_buf()),
         });
-        let detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged, "sandbox": confinement });
+        let mut detail = json!({ "program": cmd.program, "path": policy.path, "args": cmd.args, "cwd": cwd, "env": env_names, "output_logged": !cmd.unlogged, "sandbox": confinement });
+        if !secret_vars.is_empty() {
+            // Which variables hold secrets (their names; values never).
+            detail["secret_env"] = json!(secret_vars);
+        }
         self.audit.allowed(AuditKind::Exec, detail.clone());
         self.log
             .line(&format!("$ {} {}", cmd.program, shell_words(&cmd.args)));
@@ -217,6 +261,7 @@ impl ProcessHost {
         // open directory, not a path that could be re-pointed).
         command.current_dir(fs::fd_path(&cwd_dir));
         let setup = sandbox.child(
+            &policy.program,
             policy.network,
             policy.limits,
             group.as_ref().map(ExecCgroup::join_fds).unwrap_or_default(),
@@ -246,6 +291,7 @@ impl ProcessHost {
             .args(&cmd.args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(secrets.iter().map(|(k, v)| (k, v.as_str())))
             .stdin(if cmd.stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -160,6 +160,14 @@ pub enum Denial {
     #[error("working directory `{cwd}` is outside the stage's granted directories")]
     Cwd { cwd: String },
     #[error(
+        "`{program}` {what} holds {origin} (or an encoding of it): command lines are visible to every user of the machine (`ps`, /proc/<pid>/cmdline), so a secret reaches a program only through its grant's `env` or `file`"
+    )]
+    Secret {
+        program: String,
+        what: String,
+        origin: String,
+    },
+    #[error(
         "program `{program}` ({path}) was modified since it was checked when the pipeline loaded; it is not run"
     )]
     Changed { program: String, path: String },

@@ -5,12 +5,15 @@
 //! Everything that can fail or allocate is done in the host, before `fork`:
 //! the Landlock ruleset is built once per stage from the very directory
 //! handles the grants were checked with (rules bind inodes, so no path is
-//! resolved again), and the namespace maps are formatted. Between `fork` and
+//! resolved again), and once more for each program that receives secret
+//! files (with a read rule for each of them), and the namespace maps are
+//! formatted. Between `fork` and
 //! `exec` the child only makes system calls ([`ChildSetup::apply`]), in an
 //! order where each step still has the rights it needs: join the cgroup,
 //! lower the limits, enter the network namespace, drop capabilities, then
 //! `no_new_privs` and Landlock last.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -97,6 +100,10 @@ pub enum SandboxError {
 #[derive(Debug)]
 pub struct StageSandbox {
     ruleset: Option<OwnedFd>,
+    /// The rules of programs that receive secret files: the stage's, and
+    /// a read rule for each of their files (other programs of the stage
+    /// cannot open them).
+    with_secrets: HashMap<String, OwnedFd>,
     pub rules: FileRules,
     mounts: Arc<Mounts>,
     tmp: tempfile::TempDir,
@@ -173,6 +180,11 @@ pub struct StageDirs<'a> {
     /// The program files the stage may start (readable and executable even
     /// where they lie outside the system locations).
     pub programs: Vec<&'a std::fs::File>,
+    /// The stage attempt's secret files, by the program that may read
+    /// them, and their private directory (which programs see, when
+    /// directories are hidden, but only those get rules for its files).
+    pub secrets: Vec<(&'a str, Vec<&'a std::fs::File>)>,
+    pub secret_dir: Option<&'a Path>,
 }
 
 impl StageSandbox {
@@ -203,7 +215,6 @@ impl StageSandbox {
         )
         .map_err(SandboxError::Tmp)?;
         let mounts = Arc::new(mounts);
-        let shm = tmp.path().join("shm");
         let mut rules = FileRules {
             enforced: String::new(),
             read: system.read.iter().map(|o| o.path.clone()).collect(),
@@ -216,6 +227,7 @@ impl StageSandbox {
             rules.enforced = "none: this kernel has no Landlock ([sandbox] require = false)".into();
             return Ok(StageSandbox {
                 ruleset: None,
+                with_secrets: HashMap::new(),
                 rules,
                 mounts,
                 tmp,
@@ -223,43 +235,18 @@ impl StageSandbox {
             });
         };
         rules.enforced = format!("landlock ABI {abi}");
-        let read = AccessFs::from_read(WANTED);
-        let all = AccessFs::from_all(WANTED);
-        let device = AccessFs::from_file(WANTED) & !AccessFs::Execute;
-        let open = |path: &Path| {
-            PathFd::new(path).map_err(|e| SandboxError::Open {
-                path: path.to_path_buf(),
-                source: io::Error::other(e.to_string()),
-            })
-        };
-        let tmp_dir = open(tmp.path())?;
-        let mut ruleset = Ruleset::default()
-            .set_compatibility(CompatLevel::BestEffort)
-            .handle_access(all)?
-            .scope(Scope::from_all(WANTED))?
-            .create()?;
-        for opened in &system.read {
-            ruleset = ruleset.add_rule(PathBeneath::new(opened.fd.as_fd(), read))?;
+        let ruleset = build_ruleset(system, &dirs, tmp.path(), &[])?;
+        let mut with_secrets = HashMap::new();
+        for (program, files) in &dirs.secrets {
+            if !files.is_empty()
+                && let Some(own) = build_ruleset(system, &dirs, tmp.path(), files)?
+            {
+                with_secrets.insert(program.to_string(), own);
+            }
         }
-        for opened in &system.devices {
-            ruleset = ruleset.add_rule(PathBeneath::new(opened.fd.as_fd(), device))?;
-        }
-        for dir in dirs.read {
-            ruleset = ruleset.add_rule(PathBeneath::new(dir.as_fd(), read))?;
-        }
-        for file in dirs.programs {
-            ruleset = ruleset.add_rule(PathBeneath::new(file.as_fd(), read))?;
-        }
-        for dir in dirs.write {
-            ruleset = ruleset.add_rule(PathBeneath::new(dir.as_fd(), all))?;
-        }
-        ruleset = ruleset.add_rule(PathBeneath::new(tmp_dir, all))?;
-        // Its own rule: seen through the bind mount, the directory is a
-        // mount's root, and Landlock walks from there to `/dev`, never
-        // through the temporary directory.
-        ruleset = ruleset.add_rule(PathBeneath::new(open(&shm)?, all))?;
         Ok(StageSandbox {
-            ruleset: ruleset.into(),
+            ruleset,
+            with_secrets,
             rules,
             mounts,
             tmp,
@@ -272,9 +259,10 @@ impl StageSandbox {
         self.tmp.path()
     }
 
-    /// What the child of one exec must do before `exec`.
+    /// What the child of one exec of `program` must do before `exec`.
     pub fn child(
         &self,
+        program: &str,
         network: Network,
         limits: Limits,
         cgroup: Vec<RawFd>,
@@ -287,8 +275,9 @@ impl StageSandbox {
             uid_map: CString::new(format!("{uid} {uid} 1")).expect("no NUL"),
             gid_map: CString::new(format!("{gid} {gid} 1")).expect("no NUL"),
         });
+        let ruleset = self.with_secrets.get(program).or(self.ruleset.as_ref());
         ChildSetup {
-            ruleset: self.ruleset.as_ref().map(|fd| fd.as_raw_fd()),
+            ruleset: ruleset.map(|fd| fd.as_raw_fd()),
             network,
             limits,
             cgroup,
@@ -326,7 +315,64 @@ fn exposed(
     }
     let tmp_dir = std::fs::File::open(tmp).map_err(SandboxError::Tmp)?;
     out.push((tmp.to_path_buf(), tmp_dir.into()));
+    if let Some(dir) = dirs.secret_dir {
+        let handle = std::fs::File::open(dir).map_err(|source| SandboxError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        out.push((dir.to_path_buf(), handle.into()));
+    }
     Ok(out)
+}
+
+/// The Landlock ruleset of the stage's programs (see [`StageSandbox::new`]),
+/// and read rules for `secret_files`, the secret files of one program.
+fn build_ruleset(
+    system: &SystemPaths,
+    dirs: &StageDirs,
+    tmp: &Path,
+    secret_files: &[&std::fs::File],
+) -> Result<Option<OwnedFd>, SandboxError> {
+    let read = AccessFs::from_read(WANTED);
+    let all = AccessFs::from_all(WANTED);
+    let device = AccessFs::from_file(WANTED) & !AccessFs::Execute;
+    let open = |path: &Path| {
+        PathFd::new(path).map_err(|e| SandboxError::Open {
+            path: path.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })
+    };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)?
+        .scope(Scope::from_all(WANTED))?
+        .create()?;
+    for opened in &system.read {
+        ruleset = ruleset.add_rule(PathBeneath::new(opened.fd.as_fd(), read))?;
+    }
+    for opened in &system.devices {
+        ruleset = ruleset.add_rule(PathBeneath::new(opened.fd.as_fd(), device))?;
+    }
+    for dir in dirs.read {
+        ruleset = ruleset.add_rule(PathBeneath::new(dir.as_fd(), read))?;
+    }
+    for file in &dirs.programs {
+        ruleset = ruleset.add_rule(PathBeneath::new(file.as_fd(), read))?;
+    }
+    for dir in dirs.write {
+        ruleset = ruleset.add_rule(PathBeneath::new(dir.as_fd(), all))?;
+    }
+    // A secret file: read, nothing else (its directory gets no rule, so it
+    // cannot be listed, and no other file in it opened).
+    for file in secret_files {
+        ruleset = ruleset.add_rule(PathBeneath::new(file.as_fd(), AccessFs::ReadFile))?;
+    }
+    ruleset = ruleset.add_rule(PathBeneath::new(open(tmp)?, all))?;
+    // Its own rule: seen through the bind mount, the directory is a
+    // mount's root, and Landlock walks from there to `/dev`, never
+    // through the temporary directory.
+    ruleset = ruleset.add_rule(PathBeneath::new(open(&tmp.join("shm"))?, all))?;
+    Ok(ruleset.into())
 }
 
 /// A user namespace's maps, formatted before `fork`.

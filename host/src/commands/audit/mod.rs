@@ -9,26 +9,30 @@ mod sandbox;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use crate::caps::{self, Missing, Request};
 use crate::exit::{self, Failure};
-use crate::pipeline::Stage;
 use crate::pipeline::sandbox::Sandbox;
+use crate::pipeline::{Secret, Stage};
 use crate::runtime::plugin::LoadedPlugin;
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::{block, inline};
 
 /// Show, per stage, the plugin (path, sha256, contract), the capabilities it
-/// requests with reasons, what the pipeline grants, and what is requested
-/// but not granted; and the sandbox of the programs it may start: their
+/// requests with reasons, what the pipeline grants (secrets with their
+/// source and how they reach which programs, never values), and what is
+/// requested but not granted; and the sandbox of the programs it may start: their
 /// file rules (and whether this machine enforces them), each exec grant's
 /// network and limits, and the grants that amount to running arbitrary
 /// code inside that sandbox (marked ⚠). Exits 4 when a request is not
 /// granted or a plugin cannot be loaded. With `--run`: what a run's stages
-/// did, every use and denial, and the sandbox each program ran in.
+/// did, every use and denial (and which secrets each received), and the
+/// sandbox each program ran in.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -117,6 +121,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
                 plugin.as_ref().err().cloned(),
                 pinned,
                 &pipeline.sandbox,
+                &pipeline.secrets,
             )
         })
         .collect();
@@ -158,6 +163,7 @@ fn report(
     load_error: Option<String>,
     pinned: bool,
     sandbox: &Sandbox,
+    secrets: &IndexMap<String, Secret>,
 ) -> StageReport {
     let requests = plugin.map(|p| p.info.requests.clone()).unwrap_or_default();
     let g = &stage.grants;
@@ -201,11 +207,24 @@ fn report(
             "env": g.env,
             "connect": g.connect,
             "approval": g.approval,
+            "secrets": g.secrets.iter().map(|(name, grant)| {
+                let (how, var) = grant.delivery();
+                json!({
+                    "name": name,
+                    "source": secrets.get(name).map(|s| &s.source),
+                    "source_warning": secrets.get(name).and_then(|s| caps::secret::source_warning(&s.source)),
+                    "delivery": how,
+                    "variable": var,
+                    "programs": grant.programs,
+                    "requested": requests.iter().any(|r| r.capability == caps::Capability::Secret(name.clone()) || r.capability == caps::Capability::SecretGranted),
+                    "text": caps::secret::describe_grant(name, grant),
+                })
+            }).collect::<Vec<_>>(),
             "implicit": "read-write: the stage's own work dir; read-only: the work dirs of the stages it needs",
             "limits": {"timeout": humantime::format_duration(stage.timeout).to_string(), "memory": bytesize::ByteSize(stage.memory).to_string(), "max_output": bytesize::ByteSize(stage.max_output).to_string()},
         }),
         sandbox: sandbox::stage(stage, sandbox),
-        missing: caps::check(stage, &requests),
+        missing: caps::check(stage, &requests, secrets),
         unrequested: if plugin.is_some() { caps::unrequested(stage, &requests) } else { Vec::new() },
     }
 }
@@ -318,6 +337,29 @@ fn print_text(
         }
         if g["approval"] == true {
             writeln!(out, "  approval granted")?;
+        }
+        for secret in g["secrets"].as_array().into_iter().flatten() {
+            let field = |key: &str| secret["source"][key].as_str().unwrap_or_default();
+            let source = match secret["source"]["kind"].as_str() {
+                Some("env") => format!("host variable {}", field("var")),
+                Some("file") => format!("file {}", field("path")),
+                // The argv as JSON: its arguments stay apart, whatever they hold.
+                Some("command") => format!(
+                    "command {} (timeout {})",
+                    secret["source"]["argv"],
+                    field("timeout")
+                ),
+                _ => "not declared".into(),
+            };
+            writeln!(
+                out,
+                "  secret   {} — from {}",
+                inline(secret["text"].as_str().unwrap_or_default()),
+                inline(&source)
+            )?;
+            if let Some(warning) = secret["source_warning"].as_str() {
+                writeln!(out, "           ⚠ {}", inline(warning))?;
+            }
         }
         writeln!(out, "  limits   {}", g["limits"])?;
         for m in &s.missing {

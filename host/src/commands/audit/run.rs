@@ -145,6 +145,54 @@ fn what(e: &AuditRow) -> String {
             )
         }
         AuditKind::Stage => text(&d["event"]).unwrap_or_else(|| d.to_string()),
+        AuditKind::Secret => secret(d),
+        _ => d.to_string(),
+    }
+}
+
+/// A `secret` event in one line: which secrets a stage received and how
+/// (names, never values), one it could not resolve, or files it left one
+/// in.
+fn secret(d: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match d["event"].as_str() {
+        Some("delivered") => {
+            let each: Vec<String> = d["secrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let only = match s["programs"].as_array() {
+                        Some(programs) => format!(
+                            ", only {}",
+                            programs.iter().map(text).collect::<Vec<_>>().join(", ")
+                        ),
+                        None => String::new(),
+                    };
+                    format!(
+                        "{} ({} {}{only})",
+                        text(&s["name"]),
+                        text(&s["delivery"]),
+                        text(&s["variable"])
+                    )
+                })
+                .collect();
+            format!("received {}", each.join(", "))
+        }
+        Some("unresolved") => format!(
+            "could not resolve {} ({})",
+            text(&d["secret"]),
+            text(&d["source"])
+        ),
+        Some("left-in-files") => {
+            let files: Vec<String> = d["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| text(&f["file"]))
+                .collect();
+            format!("left in {}", files.join(", "))
+        }
         _ => d.to_string(),
     }
 }
