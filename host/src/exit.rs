@@ -28,6 +28,8 @@ pub const CANCELLED: u8 = 8;
 pub const UNVERIFIED: u8 = 9;
 /// Capstan itself failed (I/O, a bug).
 pub const INTERNAL: u8 = 10;
+/// `capstan drift` found the environment drifted from its configuration.
+pub const DRIFT: u8 = 11;
 
 /// The table printed at the end of `--help`.
 pub const HELP: &str = "\
@@ -47,7 +49,9 @@ Exit codes:
       as cancelled
   9   verification failed: `capstan verify` found a run's records changed
       (the first broken link is named)
-  10  internal error";
+  10  internal error
+  11  `capstan drift` found drift (the plan of the deployed configuration
+      has changes)";
 
 /// An error that knows its exit code.
 #[derive(Debug)]

@@ -6,6 +6,7 @@ mod approvals;
 mod audit;
 mod command_stage;
 mod conventions;
+mod drift;
 mod escapes;
 mod github;
 mod golden_image;

@@ -5,6 +5,7 @@ mod approve;
 mod audit;
 mod cancel;
 mod completions;
+mod drift;
 mod drive;
 pub mod locate;
 mod logs;
@@ -86,6 +87,7 @@ pub enum Command {
     Resume(resume::Args),
     Cancel(cancel::Args),
     Rollback(rollback::Args),
+    Drift(drift::Args),
     Stats(stats::Args),
     Verify(verify::Args),
     Completions(completions::Args),
@@ -98,6 +100,7 @@ impl Command {
         use locate::Anchor;
         match self {
             Command::Run(a) => Anchor::Pipeline(&a.pipeline),
+            Command::Drift(a) => Anchor::Pipeline(&a.pipeline),
             Command::Validate(a) => Anchor::Pipeline(&a.pipeline),
             Command::Audit(a) => match &a.target {
                 Some(t) if t.extension().is_some_and(|e| e == "wasm") => Anchor::Cache,
@@ -162,6 +165,7 @@ pub fn main() -> ExitCode {
             Command::Resume(args) => resume::exec(args, &cli).await,
             Command::Cancel(args) => cancel::exec(args, &cli).await,
             Command::Rollback(args) => rollback::exec(args, &cli).await,
+            Command::Drift(args) => drift::exec(args, &cli).await,
             Command::Stats(args) => stats::exec(args, &cli),
             Command::Verify(args) => verify::exec(args, &cli),
             Command::Completions(args) => completions::exec(args),

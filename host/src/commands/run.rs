@@ -1,5 +1,6 @@
 //! `capstan run`: load, check, and run a pipeline.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -128,17 +129,43 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
 }
 
 /// The stages a change does not concern, kept as the environment's last
-/// good run recorded them (see `run::changes`): their outputs are what the
-/// stages that run see. One that a running stage needs and no good run has
-/// is refused with the fix.
+/// good run recorded them (see `run::changes`).
 fn unchanged(
     prepared: &crate::run::Prepared,
     opts: &RunOptions,
     changes: &changes::Changes,
     store: &dyn RunStore,
 ) -> Result<Vec<StageRecord>, Failure> {
+    let selection = changes::select(&prepared.pipeline, changes, &opts.forced);
+    keep_from_last_good(
+        prepared,
+        opts,
+        selection.unchanged,
+        &selection.run,
+        store,
+        |name, by| {
+            format!(
+                "stage `{name}` is unchanged since {}, but `{by}` needs its outputs and no good run of \
+             `{}` has them; run it too with --force {name}, or run without --changed-since",
+                changes.since, opts.environment
+            )
+        },
+    )
+}
+
+/// `kept` stages (with why they do not run) as the environment's last good
+/// run recorded them, their outputs what the `running` stages see; one
+/// that a running stage needs and no good run has is refused with
+/// `missing(stage, needed_by)`, the others are recorded as skipped.
+pub(super) fn keep_from_last_good(
+    prepared: &crate::run::Prepared,
+    opts: &RunOptions,
+    kept: Vec<(String, String)>,
+    running: &BTreeSet<String>,
+    store: &dyn RunStore,
+    missing: impl Fn(&str, &str) -> String,
+) -> Result<Vec<StageRecord>, Failure> {
     let pipeline = &prepared.pipeline;
-    let selection = changes::select(pipeline, changes, &opts.forced);
     let store_error = super::store_failure;
     let runs = store
         .runs(&RunFilter {
@@ -146,20 +173,22 @@ fn unchanged(
             limit: None,
         })
         .map_err(store_error)?;
-    let good = runs.iter().find(|r| r.status == RunState::Succeeded);
+    let good = runs
+        .iter()
+        .find(|r| r.status == RunState::Succeeded && r.kind != RunKind::Drift);
     let rows = match good {
         Some(run) => latest_attempts(store.stages(&run.id).map_err(store_error)?),
         None => Vec::new(),
     };
     let mut done = Vec::new();
-    for (name, reason) in selection.unchanged {
+    for (name, reason) in kept {
         if !pipeline.stages[&name].runs_in(&opts.environment) {
             continue;
         }
-        let kept = rows
+        let row = rows
             .iter()
             .find(|r| r.name == name && r.status.is_finished());
-        match (good, kept) {
+        match (good, row) {
             (Some(run), Some(row)) => {
                 let mut record = StageRecord::finished(row.clone(), &run.run_dir);
                 if let StageStatus::Succeeded { summary, .. } = &mut record.status {
@@ -168,20 +197,13 @@ fn unchanged(
                 done.push(record);
             }
             _ => {
-                let needed_by: Vec<&String> = selection
-                    .run
+                let needed_by = running
                     .iter()
-                    .filter(|s| pipeline.stages[*s].needs.contains(&name))
-                    .collect();
-                if let Some(by) = needed_by.first() {
+                    .find(|s| pipeline.stages[*s].needs.contains(&name));
+                if let Some(by) = needed_by {
                     return Err(Failure::new(
                         exit::USAGE,
-                        format!(
-                            "error: stage `{name}` is unchanged since {}, but `{by}` needs its outputs and no \
-                             good run of `{}` has them; run it too with --force {name}, or run without \
-                             --changed-since",
-                            changes.since, opts.environment
-                        ),
+                        format!("error: {}", missing(&name, by)),
                     ));
                 }
                 done.push(StageRecord {

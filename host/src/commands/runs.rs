@@ -114,6 +114,7 @@ pub fn kind(run: &RunRow) -> String {
         (RunKind::Rollback, Some(to)) => format!("rollback to {to}"),
         (RunKind::Rollback, None) => "rollback".into(),
         (RunKind::Deploy, _) => "deploy".into(),
+        (RunKind::Drift, _) => "drift check".into(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::exit::{self, Failure};
 use crate::stats::{RunFacts, StageTime, Window, compute};
-use crate::store::{RunFilter, RunRow, RunState, RunStore, StageState};
+use crate::store::{RunFilter, RunKind, RunRow, RunState, RunStore, StageState};
 use crate::term::{self, Layout, Stream};
 
 /// Delivery metrics of the recorded runs: success rate, stage durations
@@ -55,11 +55,18 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let runs = store
         .runs(&RunFilter::default())
         .map_err(super::store_failure)?;
+    // Drift checks change nothing: they are no deliveries (drift has its own lines).
     let history = runs
         .iter()
+        .filter(|run| run.kind != RunKind::Drift)
         .map(|run| facts(store.as_ref(), run))
         .collect::<Result<Vec<_>, _>>()?;
-    let stats = compute(&history, &window);
+    let mut stats = compute(&history, &window);
+    let checks = store
+        .drift_checks(window.environment.as_deref())
+        .map_err(super::store_failure)?;
+    let since = stats.since.parse().unwrap_or(window.until);
+    stats.drift = crate::stats::drift::summarize(&checks, &window, since);
     if args.json {
         term::print(format_args!(
             "{}\n",

@@ -44,6 +44,9 @@ pub struct PipelineFile {
     #[serde(default)]
     #[schemars(with = "Option<ApproversEntry>")]
     pub approvers: Option<Spanned<ApproversEntry>>,
+    /// `[drift]`: what `capstan drift` runs.
+    #[serde(default)]
+    pub drift: Option<DriftEntry>,
     /// `[secrets.<name>]`: where the host gets each secret (see
     /// `super::secrets`).
     #[serde(default)]
@@ -87,6 +90,15 @@ pub struct ApproversEntry {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub keys: Vec<Spanned<String>>,
+}
+
+/// `[drift]`: the stages `capstan drift` runs to compare an environment
+/// with its configuration (Terraform plans); each reports `has_changes`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftEntry {
+    #[schemars(with = "Vec<String>")]
+    pub stages: Vec<Spanned<String>>,
 }
 
 /// `requires_approval` of a stage: it runs only on a digest approved at

@@ -90,6 +90,8 @@ pub struct Pipeline {
     /// `[approvers]`: keys whose signatures count as approvals (`None`:
     /// approvals are names only).
     pub approvers: Option<approvers::Approvers>,
+    /// `[drift] stages`: what `capstan drift` runs (empty: no drift check).
+    pub drift_stages: Vec<String>,
     /// `[secrets]`: where the host gets each secret stages may be granted.
     pub secrets: IndexMap<String, Secret>,
     /// The file's text and the places of its entries, for problems found

@@ -135,6 +135,7 @@ impl Validator<'_> {
             }
         }
         let rollback_reuse = self.rollback(&raw);
+        let drift_stages = self.drift(&raw);
         let sandbox =
             super::sandbox::validate(&raw.sandbox, self.dir, self.map).unwrap_or_else(|problems| {
                 self.errors.extend(problems);
@@ -179,6 +180,7 @@ impl Validator<'_> {
             rollback_reuse,
             sandbox,
             approvers,
+            drift_stages,
             secrets,
             source: self.map.clone(),
         })
@@ -531,6 +533,37 @@ impl Validator<'_> {
             }
         }
         paths.iter().map(|p| p.get_ref().clone()).collect()
+    }
+
+    /// `[drift] stages` are stages of the pipeline.
+    fn drift(&mut self, raw: &file::PipelineFile) -> Vec<String> {
+        let Some(drift) = &raw.drift else {
+            return Vec::new();
+        };
+        if drift.stages.is_empty() {
+            let span = self.map.nearest(&["drift"], Part::Key);
+            self.error(
+                Some(span),
+                "[drift] stages is empty".into(),
+                Some("name the plan stage(s), e.g. stages = [\"plan\"]".into()),
+            );
+        }
+        for s in &drift.stages {
+            if !raw.stages.contains_key(s.get_ref().as_str()) {
+                let help =
+                    diag::closest(s.get_ref(), raw.stages.keys().map(|k| k.get_ref().as_str()))
+                        .map(|c| format!("did you mean `{c}`?"));
+                self.error(
+                    Some(s.span()),
+                    format!(
+                        "[drift] stages names `{}`, which is not a stage",
+                        s.get_ref()
+                    ),
+                    help,
+                );
+            }
+        }
+        drift.stages.iter().map(|s| s.get_ref().clone()).collect()
     }
 
     /// `requires_approval` names an approval stage upstream of this one and

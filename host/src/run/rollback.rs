@@ -87,7 +87,7 @@ pub fn targets(
                     environment: environment.to_string(),
                 });
             }
-            if run.status != RunState::Succeeded {
+            if run.status != RunState::Succeeded || run.kind == RunKind::Drift {
                 return Err(RollbackError::NotGood {
                     id: run.id,
                     state: run.status,
@@ -98,7 +98,7 @@ pub fn targets(
         None => runs
             .iter()
             .filter(|r| undone.is_none_or(|u| r.id < u.id))
-            .find(|r| r.status == RunState::Succeeded)
+            .find(|r| r.status == RunState::Succeeded && r.kind != RunKind::Drift)
             .cloned()
             .ok_or_else(|| RollbackError::NoGoodRun {
                 environment: environment.to_string(),

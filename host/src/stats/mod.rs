@@ -63,6 +63,7 @@
 //! - Durations are taken as recorded; a negative one (clock skew) is not
 //!   clamped.
 
+pub mod drift;
 mod percentile;
 mod recovery;
 mod render;
@@ -162,6 +163,8 @@ pub struct Stats {
     pub recoveries: u64,
     /// Incidents that started in the window and have not ended.
     pub open_incidents: u64,
+    /// Drift per environment, from `capstan drift` checks.
+    pub drift: Vec<drift::EnvDrift>,
 }
 
 /// Runs in the window, per outcome.
@@ -268,6 +271,7 @@ pub fn compute(history: &[RunFacts], window: &Window) -> Stats {
         mttr_s: mean_secs(&incidents.recovered),
         recoveries: incidents.recovered.len() as u64,
         open_incidents: incidents.open,
+        drift: Vec::new(),
     }
 }
 

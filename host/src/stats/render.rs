@@ -77,6 +77,26 @@ impl Stats {
             "delivery metrics for {env}, {} to {}\n{table}\n",
             self.since, self.until
         );
+        if !self.drift.is_empty() {
+            let mut drift = layout.table(["environment", "drift", "last check", "time in drift"]);
+            for d in &self.drift {
+                let state = match &d.drifted_since {
+                    Some(since) => format!("DRIFTED since {since}"),
+                    None => "in sync".to_string(),
+                };
+                drift.add_row([
+                    d.environment.clone(),
+                    state,
+                    format!(
+                        "{} (run {}, {} in window)",
+                        d.last_check, d.last_run, d.checks
+                    ),
+                    seconds(d.time_in_drift_s),
+                ]);
+            }
+            out.push_str(&drift.to_string());
+            out.push('\n');
+        }
         if !self.stages.is_empty() {
             let mut stages = layout.table(["stage", "attempts", "p50", "p95"]);
             for s in &self.stages {
@@ -147,6 +167,24 @@ impl Stats {
                 durations
                     .get_or_create(&with(&[("stage", &s.name), ("quantile", q)]))
                     .set(ms as f64 / 1000.0);
+            }
+        }
+
+        let drifted = m.count(
+            "drifted",
+            "1 when the newest `capstan drift` check of the environment found drift, else 0",
+        );
+        let in_drift = m.seconds("drift", "Time the environment spent drifted in the window");
+        let last = m.float(
+            "drift_last_check_timestamp_seconds",
+            "When the newest drift check of the environment ended (Unix seconds)",
+        );
+        for d in &self.drift {
+            let labels = vec![("environment".to_string(), d.environment.clone())];
+            drifted.get_or_create(&labels).set(u64::from(d.drifted));
+            in_drift.get_or_create(&labels).set(d.time_in_drift_s);
+            if let Ok(t) = d.last_check.parse::<jiff::Timestamp>() {
+                last.get_or_create(&labels).set(t.as_second() as f64);
             }
         }
 

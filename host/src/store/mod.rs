@@ -277,6 +277,10 @@ pub trait RunStore: Send + Sync {
     /// Every request the run's stages asked, oldest first.
     fn approval_requests(&self, run: &str) -> Result<Vec<PendingApproval>>;
     fn audit_events(&self, run: &str) -> Result<Vec<AuditRow>>;
+    /// Keep the result of a drift check (`capstan drift`).
+    fn record_drift(&self, check: &DriftCheck) -> Result<()>;
+    /// Drift checks, oldest first (of one environment, or all).
+    fn drift_checks(&self, environment: Option<&str>) -> Result<Vec<DriftCheck>>;
 
     /// Take `environment`'s lock for `run`, unless a live run holds it. A
     /// run waiting for approval holds its lock without a process.
@@ -285,6 +289,19 @@ pub trait RunStore: Send + Sync {
     /// Mark runs whose process died as interrupted (and their running
     /// stages too); returns their ids.
     fn reap(&self) -> Result<Vec<String>>;
+}
+
+/// One `capstan drift` check of an environment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftCheck {
+    pub environment: String,
+    /// The drift run (its plans are in its run directory).
+    pub run_id: String,
+    /// When the check ended (RFC 3339).
+    pub checked: String,
+    pub drifted: bool,
+    /// Per checked stage: whether its plan has changes, and their summary.
+    pub detail: Value,
 }
 
 /// The latest attempt of each stage, in first-seen order.

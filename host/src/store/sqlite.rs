@@ -20,6 +20,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("schema-2.sql")),
         M::up(include_str!("schema-3.sql")),
         M::up(include_str!("schema-4.sql")),
+        M::up(include_str!("schema-5.sql")),
     ])
 }
 
@@ -373,6 +374,35 @@ impl RunStore for SqliteStore {
                 params![run, pending.stage, request],
             )?;
             Ok(())
+        })
+    }
+
+    fn record_drift(&self, check: &DriftCheck) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO drift_checks (environment, run_id, checked, drifted, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![check.environment, check.run_id, check.checked, check.drifted, check.detail.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn drift_checks(&self, environment: Option<&str>) -> Result<Vec<DriftCheck>> {
+        self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT environment, run_id, checked, drifted, detail FROM drift_checks \
+                 WHERE (?1 IS NULL OR environment = ?1) ORDER BY checked, id",
+            )?;
+            q.query_map([environment], |r| {
+                Ok(DriftCheck {
+                    environment: r.get(0)?,
+                    run_id: r.get(1)?,
+                    checked: r.get(2)?,
+                    drifted: r.get(3)?,
+                    detail: json(r.get(4)?),
+                })
+            })?
+            .collect()
         })
     }
 

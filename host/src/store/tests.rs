@@ -523,11 +523,12 @@ fn a_version_1_store_is_migrated() {
     assert!(s.approval_requests("r1").unwrap().is_empty());
     assert_eq!(s.run("r1").unwrap().audit_head, None);
     assert_eq!(s.run("r1").unwrap().approvers, None);
+    assert!(s.drift_checks(None).unwrap().is_empty());
     let version: i64 = rusqlite::Connection::open(&path)
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[test]
@@ -633,4 +634,31 @@ fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
             released_stale: Some(_)
         }
     ));
+}
+
+#[test]
+fn drift_checks_are_kept_per_environment_oldest_first() {
+    let (_d, s) = store();
+    let check = |env: &str, at: &str, drifted| DriftCheck {
+        environment: env.into(),
+        run_id: format!("r-{at}"),
+        checked: at.into(),
+        drifted,
+        detail: json!({"plan": {"has_changes": drifted}}),
+    };
+    s.record_drift(&check("prod", "2026-11-02T00:00:00Z", true))
+        .unwrap();
+    s.record_drift(&check("dev", "2026-11-01T00:00:00Z", false))
+        .unwrap();
+    s.record_drift(&check("prod", "2026-11-01T00:00:00Z", false))
+        .unwrap();
+    let prod = s.drift_checks(Some("prod")).unwrap();
+    assert_eq!(
+        prod,
+        [
+            check("prod", "2026-11-01T00:00:00Z", false),
+            check("prod", "2026-11-02T00:00:00Z", true)
+        ]
+    );
+    assert_eq!(s.drift_checks(None).unwrap().len(), 3);
 }

@@ -55,6 +55,9 @@ words! {
         Deploy,
         /// `capstan rollback` or `on_failure = "rollback"`.
         Rollback,
+        /// `capstan drift`: the plan stages only, changing nothing; never a
+        /// good run to roll back to or reuse.
+        Drift,
     }
 }
 
