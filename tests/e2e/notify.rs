@@ -630,3 +630,79 @@ approval = true
     assert_eq!(stage("teams")["status"], "skipped");
     assert_eq!(stage("deploy")["status"], "succeeded");
 }
+
+/// A webhook URL kept as a secret: the plugin posts to `secret:<name>`,
+/// the host to the URL the secret holds; nothing shows it, the audit log
+/// names the secret; a secret not granted to the stage is refused.
+#[test]
+fn the_webhook_url_can_be_a_secret_the_plugin_never_sees() {
+    let sb = Sandbox::new();
+    let receiver = Receiver::start();
+    let grant = format!("127.0.0.1:{}", receiver.port);
+    let stage = |name: &str, secret: &str| {
+        format!(
+            r#"
+[stages.{name}]
+plugin = "notify"
+needs = ["build"]
+with = {{ format = "slack", url_secret = "{secret}", status = "${{run.status}}", stages = "${{run.stages}}" }}
+[stages.{name}.grants]
+connect = ["{grant}"]
+[stages.{name}.grants.secrets]
+hook = {{ env = "UNUSED_HOOK", programs = [] }}
+"#
+        )
+    };
+    let declared = "\n[secrets.hook]\nenv = \"HOOK_URL\"\n";
+    let pipeline = sb.pipeline(&format!(
+        "{HEAD}{declared}{}{}",
+        command("build", "true", &[]),
+        stage("tell", "hook"),
+    ));
+    let url = format!("http://127.0.0.1:{}{SLACK_PATH}", receiver.port);
+    let ran: Ran = sb
+        .command(&["run", pipeline.to_str().unwrap(), "-q"])
+        .env("HOOK_URL", &url)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        receiver.to(SLACK_PATH).len(),
+        1,
+        "{:?}",
+        receiver.requests()
+    );
+    let run = sb.last_run();
+    assert_tokens_kept_out(&run);
+    assert!(!ran.stderr.contains("slack-secret-token"), "{ran:?}");
+    let post = run
+        .audit_of("tell")
+        .into_iter()
+        .find(|e| e["capability"] == "connect")
+        .cloned()
+        .unwrap_or_else(|| panic!("{:#?}", run.audit));
+    assert_eq!(post["detail"]["url_secret"], "hook", "{post:#}");
+
+    // A secret the stage is not granted: refused, naming it.
+    let pipeline = sb.pipeline(&format!(
+        "{HEAD}{declared}\n[secrets.other]\nenv = \"HOOK_URL\"\n{}{}",
+        command("build", "true", &[]),
+        stage("tell", "other"),
+    ));
+    let ran: Ran = sb
+        .command(&["run", pipeline.to_str().unwrap(), "-q"])
+        .env("HOOK_URL", &url)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        sb.last_run()
+            .reason("tell")
+            .contains("secret `other` is not granted to this stage"),
+        "{}",
+        sb.last_run().reason("tell")
+    );
+    assert_eq!(receiver.to(SLACK_PATH).len(), 1, "nothing more was posted");
+}

@@ -49,6 +49,9 @@ pub struct NetworkHost {
     pub deadline: Instant,
     /// The run's secrets: none leaves the host in a probe.
     pub redactor: crate::caps::secret::Redactor,
+    /// The secrets granted to the stage: a POST to `secret:<name>` goes to
+    /// the URL one holds (a webhook's), which the plugin never sees.
+    pub secrets: Option<std::sync::Arc<crate::caps::secret::deliver::Delivered>>,
 }
 
 impl NetworkHost {
@@ -103,6 +106,8 @@ enum Method {
 /// and what the request then goes to.
 struct Endpoint {
     url: String,
+    /// The URL is the value of this granted secret (`secret:<name>`).
+    secret: Option<String>,
     host: String,
     port: u16,
     /// The URL as the audit log and messages show it: whole for a GET (a
@@ -154,6 +159,7 @@ impl Endpoint {
             format!("{scheme}://{at}:{port}")
         };
         Ok(Endpoint {
+            secret: None,
             url: url.to_string(),
             host,
             port,
@@ -187,6 +193,9 @@ impl NetworkHost {
         };
         let detail = |more: serde_json::Value| {
             let mut d = json!({ "method": verb, "url": endpoint.shown });
+            if let Some(name) = &endpoint.secret {
+                d["url_secret"] = name.as_str().into();
+            }
             if let Some(bytes) = sent {
                 d["bytes"] = bytes.into();
             }
@@ -196,8 +205,12 @@ impl NetworkHost {
             d
         };
         // The whole URL and the body are searched for secrets: a plugin
-        // could carry one in either to a granted host.
-        let mut searched = endpoint.url.clone().into_bytes();
+        // could carry one in either to a granted host. (A URL that is a
+        // granted secret is the one place that secret goes.)
+        let mut searched = match &endpoint.secret {
+            Some(_) => Vec::new(),
+            None => endpoint.url.clone().into_bytes(),
+        };
         if let Method::Post { body, .. } = &method {
             searched.push(b'\n');
             searched.extend_from_slice(body);
@@ -288,7 +301,11 @@ impl wit::Host for NetworkHost {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Result<wit::HttpResponse, String>, wit::Error>> {
         self.audit.within_budget()?;
-        let endpoint = match Endpoint::parse(&url, &["http", "https"], false) {
+        let endpoint = match url.strip_prefix(SECRET_URL) {
+            Some(name) => self.secret_url(name),
+            None => Endpoint::parse(&url, &["http", "https"], false),
+        };
+        let endpoint = match endpoint {
             Ok(endpoint) => endpoint,
             Err(e) => return Ok(Err(e)),
         };
@@ -312,6 +329,41 @@ impl wit::Host for NetworkHost {
         }
         let method = Method::Post { content_type, body };
         Ok(self.request(endpoint, method, self.limit(timeout_ms)).await)
+    }
+}
+
+/// A POST to `secret:<name>` goes to the URL the secret `<name>` granted
+/// to the stage holds.
+pub const SECRET_URL: &str = "secret:";
+
+impl NetworkHost {
+    /// The endpoint of the URL that the granted secret `name` holds; the
+    /// secret's name, never its value, is in messages and the audit log.
+    fn secret_url(&self, name: &str) -> Result<Endpoint, wit::Error> {
+        let value = self.secrets.as_ref().and_then(|s| s.text_of(name));
+        let Some(value) = value else {
+            let reason = format!(
+                "secret `{}` is not granted to this stage: declare it in [secrets] and grant it \
+                 ([stages.<stage>.grants.secrets] {} = {{ env = \"<VARIABLE>\" }})",
+                crate::text::inline(name),
+                crate::caps::secret::toml_key(name)
+            );
+            self.audit.denied(
+                AuditKind::Connect,
+                json!({ "method": "POST", "url_secret": name }),
+                &reason,
+            );
+            return Err(wit::Error::NotPermitted(reason));
+        };
+        let mut endpoint =
+            Endpoint::parse(value.trim(), &["http", "https"], false).map_err(|_| {
+                wit::Error::Invalid(format!(
+                    "secret `{}` does not hold an http:// or https:// URL",
+                    crate::text::inline(name)
+                ))
+            })?;
+        endpoint.secret = Some(name.to_string());
+        Ok(endpoint)
     }
 }
 
@@ -425,6 +477,7 @@ mod tests {
             audit: StageAudit::discard(LogSink::discard(1 << 20)),
             deadline: Instant::now(),
             redactor,
+            secrets: None,
         };
         let url = "http://example.test/?t=dG9rLTAxMjM0NTY3ODk";
         let Some(wit::Error::NotPermitted(why)) = host.check("example.test", 80, url, json!({}))
@@ -509,6 +562,7 @@ mod tests {
             audit: StageAudit::discard(LogSink::discard(1 << 20)),
             deadline: Instant::now() + Duration::from_secs(60),
             redactor: crate::caps::secret::Redactor::new(),
+            secrets: None,
         }
     }
 

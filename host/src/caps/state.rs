@@ -254,7 +254,7 @@ impl StageStateBuilder {
                 stop: self.stop,
                 sandbox: self.sandbox,
                 run_id: self.run_id,
-                secrets: self.secrets,
+                secrets: self.secrets.clone(),
                 redactor: self.redactor.clone(),
                 hidden_env: self.hidden_env,
             },
@@ -263,6 +263,7 @@ impl StageStateBuilder {
                 audit,
                 deadline: self.deadline,
                 redactor: self.redactor.clone(),
+                secrets: self.secrets.clone(),
             },
             approval,
         }

@@ -206,11 +206,14 @@ pub fn check_stage(
     };
     let programs: Vec<&str> = grants.exec.iter().map(|e| e.program.as_str()).collect();
     let mut delivered: HashMap<&str, &str> = HashMap::new();
-    if !grants.secrets.is_empty() && programs.is_empty() {
+    // Besides programs, only the host's own requests to `connect` targets
+    // (a webhook POST to `secret:<name>`) use a secret; never the plugin.
+    let host_requests = !grants.connect.is_empty();
+    if !grants.secrets.is_empty() && programs.is_empty() && !host_requests {
         error(
             &["stages", stage, "grants", "secrets"],
             Part::Key,
-            format!("stage `{stage}` grants secrets but no program: secrets reach only the programs a stage starts, never its plugin"),
+            format!("stage `{stage}` grants secrets but no program and no `connect`: secrets reach only the programs a stage starts and the host's requests for it (a POST to `secret:<name>`), never its plugin"),
             "add the [[stages.<stage>.grants.exec]] of the program that needs them, or remove the secrets".replace("<stage>", stage),
         );
     }
@@ -305,7 +308,7 @@ pub fn check_stage(
             }
         }
         if let Some(list) = &grant.programs {
-            if list.is_empty() {
+            if list.is_empty() && !host_requests {
                 error(
                     &[&key[..], &["programs"]].concat(),
                     Part::Value,

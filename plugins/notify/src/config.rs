@@ -16,8 +16,14 @@ pub struct Config {
     /// The host environment variable holding the webhook URL, e.g.
     /// `SLACK_WEBHOOK_URL`. Grant the variable (`env = ["SLACK_WEBHOOK_URL"]`)
     /// and the URL's host and port (`connect = ["hooks.slack.com:443"]`).
-    /// The URL is never logged: it carries the webhook's token.
-    pub url_env: String,
+    /// The URL is never logged: it carries the webhook's token. Exactly one
+    /// of `url_env` and `url_secret`.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// The secret (declared in `[secrets]`, granted to the stage) holding
+    /// the webhook URL: the host posts to it, the plugin never sees it.
+    #[serde(default)]
+    pub url_secret: Option<String>,
     /// How the run stands: write `"${run.status}"` (`succeeded`, `failed`,
     /// `awaiting-approval` or `cancelled`, over the stages this one needs,
     /// directly or not).
@@ -159,7 +165,7 @@ mod tests {
         let schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
         assert_eq!(schema["additionalProperties"], false);
         let required = schema["required"].as_array().unwrap();
-        for key in ["format", "url_env", "status", "stages"] {
+        for key in ["format", "status", "stages"] {
             assert!(required.contains(&json!(key)), "{key} not required");
         }
         let status = schema["properties"]["status"]["description"]

@@ -22,10 +22,10 @@
 //! which the stage must be granted (`env`); the plugin requests `env *`
 //! (the variables the stage grants) because the name is the pipeline's.
 //! Webhook URLs carry their token, so the plugin never prints the URL, and
-//! the host's audit log keeps only its `scheme://host:port`. Once the
-//! host has secrets, a `url_secret` naming one will be the alternative
-//! (exactly one of the two), with the host putting the secret into the
-//! request so that the plugin never holds it.
+//! the host's audit log keeps only its `scheme://host:port`. Better,
+//! `url_secret` names a secret (declared in `[secrets]`, granted to the
+//! stage): the plugin posts to `secret:<name>` and the host to the URL the
+//! secret holds, so the plugin never holds it (exactly one of the two).
 //!
 //! **Formats.** `slack`: an incoming webhook's `text` (the notification
 //! line) and Block Kit `blocks` (a header, the pipeline, environment, run
@@ -73,18 +73,31 @@ impl Stage for Notify {
                 "to read the webhook URL from the variable `url_env` names; it sees only the \
                  variables the stage's `env` grants",
             )
+            .secret_granted(
+                "so that the host posts to the webhook URL the secret `url_secret` names, which \
+                 the plugin never sees",
+            )
             .connect("to POST the message to the webhook URL's host and port")
     }
 
     fn run(ctx: Context<Config>) -> Result<Outcome, Error> {
         let config = &ctx.config;
-        let url = std::env::var(&config.url_env).map_err(|_| {
-            Error::config(format!(
-                "the webhook URL's variable `{0}` (`url_env`) is not set, or not granted: set it, \
-                 and grant it to stage `{1}` ([stages.{1}.grants] env = [\"{0}\"])",
-                config.url_env, ctx.stage
-            ))
-        })?;
+        let url = match (&config.url_env, &config.url_secret) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                Error::config(format!(
+                    "the webhook URL's variable `{0}` (`url_env`) is not set, or not granted: set \
+                     it, and grant it to stage `{1}` ([stages.{1}.grants] env = [\"{0}\"])",
+                    var, ctx.stage
+                ))
+            })?,
+            // The host resolves it: the plugin only names the secret.
+            (None, Some(secret)) => format!("secret:{secret}"),
+            _ => {
+                return Err(Error::config(
+                    "give exactly one of `url_env` (a granted variable) and `url_secret` (a granted secret)",
+                ));
+            }
+        };
         let report = Report {
             pipeline: ctx.pipeline.clone(),
             environment: ctx.environment.clone(),

@@ -92,8 +92,8 @@ impl Info {
     /// Request every host environment variable the stage's `env` grants
     /// name (the WIT `env("*")`), for a plugin that reads a variable's name
     /// from its `with`, such as the notify stage's `url_env`. The host
-    /// grants it when the stage grants at least one variable, and the
-    /// plugin sees exactly the granted ones. Prefer [`Info::env`] when the
+    /// always grants it, and the plugin sees exactly the variables the
+    /// stage grants (possibly none). Prefer [`Info::env`] when the
     /// names are known. Needs a host of contract 0.1.1 or later.
     pub fn env_granted(self, reason: impl Into<String>) -> Self {
         self.request(Capability::Env(Self::GRANTED_VARIABLES.into()), reason)

@@ -172,6 +172,21 @@ impl Delivered {
         self.path.as_deref()
     }
 
+    /// The value of the secret `name`, as text (for a request the host makes
+    /// for the plugin, such as a webhook POST to the URL it holds).
+    pub fn text_of(&self, name: &str) -> Option<Zeroizing<String>> {
+        use std::os::unix::fs::FileExt;
+        let entry = self.entries.iter().find(|e| e.name == name)?;
+        let Some(file) = &entry.file else {
+            return Some(entry.value.clone());
+        };
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        let mut bytes = Zeroizing::new(vec![0u8; len]);
+        file.read_exact_at(&mut bytes, 0).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        Some(Zeroizing::new(text.to_string()))
+    }
+
     /// Names of the secrets delivered.
     pub fn names(&self) -> Vec<&str> {
         self.entries.iter().map(|e| e.name.as_str()).collect()
