@@ -536,8 +536,14 @@ mod tests {
         assert_eq!(
             got,
             [
-                "9:18: stage `s` grants secrets but no program: secrets reach only the programs a stage starts, never its plugin"
+                "9:18: stage `s` grants secrets but no program and no `connect`: secrets reach only the programs a stage starts and the host's requests for it (a POST to `secret:<name>`), never its plugin"
             ]
         );
+        // With a `connect` grant the host's own requests may use it (a
+        // webhook URL), still never the plugin.
+        let got = problems(&format!(
+            "[secrets.token]\nenv = \"T\"\n{PLUGIN}[stages.s]\nplugin = \"p\"\n[stages.s.grants]\nconnect = [\"127.0.0.1:9\"]\n[stages.s.grants.secrets]\ntoken = {{ env = \"T\", programs = [] }}\n"
+        ));
+        assert!(got.is_empty(), "{got:?}");
     }
 }
