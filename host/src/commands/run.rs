@@ -63,7 +63,8 @@ pub struct Args {
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let pipeline = super::load_pipeline(&args.pipeline)?;
     let environment = super::environment(&pipeline, args.environment.as_deref())?;
-    for only in args.only.iter().chain(&args.force) {
+    let named = args.only.iter().map(|s| ("--only", s));
+    for (flag, only) in named.chain(args.force.iter().map(|s| ("--force", s))) {
         if !pipeline.stages.contains_key(only) {
             let stages = pipeline
                 .stages
@@ -74,7 +75,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             return Err(Failure::new(
                 exit::USAGE,
                 format!(
-                    "error: `{only}` (--only, --force) is not a stage of {}; stages are: {stages}",
+                    "error: {flag} `{only}` is not a stage of {}; stages are: {stages}",
                     args.pipeline.display()
                 ),
             ));
