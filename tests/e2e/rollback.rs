@@ -153,6 +153,7 @@ fn stats_over_a_seeded_history_equal_hand_computed_values() {
                     started: started.to_string(),
                     plugins: json!([]),
                     approvers: None,
+                    author_keys: Vec::new(),
                 },
                 &me,
             )

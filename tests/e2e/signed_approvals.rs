@@ -339,3 +339,75 @@ fn the_terminal_prompt_signs_with_the_approvers_key() {
         "{verified:?}"
     );
 }
+
+/// The author's own listed key does not approve their run under another
+/// name: the listed keys their ssh-agent held when the run started are
+/// recorded as theirs.
+#[test]
+fn a_key_the_author_held_when_starting_the_run_never_approves_it() {
+    let sb = Sandbox::new();
+    let keys = sb.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (alice, alice_public) = keygen(&keys, "alice");
+    let (bob, bob_public) = keygen(&keys, "bob");
+    let socket = keys.join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent runs (.ci/setup installs openssh-client)");
+    crate::harness::eventually(
+        std::time::Duration::from_secs(10),
+        "the agent's socket",
+        || socket.exists().then_some(()),
+    );
+    let add = Command::new("ssh-add")
+        .arg("-q")
+        .arg(&alice)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{add:?}");
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"gate\"\nenvironments = [\"production\"]\n\
+         [plugins.approval]\npath = {:?}\n\
+         [stages.approve]\nplugin = \"approval\"\n\
+         with = {{ digest = \"d1g3st0000000000\", subject = \"ship it\", policy = {{ production = \"manual\" }} }}\n\
+         [stages.approve.grants]\napproval = true\n\
+         [approvers]\nkeys = [{:?}, {:?}]\n",
+        capstan_test_artifacts::APPROVAL,
+        format!("alice {alice_public}"),
+        format!("bob {bob_public}"),
+    ));
+    // The author runs under a name of their own, with their key in the agent.
+    let ran: crate::harness::Ran = sb
+        .command(&[
+            "run",
+            pipeline.to_str().unwrap(),
+            "--env",
+            "production",
+            "--as",
+            "al",
+            "-q",
+        ])
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(ran.code, 5, "{ran:?}");
+    let id = sb.newest_run_id();
+    let own = sb.capstan(&["approve", &id, "--key", alice.to_str().unwrap()]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(own.code, 7, "{own:?}");
+    assert!(
+        own.stderr
+            .contains("that al held in ssh-agent when starting this run"),
+        "{own:?}"
+    );
+    let other = sb.capstan(&["approve", &id, "--key", bob.to_str().unwrap()]);
+    assert_eq!(other.code, 0, "{other:?}");
+}

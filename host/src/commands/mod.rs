@@ -497,6 +497,11 @@ pub fn new_run(
         plugins: serde_json::to_value(crate::run::plugin_records(prepared))
             .expect("plugin records serialize"),
         approvers: pipeline.approvers.as_ref().map(|a| a.text.clone()),
+        author_keys: pipeline
+            .approvers
+            .as_ref()
+            .map(|a| crate::caps::approval::signature::held_in_agent(&a.signers))
+            .unwrap_or_default(),
     }
 }
 

@@ -148,6 +148,7 @@ mod tests {
             pipeline_digest: "d".into(),
             signers,
             image_digest: None,
+            author_keys: Vec::new(),
         }
     }
 

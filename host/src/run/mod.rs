@@ -470,13 +470,14 @@ fn stage_run(
     };
     // A run's approvals are checked against the keys it recorded when it
     // started, not the file as it is now.
-    let signers = if stage.grants.approval || stage.requires_approval.is_some() {
+    let (signers, author_keys) = if stage.grants.approval || stage.requires_approval.is_some() {
         let run = store
             .run(&dir.id)
             .map_err(|e| format!("cannot read the run's approvers: {e}"))?;
-        crate::caps::approval::Trust::of_run(&run)?.signers
+        let trust = crate::caps::approval::Trust::of_run(&run)?;
+        (trust.signers, trust.author_keys)
     } else {
-        None
+        (None, Vec::new())
     };
     let upstream: Vec<wit::Upstream> = stage
         .needs
@@ -519,6 +520,7 @@ fn stage_run(
             pipeline_digest: pipeline.digest.clone(),
             signers,
             image_digest,
+            author_keys,
         },
         store: store.clone(),
         stop: opts.stop.clone(),

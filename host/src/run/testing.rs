@@ -100,6 +100,7 @@ impl Runs {
             started: format!("2026-11-26T10:00:{second:02}Z"),
             plugins: json!([]),
             approvers: None,
+            author_keys: Vec::new(),
         };
         self.store.create_run(&new, &Owner::current()).unwrap();
         if state != RunState::Running {

@@ -105,6 +105,9 @@ pub struct RunRow {
     /// The approvers' keys (`allowed_signers` text) listed when the run
     /// started; `None`: none, approvals are names only.
     pub approvers: Option<String>,
+    /// Fingerprints of the listed keys the author's ssh-agent held when the
+    /// run started: their signatures are the author's.
+    pub author_keys: Vec<String>,
 }
 
 /// A new run, before its first stage.
@@ -125,6 +128,8 @@ pub struct NewRun {
     pub plugins: Value,
     /// See [`RunRow::approvers`].
     pub approvers: Option<String>,
+    /// See [`RunRow::author_keys`].
+    pub author_keys: Vec<String>,
 }
 
 /// One attempt of one stage. A resumed run adds attempts; earlier ones stay.

@@ -21,6 +21,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("schema-3.sql")),
         M::up(include_str!("schema-4.sql")),
         M::up(include_str!("schema-5.sql")),
+        M::up(include_str!("schema-6.sql")),
     ])
 }
 
@@ -31,7 +32,7 @@ pub struct SqliteStore {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
-    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, audit_head, approvers";
+    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, audit_head, approvers, author_keys";
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
 
@@ -187,6 +188,10 @@ fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
         owner: owner_at(r, r.as_ref().column_index("owner_pid")?)?,
         audit_head: r.get("audit_head")?,
         approvers: r.get("approvers")?,
+        author_keys: r
+            .get::<_, Option<String>>("author_keys")?
+            .and_then(|k| serde_json::from_str(&k).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -257,13 +262,14 @@ impl RunStore for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, NULL, ?17)"),
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, NULL, ?17, ?18)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
                     run.author, run.kind.as_str(), run.target, run.undoes,
                     serde_json::to_string(&run.only).expect("strings serialize"),
                     run.run_dir, run.started, run.plugins.to_string(),
                     owner.pid, owner.start as i64, owner.host, run.approvers,
+                    serde_json::to_string(&run.author_keys).expect("strings serialize"),
                 ],
             )?;
             Ok(())

@@ -24,6 +24,7 @@ fn new_run(id: &str, env: &str) -> NewRun {
         started: "2026-11-26T10:00:00Z".into(),
         plugins: json!([]),
         approvers: None,
+        author_keys: Vec::new(),
     }
 }
 
@@ -394,10 +395,13 @@ fn approvals_and_pending_requests() {
     let keys = "bob ssh-ed25519 AAAA\n";
     let run = NewRun {
         approvers: Some(keys.into()),
+        author_keys: vec!["SHA256:abc".into()],
         ..new_run("r", "prod")
     };
     s.create_run(&run, &Owner::current()).unwrap();
-    assert_eq!(s.run("r").unwrap().approvers.as_deref(), Some(keys));
+    let recorded = s.run("r").unwrap();
+    assert_eq!(recorded.approvers.as_deref(), Some(keys));
+    assert_eq!(recorded.author_keys, ["SHA256:abc"]);
     let pending = PendingApproval {
         stage: "approve".into(),
         digest: "sha".into(),
@@ -528,7 +532,7 @@ fn a_version_1_store_is_migrated() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 #[test]

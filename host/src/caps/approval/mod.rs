@@ -44,6 +44,8 @@ pub struct RunInfo {
     pub signers: Option<signature::AllowedSigners>,
     /// The stage's `image_digest`, resolved: signed with its approvals.
     pub image_digest: Option<String>,
+    /// See [`Trust::author_keys`].
+    pub author_keys: Vec<String>,
 }
 
 impl RunInfo {
@@ -55,6 +57,7 @@ impl RunInfo {
             pipeline_digest: self.pipeline_digest.clone(),
             environment: self.environment.clone(),
             author: self.author.clone(),
+            author_keys: self.author_keys.clone(),
         }
     }
 }

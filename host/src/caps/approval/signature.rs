@@ -300,6 +300,27 @@ impl AllowedSigners {
     }
 }
 
+/// Fingerprints of the keys `signers` lists that the ssh-agent of
+/// `SSH_AUTH_SOCK` holds (none without an agent): at the start of a run,
+/// the author's, whose signatures never approve it.
+pub fn held_in_agent(signers: &AllowedSigners) -> Vec<String> {
+    let Ok(mut agent) = Agent::from_env() else {
+        return Vec::new();
+    };
+    let Ok(held) = agent.keys() else {
+        return Vec::new();
+    };
+    held.iter()
+        .filter(|k| {
+            signers
+                .signers()
+                .iter()
+                .any(|s| s.key.key_data() == k.key_data())
+        })
+        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+        .collect()
+}
+
 /// The key an approver signs with.
 #[derive(Debug, Clone)]
 pub enum Key {

@@ -19,6 +19,8 @@ pub struct Trust {
     pub pipeline_digest: String,
     pub environment: String,
     pub author: String,
+    /// Fingerprints of listed keys the author held when the run started.
+    pub author_keys: Vec<String>,
 }
 
 /// Who a recorded decision is from.
@@ -61,6 +63,7 @@ impl Trust {
             pipeline_digest: run.pipeline_digest.clone(),
             environment: run.environment.clone(),
             author: run.author.clone(),
+            author_keys: run.author_keys.clone(),
         })
     }
 
@@ -111,6 +114,19 @@ impl Trust {
                      the author never approves their own run",
                 self.author, signer.line
             )),
+            Ok(signer)
+                if self
+                    .author_keys
+                    .contains(&signer.key.fingerprint(ssh_key::HashAlg::Sha256).to_string()) =>
+            {
+                Identity::Refused(format!(
+                    "it is signed with a key ({}, listed for {}) that {} held in ssh-agent when starting \
+                     this run: the author never approves their own run",
+                    signer.key.fingerprint(ssh_key::HashAlg::Sha256),
+                    signer.principal(),
+                    self.author
+                ))
+            }
             Ok(signer) if signer.principal() != row.by => Identity::Refused(format!(
                 "it is signed by {} but recorded as {}'s",
                 signer.principal(),
@@ -145,6 +161,7 @@ mod tests {
             pipeline_digest: "p1".into(),
             environment: "production".into(),
             author: "alice".into(),
+            author_keys: Vec::new(),
         };
         let image = Some("img1");
         let row = |by: &str| ApprovalRow {
@@ -203,6 +220,20 @@ mod tests {
             other_run.identify(&signed("bob", "bob"), image),
             Identity::Refused(_)
         ));
+        // A listed key the author held in ssh-agent at the run's start is
+        // theirs, whatever name it is listed under.
+        let bobs_key = trust.signers.as_ref().unwrap().signers()[1]
+            .key
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string();
+        let held = Trust {
+            author_keys: vec![bobs_key],
+            ..trust.clone()
+        };
+        match held.identify(&signed("bob", "bob"), image) {
+            Identity::Refused(why) => assert!(why.contains("held in ssh-agent"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         let names_only = Trust {
             signers: None,
             ..trust.clone()

@@ -353,6 +353,7 @@ mod tests {
             started: "2026-11-26T10:00:00Z".into(),
             plugins: json!([]),
             approvers: None,
+            author_keys: Vec::new(),
         };
         store.create_run(&new, &Owner::current()).unwrap();
         let path = dir.path().join("audit.jsonl");
