@@ -224,9 +224,14 @@ fn an_altered_plan_file_makes_apply_refuse() {
         )
         .replace("read = [\"ro\"]", "read = [\"../ro\"]")
         .replace("write = [\"rw\"]", "write = [\"../rw\"]");
+        let apply = "[stages.apply]\nplugin = \"terraform\"\nneeds = [\"approve\"]\n";
+        assert!(
+            t.contains(apply),
+            "the example's apply stage moved: update this test"
+        );
         t.replace(
-            "needs = [\"approve\"]\n[stages.apply.with]",
-            "needs = [\"approve\", \"hold\"]\n[stages.apply.with]",
+            apply,
+            "[stages.apply]\nplugin = \"terraform\"\nneeds = [\"approve\", \"hold\"]\n",
         ) + &format!(
             "\n[plugins.adversary]\npath = \"{}\"\n{hold}",
             capstan_test_artifacts::ADVERSARY

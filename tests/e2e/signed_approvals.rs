@@ -76,6 +76,25 @@ fn keygen_sign(dir: &Path, key: &Path, message: &str) -> String {
     std::fs::read_to_string(dir.join("statement.txt.sig")).unwrap()
 }
 
+/// One approval stage of a protected production environment, with the
+/// approvers' keys `keys` (principal, public key line) listed.
+fn gate(sb: &Sandbox, keys: &[(&str, &str)]) -> PathBuf {
+    let listed: Vec<String> = keys
+        .iter()
+        .map(|(p, k)| format!("{:?}", format!("{p} {k}")))
+        .collect();
+    sb.pipeline(&format!(
+        "[pipeline]\nname = \"gate\"\nenvironments = [\"production\"]\nprotected = [\"production\"]\n\
+         [plugins.approval]\npath = {:?}\n\
+         [stages.approve]\nplugin = \"approval\"\n\
+         with = {{ digest = \"d1g3st0000000000\", subject = \"ship it\", policy = {{ production = \"manual\" }} }}\n\
+         [stages.approve.grants]\napproval = true\n\
+         [approvers]\nkeys = [{}]\n",
+        capstan_test_artifacts::APPROVAL,
+        listed.join(", ")
+    ))
+}
+
 fn store(sb: &Sandbox) -> rusqlite::Connection {
     rusqlite::Connection::open(sb.path().join(".capstan/capstan.db")).unwrap()
 }
@@ -288,17 +307,7 @@ fn the_terminal_prompt_signs_with_the_approvers_key() {
     std::fs::create_dir_all(&keys).unwrap();
     let (alice, alice_public) = keygen(&keys, "alice");
     let (bob, bob_public) = keygen(&keys, "bob");
-    let pipeline = sb.pipeline(&format!(
-        "[pipeline]\nname = \"gate\"\nenvironments = [\"production\"]\nprotected = [\"production\"]\n\
-         [plugins.approval]\npath = {:?}\n\
-         [stages.approve]\nplugin = \"approval\"\n\
-         with = {{ digest = \"d1g3st0000000000\", subject = \"ship it\", policy = {{ production = \"manual\" }} }}\n\
-         [stages.approve.grants]\napproval = true\n\
-         [approvers]\nkeys = [{:?}, {:?}]\n",
-        capstan_test_artifacts::APPROVAL,
-        format!("alice {alice_public}"),
-        format!("bob {bob_public}"),
-    ));
+    let pipeline = gate(&sb, &[("alice", &alice_public), ("bob", &bob_public)]);
     let line = format!(
         "{} run {} --env production --as alice -q",
         env!("CARGO_BIN_EXE_capstan"),
@@ -371,17 +380,7 @@ fn a_key_the_author_held_when_starting_the_run_never_approves_it() {
         .output()
         .unwrap();
     assert!(add.status.success(), "{add:?}");
-    let pipeline = sb.pipeline(&format!(
-        "[pipeline]\nname = \"gate\"\nenvironments = [\"production\"]\n\
-         [plugins.approval]\npath = {:?}\n\
-         [stages.approve]\nplugin = \"approval\"\n\
-         with = {{ digest = \"d1g3st0000000000\", subject = \"ship it\", policy = {{ production = \"manual\" }} }}\n\
-         [stages.approve.grants]\napproval = true\n\
-         [approvers]\nkeys = [{:?}, {:?}]\n",
-        capstan_test_artifacts::APPROVAL,
-        format!("alice {alice_public}"),
-        format!("bob {bob_public}"),
-    ));
+    let pipeline = gate(&sb, &[("alice", &alice_public), ("bob", &bob_public)]);
     // The author runs under a name of their own, with their key in the agent.
     let ran: crate::harness::Ran = sb
         .command(&[
