@@ -209,7 +209,13 @@ impl NetworkHost {
         // granted secret is the one place that secret goes.)
         let mut searched = match &endpoint.secret {
             Some(_) => Vec::new(),
-            None => endpoint.url.clone().into_bytes(),
+            // Decoded too: a server reads `%2D` as `-`, whichever bytes a
+            // plugin chose to escape.
+            None => {
+                let decoded =
+                    percent_encoding::percent_decode_str(&endpoint.url).collect::<Vec<u8>>();
+                [endpoint.url.as_bytes(), b"\n", &decoded].concat()
+            }
         };
         if let Method::Post { body, .. } = &method {
             searched.push(b'\n');
@@ -626,6 +632,40 @@ mod tests {
         runtime
             .block_on(host.http_post(url.into(), "application/json".into(), body.to_vec(), 10_000))
             .unwrap()
+    }
+
+    /// Every route a POST has out of the host: the body (plain or encoded),
+    /// the URL's path and query, and a `secret:` URL the stage is not
+    /// granted. None reaches the (granted) server.
+    #[test]
+    fn no_secret_leaves_in_a_post() {
+        use crate::caps::secret::Origin;
+        let (port, requests) =
+            server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        let mut granted = host(&["127.0.0.1:*"]);
+        granted
+            .redactor
+            .add(Origin::Secret("token".into()), b"tok-0123456789");
+        let base = format!("http://127.0.0.1:{port}");
+        let tries: [(String, &[u8]); 5] = [
+            (format!("{base}/hook"), b"{\"text\": \"tok-0123456789\"}"),
+            (
+                format!("{base}/hook"),
+                b"{\"text\": \"dG9rLTAxMjM0NTY3ODk=\"}",
+            ),
+            (format!("{base}/hook/tok-0123456789"), b"{}"),
+            (format!("{base}/hook?t=tok%2D0123456789"), b"{}"),
+            ("secret:token".to_string(), b"{}"),
+        ];
+        for (url, body) in tries {
+            match post(&mut granted, &url, body) {
+                Err(wit::Error::NotPermitted(why)) => {
+                    assert!(!why.contains("tok-0123456789"), "{why}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert!(requests.try_recv().is_err(), "nothing reached the server");
     }
 
     #[test]
