@@ -103,6 +103,23 @@ fn escape(s: &str, keep_newlines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` on one line for a table cell, cut at `max` characters (the full
+/// text is in the store): runs of spaces become one, and control
+/// characters inside it (line breaks too) are shown escaped, never
+/// interpreted (see [`crate::text::inline`]).
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text
+        .trim()
+        .split(|c: char| c.is_whitespace() && !escapes(c))
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", inline(&line[..at])),
+        None => inline(&line).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,8 @@ use crate::runtime::Runtime;
 use crate::store::{NewRun, Owner, RunKind, RunStore};
 use crate::store::{RunState, StageState};
 use crate::term::{Layout, Stream, Tone};
-use crate::text::{self, inline};
+use crate::text::inline;
+pub use crate::text::one_line;
 
 /// Flags of every command that drives a run (`run`, `resume`, `rollback`).
 #[derive(Debug, Clone, clap::Args)]
@@ -309,26 +310,9 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
     code
 }
 
-/// `text` on one line for a table cell, cut at `max` characters (the full
-/// text is in the store): runs of spaces become one, and control
-/// characters inside it (line breaks too) are shown escaped, never
-/// interpreted (see [`crate::text::inline`]).
-pub fn one_line(text: &str, max: usize) -> String {
-    let line = text
-        .trim()
-        .split(|c: char| c.is_whitespace() && !text::escapes(c))
-        .filter(|word| !word.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    match line.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", inline(&line[..at])),
-        None => inline(&line).into_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use crate::text::one_line;
 
     #[test]
     fn one_line_is_one_line_of_inert_text() {

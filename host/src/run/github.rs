@@ -286,14 +286,10 @@ pub fn summary(record: &RunRecord, waiting: Option<&PendingApproval>) -> String 
             .duration_ms
             .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
             .unwrap_or_default();
-        let text: String = match text.trim().char_indices().nth(200) {
-            Some((at, _)) => format!("{}…", &text.trim()[..at]),
-            None => text.trim().to_string(),
-        };
         md.push_str(&format!(
             "| {} | {status} | {time} | {} |\n",
             markdown(&s.name),
-            markdown(&text)
+            markdown(&crate::text::one_line(text, 200))
         ));
     }
     if let Some(w) = waiting {
