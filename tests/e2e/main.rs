@@ -11,6 +11,7 @@ mod escapes;
 mod github;
 mod golden_image;
 mod harness;
+mod lost_host;
 mod notify;
 mod pipeline_errors;
 mod recovery;

@@ -298,8 +298,9 @@ fn runs_on_one_environment_are_serialized_and_a_dead_runs_lock_is_released() {
     let next = sb.capstan(&["run", p, "-q", "--wait", "60s"]);
     assert_eq!(next.code, 0, "{next:?}");
     assert!(
-        next.stderr
-            .contains(&format!("released a stale lock on `prod` left by run {d}")),
+        next.stderr.contains(&format!(
+            "took over the lock on `prod` from run {d}: its host process"
+        )),
         "{next:?}"
     );
     assert_eq!(sb.show(&d)["run"]["status"], "interrupted");

@@ -92,10 +92,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
     let env = d.opts.environment.clone();
     let id = d.dir.id.clone();
     match lock::acquire(&d.store, &env, &id, d.flags.wait).await {
-        Ok(Some(stale)) => eprintln!(
-            "note: released a stale lock on `{env}` left by run {} ({}, no longer running)",
-            stale.run_id, stale.owner
-        ),
+        Ok(Some(stale)) => eprintln!("note: {}", lock::took_over(&stale)),
         Ok(None) => {}
         Err(LockError::Held(h)) => {
             if matches!(d.begin, Begin::New(_)) {
@@ -107,6 +104,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
                     "waits for approval; approve it (`capstan approve {0}`; `capstan show {0}` says how), then `capstan resume {0}`, or reject it (`capstan reject {0}`)",
                     h.run_id
                 ),
+                _ if h.lost => lock::lost_host(&h),
                 // Its host is dead (live children are only looked for then),
                 // also where the store has not marked it interrupted yet.
                 Some(RunState::Interrupted | RunState::Running) | None
@@ -122,7 +120,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
                             .join(", ")
                     )
                 }
-                _ => format!("is running ({}, since {})", h.owner, h.acquired),
+                _ => lock::running(&h),
             };
             return Err(Failure::new(
                 exit::LOCKED,
@@ -202,6 +200,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         super::identity(None)
             .unwrap_or_else(|_| format!("a signal to capstan (pid {})", std::process::id())),
     );
+    let lease = lock::keep_lease(d.store.clone(), id.clone(), d.opts.stop.clone());
     let result = execute(
         d.prepared.clone(),
         &d.runtime,
@@ -211,6 +210,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         d.done,
     )
     .await;
+    lease.abort();
     if let Some(listener) = listener {
         listener.abort();
     }

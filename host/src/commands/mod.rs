@@ -18,6 +18,7 @@ mod runs;
 mod schema;
 mod show;
 mod stats;
+mod unlock;
 mod validate;
 mod verify;
 
@@ -86,6 +87,7 @@ pub enum Command {
     Reject(approve::RejectArgs),
     Resume(resume::Args),
     Cancel(cancel::Args),
+    Unlock(unlock::Args),
     Rollback(rollback::Args),
     Drift(drift::Args),
     Stats(stats::Args),
@@ -124,6 +126,7 @@ impl Command {
             | Command::Reject(_)
             | Command::Resume(_)
             | Command::Cancel(_)
+            | Command::Unlock(_)
             | Command::Stats(_)
             | Command::Verify(_) => Anchor::Recorded,
         }
@@ -164,6 +167,7 @@ pub fn main() -> ExitCode {
             Command::Reject(args) => approve::reject(args, &cli),
             Command::Resume(args) => resume::exec(args, &cli).await,
             Command::Cancel(args) => cancel::exec(args, &cli).await,
+            Command::Unlock(args) => unlock::exec(args, &cli),
             Command::Rollback(args) => rollback::exec(args, &cli).await,
             Command::Drift(args) => drift::exec(args, &cli).await,
             Command::Stats(args) => stats::exec(args, &cli),
@@ -311,14 +315,18 @@ impl Cli {
         {
             return Err(Failure::new(exit::USAGE, missing.clone()));
         }
-        let store = SqliteStore::open(&path).map_err(|e| {
-            Failure::new(
-                exit::INTERNAL,
-                format!(
-                    "error: {e}\n  check the path (--store, $CAPSTAN_STORE) and its permissions"
-                ),
-            )
-        })?;
+        let lease = crate::store::Lease::from_env()
+            .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?;
+        let store = SqliteStore::open(&path)
+            .map(|s| s.with_lease(lease))
+            .map_err(|e| {
+                Failure::new(
+                    exit::INTERNAL,
+                    format!(
+                        "error: {e}\n  check the path (--store, $CAPSTAN_STORE) and its permissions"
+                    ),
+                )
+            })?;
         let dead = store
             .reap()
             .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;

@@ -10,7 +10,7 @@ use crate::caps::exec::cgroup;
 use crate::exit::{self, Failure};
 use crate::run::resume::{self, ResumeError};
 use crate::run::{RunDir, RunOptions};
-use crate::store::{RunKind, RunRow};
+use crate::store::{Release, RunKind, RunRow};
 use crate::text::inline;
 
 /// Continue a paused, interrupted or failed run from its first unfinished
@@ -71,7 +71,12 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let plan = resume::plan(&run, rows, &prepared.pipeline, args.from.as_deref());
     if !plan.interrupted.is_empty() {
         let events = store.audit_events(&run.id).map_err(super::store_failure)?;
-        for left in resume::leftovers(&events, &plan.interrupted, &prepared.pipeline) {
+        let forced = store
+            .lock_releases(&run.id)
+            .map_err(super::store_failure)?
+            .iter()
+            .any(|r| r.why == Release::Forced);
+        for left in resume::leftovers(&events, &plan.interrupted, &prepared.pipeline, forced) {
             eprintln!(
                 "waiting for `{}` ({}), started by the interrupted attempt of stage `{}`, \
                  to finish (up to {})…",

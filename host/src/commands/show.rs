@@ -11,7 +11,8 @@ use super::runs::{kind, stage_tone, took};
 use crate::caps::approval::{Identity, Trust, identify, review};
 use crate::exit::{self, Failure};
 use crate::store::{
-    ApprovalPolicy, ApprovalRow, PendingApproval, RunRow, StageRow, latest_attempts,
+    ApprovalPolicy, ApprovalRow, LockRelease, PendingApproval, Release, RunRow, StageRow,
+    latest_attempts,
 };
 use crate::term::{self, Layout, Stream, Tone};
 use crate::text::inline;
@@ -52,6 +53,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let requests = store
         .approval_requests(&run.id)
         .map_err(super::store_failure)?;
+    let releases = store.lock_releases(&run.id).map_err(super::store_failure)?;
     let trust = Trust::of_run(&run).unwrap_or_default();
     // Who each decision is from, as `resume` and `verify` judge it.
     let identities: Vec<Identity> = approvals
@@ -85,6 +87,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
             "approvals": approvals,
             "approval_requests": requests,
             "pending_approval": pending,
+            "lock_releases": releases,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("JSON"))
             .map_err(term::output_failure)?;
@@ -97,6 +100,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         identities: &identities,
         requests: reviewed(requests, pending.as_ref()),
         pending: pending.as_ref(),
+        releases: &releases,
         whole_plan: args.plan,
     };
     shown
@@ -116,6 +120,8 @@ struct Shown<'a> {
     /// The latest request of each stage that asked for approval.
     requests: Vec<PendingApproval>,
     pending: Option<&'a PendingApproval>,
+    /// Its environment lock, released without it.
+    releases: &'a [LockRelease],
     /// Print each request's details whole (`--plan`).
     whole_plan: bool,
 }
@@ -238,6 +244,14 @@ impl Shown<'_> {
         for request in &self.requests {
             print_request(out, request, &run.id, self.whole_plan)?;
         }
+        for r in self.releases {
+            writeln!(
+                out,
+                "lock on `{}` released: {}",
+                inline(&r.environment),
+                released(r)
+            )?;
+        }
         if let Some(p) = self.pending {
             writeln!(
                 out,
@@ -343,4 +357,30 @@ fn print_request(
         }
     }
     Ok(())
+}
+
+/// How a lock was released without its run, in words.
+fn released(r: &LockRelease) -> String {
+    match r.why {
+        Release::Forced => format!(
+            "BY FORCE by {} at {}: {}",
+            inline(&r.by),
+            r.at,
+            inline(r.reason.as_deref().unwrap_or(""))
+        ),
+        Release::LeaseExpired => format!(
+            "its host ({}) stopped renewing its lease (ended {}); taken over by {} at {}",
+            r.holder,
+            r.lease_ended.as_deref().unwrap_or("?"),
+            inline(&r.by),
+            r.at
+        ),
+        Release::HostDied => format!(
+            "its host process ({}) was gone; taken over by {} at {}",
+            r.holder,
+            inline(&r.by),
+            r.at
+        ),
+        Release::Ended => format!("it had ended; taken over by {} at {}", inline(&r.by), r.at),
+    }
 }

@@ -1,11 +1,16 @@
 //! Environment locks: two runs on one environment never overlap. A run takes
 //! its environment's lock before its first stage and keeps it until it ends
 //! (also while it waits for approval: its plan must stay the one applied).
+//! While it runs, its process renews the lock's lease (see `store::lease`);
+//! a process that finds its run taken from it stops the run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::{Lock, LockHolder, Owner, RunStore, StoreError};
+use super::stop::{Stop, StopRequest};
+use crate::store::{
+    Lock, LockHolder, LockRelease, Owner, Release, Renewal, RunStore, StoreError, lease,
+};
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +31,7 @@ pub async fn acquire(
     environment: &str,
     run: &str,
     wait: Option<Duration>,
-) -> Result<Option<LockHolder>, LockError> {
+) -> Result<Option<LockRelease>, LockError> {
     let me = Owner::current();
     let deadline = wait.map(|w| Instant::now() + w);
     let mut told = false;
@@ -56,5 +61,110 @@ pub async fn acquire(
                 tokio::time::sleep(POLL).await;
             }
         }
+    }
+}
+
+/// Renew run `run`'s lease every third of its length until the task is
+/// aborted. When the run turns out to be another process's now, or the
+/// lease cannot be renewed before it ends (the store unreachable), the run
+/// is stopped: past its lease another host may take the environment, and
+/// two hosts must never act on it at once.
+pub fn keep_lease(
+    store: Arc<dyn RunStore>,
+    run: String,
+    stop: Stop,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let me = Owner::current();
+        let lease = store.lease();
+        // By this host's clock, conservatively: from before the request.
+        let mut valid_until = Instant::now() + lease.duration;
+        let mut warned = false;
+        loop {
+            tokio::time::sleep(lease.renew_every()).await;
+            let asked = Instant::now();
+            let (s, r, m) = (store.clone(), run.clone(), me.clone());
+            let renewal = tokio::task::spawn_blocking(move || s.renew(&r, &m))
+                .await
+                .unwrap_or_else(|e| panic!("lease renewal panicked: {e}"));
+            let reason = match renewal {
+                Ok(Renewal::Kept { .. }) => {
+                    valid_until = asked + lease.duration;
+                    warned = false;
+                    continue;
+                }
+                Ok(Renewal::Lost { why }) => format!("this host no longer holds run {run}: {why}"),
+                Err(e) if Instant::now() + lease.renew_every() < valid_until => {
+                    if !warned {
+                        super::progress::println(&format!(
+                            "[capstan] warning: cannot renew the lease of run {run} (trying again): {e}"
+                        ));
+                        warned = true;
+                    }
+                    continue;
+                }
+                Err(e) => format!(
+                    "its lease could not be renewed before it ends ({e}); it stops so that no other host acts beside it"
+                ),
+            };
+            super::progress::println(&format!("[capstan] stopping run {run}: {reason}"));
+            stop.request(StopRequest {
+                by: "the run store".into(),
+                reason,
+            });
+            return;
+        }
+    })
+}
+
+/// The note for a lock taken over from a run that no longer held it.
+pub fn took_over(stale: &LockRelease) -> String {
+    let why = match stale.why {
+        Release::LeaseExpired => format!(
+            "its host ({}) stopped renewing its lease, which ended at {}",
+            stale.holder,
+            stale.lease_ended.as_deref().unwrap_or("?")
+        ),
+        Release::HostDied => format!("its host process ({}) is gone", stale.holder),
+        Release::Ended | Release::Forced => "it had ended".to_string(),
+    };
+    format!(
+        "took over the lock on `{}` from run {}: {why} (recorded; `capstan show {}` shows it)",
+        stale.environment, stale.run_id, stale.run_id
+    )
+}
+
+/// What a lock held by a run on a lost host means, and the way out.
+pub fn lost_host(h: &LockHolder) -> String {
+    let programs = h
+        .live_children
+        .iter()
+        .map(|c| format!("pid {}", c.pid))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "ran on host {} ({}), which stopped renewing its lease at {}; programs it started there may still run \
+         ({programs}), and nothing here can stop them.\n  If that host is lost for good (its programs cannot \
+         be running), free the environment with `capstan unlock --env {} --force --reason \"…\"`; \
+         then `capstan resume {}` continues the run here.",
+        h.owner.host,
+        h.owner,
+        h.lease_until
+            .map_or_else(|| "?".to_string(), lease::time_text),
+        h.environment,
+        h.run_id
+    )
+}
+
+/// A running holder, and until when its lease holds when it is elsewhere.
+pub fn running(h: &LockHolder) -> String {
+    match h.lease_until.filter(|_| !h.owner.is_here()) {
+        Some(until) => format!(
+            "is running ({}, since {}; its lease runs until {} unless renewed)",
+            h.owner,
+            h.acquired,
+            lease::time_text(until)
+        ),
+        None => format!("is running ({}, since {})", h.owner, h.acquired),
     }
 }

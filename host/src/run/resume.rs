@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use super::StageRecord;
 use crate::caps::exec::cgroup;
 use crate::pipeline::Pipeline;
-use crate::store::{AuditRow, Owner, RunRow, RunState, StageRow, StageState, latest_attempts};
+use crate::store::owner::Liveness;
+use crate::store::{
+    AuditKind, AuditRow, Owner, RunRow, RunState, StageRow, StageState, latest_attempts,
+};
 use crate::text::inline;
 
 /// How long processes left in a run's cgroups get to die after SIGKILL.
@@ -51,7 +54,14 @@ pub enum ResumeError {
          let it finish or stop it, then resume again",
         inline(&.0.program), .0.child, .0.stage, humantime::format_duration(.0.limit)
     )]
-    StillRunning(Leftover),
+    StillRunning(Box<Leftover>),
+    #[error(
+        "`{}` ({}), started by the interrupted attempt of stage `{}` on host {}, may still run there, and this \
+         host cannot see it. If that host is lost for good (or the program was stopped), release the run's lock \
+         with `capstan unlock --env <environment> --force --reason \"…\"`, then resume again",
+        inline(&.0.program), .0.child, .0.stage, .0.child.host
+    )]
+    Elsewhere(Box<Leftover>),
     #[error(
         "processes that programs of run {id} started still run after SIGKILL ({}); \
          stop them, then resume again",
@@ -183,19 +193,21 @@ pub struct Leftover {
 }
 
 /// The programs the `interrupted` stages started (their `exec-started`
-/// audit events) that still run: each must end before its stage runs
-/// again, so that it never runs twice at once.
+/// audit events) that still run, or may: each must end before its stage
+/// runs again, so that it never runs twice at once. A program whose exit
+/// was recorded has ended. One started on another host cannot be watched
+/// from here: it counts until an operator vouched that its host is lost
+/// (`forced`: the run's lock was released with `capstan unlock --force`).
 pub fn leftovers(
     events: &[AuditRow],
     interrupted: &[String],
     pipeline: &Pipeline,
+    forced: bool,
 ) -> Vec<Leftover> {
-    events
-        .iter()
-        .filter(|e| interrupted.contains(&e.stage))
-        .filter_map(|e| {
-            let (program, child) = e.started_program()?;
-            Some(Leftover {
+    let mut open: Vec<Leftover> = Vec::new();
+    for e in events.iter().filter(|e| interrupted.contains(&e.stage)) {
+        if let Some((program, child)) = e.started_program() {
+            open.push(Leftover {
                 stage: e.stage.clone(),
                 program,
                 child,
@@ -203,19 +215,35 @@ pub fn leftovers(
                     .stages
                     .get(&e.stage)
                     .map_or(UNKNOWN_STAGE_WAIT, |s| s.timeout),
-            })
-        })
-        .filter(|l| l.child.is_alive())
-        .collect()
+            });
+        } else if e.capability == AuditKind::ExecExit {
+            let pid = e.detail["pid"].as_u64();
+            if let Some(i) = open
+                .iter()
+                .position(|l| l.stage == e.stage && pid.is_none_or(|p| p == l.child.pid as u64))
+            {
+                open.remove(i);
+            }
+        }
+    }
+    open.retain(|l| match l.child.liveness() {
+        Liveness::Alive => true,
+        Liveness::Dead => false,
+        Liveness::Elsewhere => !forced,
+    });
+    open
 }
 
 impl Leftover {
     /// Wait until the program has ended, up to its stage's timeout.
     pub async fn wait(&self) -> Result<(), ResumeError> {
+        if self.child.liveness() == Liveness::Elsewhere {
+            return Err(ResumeError::Elsewhere(Box::new(self.clone())));
+        }
         let deadline = Instant::now() + self.limit;
         while self.child.is_alive() {
             if Instant::now() >= deadline {
-                return Err(ResumeError::StillRunning(self.clone()));
+                return Err(ResumeError::StillRunning(Box::new(self.clone())));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -402,7 +430,7 @@ mod tests {
                 ..exec_started("apply", program, &live)
             },
         ];
-        let left = leftovers(&events, &["apply".to_string()], &pipeline);
+        let left = leftovers(&events, &["apply".to_string()], &pipeline, false);
         assert_eq!(left.len(), 1, "{left:?}");
         assert_eq!((left[0].stage.as_str(), &left[0].child), ("apply", &live));
         assert_eq!(

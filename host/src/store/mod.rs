@@ -6,6 +6,8 @@
 //! Every method is one transaction: a host killed at any instant leaves the
 //! record as it was before or after a change, never half of one.
 
+pub mod fence;
+pub mod lease;
 pub mod owner;
 pub mod run_id;
 pub mod sqlite;
@@ -14,10 +16,11 @@ mod words;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use lease::{Lease, LockRelease};
 pub use owner::Owner;
 pub use run_id::RunRef;
 pub use sqlite::SqliteStore;
-pub use words::{ApprovalPolicy, AuditKind, Decision, RunKind, RunState, StageState};
+pub use words::{ApprovalPolicy, AuditKind, Decision, Release, RunKind, RunState, StageState};
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,15 @@ pub enum StoreError {
         given: String,
         /// Every id it names, sorted.
         matches: Vec<String>,
+    },
+    #[error(
+        "run {run} is no longer this process's to record (it is {status}, last run by {owner}): its lease ran out, \
+         or its lock was released by force (`capstan show {run}` says which)"
+    )]
+    Fenced {
+        run: String,
+        status: RunState,
+        owner: Owner,
     },
     #[error("run store: a stored {what} is not valid JSON: {source}")]
     Json {
@@ -221,10 +233,21 @@ pub struct RunFilter {
 #[derive(Debug, Clone)]
 pub enum Lock {
     Acquired {
-        /// A lock left by a run whose process is gone, released to take it.
-        released_stale: Option<LockHolder>,
+        /// A lock left by a run whose process is gone (or whose host lost
+        /// its lease), released to take it; recorded.
+        released_stale: Option<LockRelease>,
     },
     Held(LockHolder),
+}
+
+/// How a running run's lease renewal went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// The lease now ends at this time (Unix ms, by the store's clock).
+    Kept { until: i64 },
+    /// The run is no longer this process's to run: its lock was released by
+    /// force, or another process took the run over. It must stop.
+    Lost { why: String },
 }
 
 /// Who holds an environment's lock.
@@ -236,8 +259,16 @@ pub struct LockHolder {
     pub acquired: String,
     pub run_status: Option<RunState>,
     pub author: Option<String>,
-    /// Programs the run started that still run (they outlive a killed host).
+    /// Programs the run started that still run (they outlive a killed
+    /// host), or may (started on a lost host, no exit recorded).
     pub live_children: Vec<Owner>,
+    /// When the holder's lease ends (Unix ms, the store's clock); `None`:
+    /// taken before leases existed.
+    pub lease_until: Option<i64>,
+    /// Its host (another machine) stopped renewing the lease, and programs
+    /// it started may still run there: only `capstan unlock --force` frees
+    /// the lock.
+    pub lost: bool,
 }
 
 /// The run store. One call, one transaction.
@@ -291,6 +322,24 @@ pub trait RunStore: Send + Sync {
     /// run waiting for approval holds its lock without a process.
     fn try_lock(&self, environment: &str, run: &str, owner: &Owner) -> Result<Lock>;
     fn unlock(&self, environment: &str, run: &str) -> Result<()>;
+    /// How long a holder that stops renewing keeps its lock.
+    fn lease(&self) -> Lease;
+    /// Renew the lease of running run `run`, if `owner` still runs it.
+    fn renew(&self, run: &str, owner: &Owner) -> Result<Renewal>;
+    /// Release `environment`'s lock whoever holds it (`capstan unlock
+    /// --force`): its run, if it was running, is marked interrupted, and the
+    /// release recorded for `capstan show`. `None`: it was not locked.
+    fn force_unlock(
+        &self,
+        environment: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<LockRelease>>;
+    /// The holder of `environment`'s lock, judged as a lock request would
+    /// judge it (its children looked for when its process is gone).
+    fn lock_holder(&self, environment: &str) -> Result<Option<LockHolder>>;
+    /// Locks run `run` held that were released without it, oldest first.
+    fn lock_releases(&self, run: &str) -> Result<Vec<LockRelease>>;
     /// Mark runs whose process died as interrupted (and their running
     /// stages too); returns their ids.
     fn reap(&self) -> Result<Vec<String>>;
@@ -323,5 +372,7 @@ pub fn latest_attempts(rows: Vec<StageRow>) -> Vec<StageRow> {
     latest.into_values().collect()
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

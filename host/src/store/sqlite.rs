@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
+use super::fence::Fences;
 use super::*;
-use crate::caps::exec::cgroup;
 
 /// Schema versions, oldest first. Append; never edit a released one.
 fn migrations() -> Migrations<'static> {
@@ -22,6 +22,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("schema-4.sql")),
         M::up(include_str!("schema-5.sql")),
         M::up(include_str!("schema-6.sql")),
+        M::up(include_str!("schema-7.sql")),
     ])
 }
 
@@ -29,10 +30,12 @@ fn migrations() -> Migrations<'static> {
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    lease: Lease,
+    fences: Fences,
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
-    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, audit_head, approvers, author_keys";
+    target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, owner_host_id, audit_head, approvers, author_keys, lease_until";
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
 
@@ -76,19 +79,62 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            lease: Lease::default(),
+            fences: Fences::default(),
         })
+    }
+
+    /// Take and renew leases of this length (see [`lease`]).
+    pub fn with_lease(mut self, lease: Lease) -> SqliteStore {
+        self.lease = lease;
+        self
     }
 
     /// Run `f` in one immediate (write-locking) transaction.
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T> {
+        self.write_checked(|_| Ok(()), f)
+    }
+
+    /// [`Self::write`] about run `run`: refused if this process ran it and
+    /// has lost it since (see [`fence`]).
+    fn write_as<T>(
+        &self,
+        run: &str,
+        f: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let Some(mine) = self.fences.expected(run) else {
+            return self.write(f);
+        };
+        self.write_checked(
+            |tx| {
+                let recorded = tx
+                    .query_row(
+                        "SELECT status, owner_pid, owner_start, owner_host, owner_host_id FROM runs WHERE id = ?1",
+                        [run],
+                        |r| Ok((word(r, 0, RunState::parse)?, owner_at(r, 1)?)),
+                    )
+                    .optional()
+                    .map_err(|source| self.error(source))?;
+                Fences::check(run, Some(&mine), recorded)
+            },
+            f,
+        )
+    }
+
+    /// `check`, then `f`, in one immediate transaction.
+    fn write_checked<T>(
+        &self,
+        check: impl FnOnce(&Transaction) -> Result<()>,
+        f: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self.conn.lock().expect("store lock");
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })();
-        result.map_err(|source| self.error(source))
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| self.error(source))?;
+        check(&tx)?;
+        let value = f(&tx).map_err(|source| self.error(source))?;
+        tx.commit().map_err(|source| self.error(source))?;
+        Ok(value)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
@@ -212,10 +258,10 @@ fn stage_row(r: &Row) -> rusqlite::Result<StageRow> {
     })
 }
 
-/// Mark a run whose process died as interrupted, its running stages too,
-/// and release its lock.
-fn interrupt(tx: &Transaction, run: &str, owner: &Owner) -> rusqlite::Result<()> {
-    let why = format!("the host running it ({owner}) died; `capstan resume {run}` continues it");
+/// Mark a run whose process died (or whose host lost its lease) as
+/// interrupted, its running stages too, and release its lock unless
+/// programs it started still run or may.
+fn interrupt(tx: &Transaction, run: &str, why: &str) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
         [run],
@@ -226,73 +272,135 @@ fn interrupt(tx: &Transaction, run: &str, owner: &Owner) -> rusqlite::Result<()>
     )?;
     // Programs it started outlive the host: the environment stays locked
     // until they end too (the next lock request sees them gone).
-    if live_children(tx, run)?.is_empty() {
+    if programs_left(tx, run)?.is_empty() {
         tx.execute("DELETE FROM locks WHERE run_id = ?1", [run])?;
     }
     Ok(())
 }
 
-/// Programs the run started (its `exec-started` audit events) that still
-/// run, and the processes they started in turn (found in the run's
-/// cgroups: a killed host never recorded them, and `setsid` ones are in no
-/// recorded process group).
-fn live_children(conn: &Connection, run: &str) -> rusqlite::Result<Vec<Owner>> {
-    let mut q = conn.prepare(
-        "SELECT detail FROM audit_events WHERE run_id = ?1 AND capability = 'exec-started'",
-    )?;
-    let details: Vec<String> = q
-        .query_map([run], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut live: Vec<Owner> = details
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Owner>(d).ok())
-        .filter(Owner::is_alive)
-        .collect();
-    for pid in cgroup::run_members(run) {
-        if let Some(p) = Owner::of(pid as u32)
-            && !live.contains(&p)
-        {
-            live.push(p);
-        }
+/// Why a run was marked interrupted.
+fn host_gone(run: &str, owner: &Owner, lease_until: Option<i64>) -> String {
+    match lease_until.filter(|_| !owner.is_here()) {
+        Some(until) => format!(
+            "its host ({owner}) stopped renewing its lease, which ended at {}; `capstan resume {run}` continues it",
+            lease::time_text(until)
+        ),
+        None => format!("the host running it ({owner}) died; `capstan resume {run}` continues it"),
     }
-    Ok(live)
+}
+
+/// Programs the run started that still run, or may (see
+/// [`lease::programs_left`]).
+fn programs_left(conn: &Connection, run: &str) -> rusqlite::Result<Vec<Owner>> {
+    let mut q = conn.prepare(
+        "SELECT capability, stage, detail FROM audit_events \
+         WHERE run_id = ?1 AND capability IN ('exec-started', 'exec-exit') ORDER BY id",
+    )?;
+    let rows: Vec<(String, String, String)> = q
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(lease::programs_left(
+        run,
+        rows.iter()
+            .map(|(capability, stage, detail)| lease::ExecEvent {
+                capability,
+                stage,
+                detail,
+            }),
+    ))
+}
+
+/// The holder of `environment`'s lock, as recorded (children not looked for).
+fn holder(conn: &Connection, environment: &str) -> rusqlite::Result<Option<LockHolder>> {
+    conn.query_row(
+        // The lock's owner is the process that runs (or last ran) the run: a
+        // resume takes the lock over.
+        "SELECT l.run_id, l.owner_pid, l.owner_start, l.owner_host, l.owner_host_id, l.acquired, r.status, r.author, l.lease_until
+         FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.environment = ?1",
+        [environment],
+        |r| {
+            Ok(LockHolder {
+                environment: environment.to_string(),
+                run_id: r.get(0)?,
+                owner: owner_at(r, 1)?,
+                acquired: r.get(5)?,
+                run_status: r
+                    .get::<_, Option<String>>(6)?
+                    .and_then(|s| RunState::parse(&s)),
+                author: r.get(7)?,
+                live_children: Vec::new(),
+                lease_until: r.get(8)?,
+                lost: false,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Record a lock released without its run's consent.
+fn record_release(tx: &Transaction, release: &LockRelease) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO lock_releases (environment, run_id, holder, why, by, reason, at, lease_ended) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            release.environment,
+            release.run_id,
+            serde_json::to_string(&release.holder).expect("owners serialize"),
+            release.why.as_str(),
+            release.by,
+            release.reason,
+            release.at,
+            release.lease_ended,
+        ],
+    )?;
+    Ok(())
 }
 
 impl RunStore for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, NULL, ?17, ?18)"),
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, ?17, NULL, ?18, ?19, ?20)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
                     run.author, run.kind.as_str(), run.target, run.undoes,
                     serde_json::to_string(&run.only).expect("strings serialize"),
                     run.run_dir, run.started, run.plugins.to_string(),
-                    owner.pid, owner.start as i64, owner.host, run.approvers,
+                    owner.pid, owner.start as i64, owner.host, owner.host_id, run.approvers,
                     serde_json::to_string(&run.author_keys).expect("strings serialize"),
+                    self.lease.until(lease::now_ms()),
                 ],
             )?;
             Ok(())
-        })
+        })?;
+        self.fences.claim(&run.id, owner);
+        Ok(())
     }
 
     fn claim_run(&self, id: &str, owner: &Owner) -> Result<bool> {
-        self.write(|tx| {
+        let until = self.lease.until(lease::now_ms());
+        let claimed = self.write(|tx| {
             let changed = tx.execute(
-                "UPDATE runs SET status = 'running', ended = NULL, owner_pid = ?2, owner_start = ?3, owner_host = ?4
+                "UPDATE runs SET status = 'running', ended = NULL, owner_pid = ?2, owner_start = ?3, owner_host = ?4,
+                 owner_host_id = ?5, lease_until = ?6
                  WHERE id = ?1 AND status IN ('awaiting-approval', 'interrupted', 'failed')",
-                params![id, owner.pid, owner.start as i64, owner.host],
+                params![id, owner.pid, owner.start as i64, owner.host, owner.host_id, until],
             )?;
             if changed == 1 {
                 // The run's lock follows it to its new owner, whoever took
                 // the lock a moment before.
                 tx.execute(
-                    "UPDATE locks SET owner_pid = ?2, owner_start = ?3, owner_host = ?4 WHERE run_id = ?1",
-                    params![id, owner.pid, owner.start as i64, owner.host],
+                    "UPDATE locks SET owner_pid = ?2, owner_start = ?3, owner_host = ?4, owner_host_id = ?5, lease_until = ?6
+                     WHERE run_id = ?1",
+                    params![id, owner.pid, owner.start as i64, owner.host, owner.host_id, until],
                 )?;
             }
             Ok(changed == 1)
-        })
+        })?;
+        if claimed {
+            self.fences.claim(id, owner);
+        }
+        Ok(claimed)
     }
 
     fn finish_run(
@@ -302,7 +410,7 @@ impl RunStore for SqliteStore {
         at: &str,
         verified: Option<bool>,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_as(id, |tx| {
             tx.execute(
                 "UPDATE runs SET status = ?2, ended = ?3, verified = ?4 WHERE id = ?1",
                 params![id, status.as_str(), at, verified],
@@ -315,7 +423,7 @@ impl RunStore for SqliteStore {
     }
 
     fn start_stage(&self, run: &str, stage: &str, plugin: &str, at: &str) -> Result<u32> {
-        self.write(|tx| {
+        self.write_as(run, |tx| {
             let attempt: u32 = tx.query_row(
                 "SELECT COALESCE(MAX(attempt), 0) + 1 FROM stages WHERE run_id = ?1 AND name = ?2",
                 params![run, stage],
@@ -330,7 +438,7 @@ impl RunStore for SqliteStore {
     }
 
     fn end_stage(&self, run: &str, attempt: Option<u32>, row: &StageRow) -> Result<()> {
-        self.write(|tx| {
+        self.write_as(run, |tx| {
             let attempt = match attempt {
                 Some(a) => a,
                 None => tx.query_row(
@@ -359,7 +467,7 @@ impl RunStore for SqliteStore {
     }
 
     fn audit(&self, run: &str, e: &AuditRow, head: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_as(run, |tx| {
             tx.execute(
                 "INSERT INTO audit_events (run_id, time, stage, plugin, capability, allowed, detail, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![run, e.time, e.stage, e.plugin, e.capability.as_str(), e.allowed, e.detail.to_string(), e.reason],
@@ -374,7 +482,7 @@ impl RunStore for SqliteStore {
 
     fn ask_approval(&self, run: &str, pending: &PendingApproval) -> Result<()> {
         let request = serde_json::to_string(pending).expect("requests serialize");
-        self.write(|tx| {
+        self.write_as(run, |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO pending_approvals (run_id, stage, request) VALUES (?1, ?2, ?3)",
                 params![run, pending.stage, request],
@@ -495,7 +603,7 @@ impl RunStore for SqliteStore {
 
     fn record_request(&self, run: &str, request: &PendingApproval) -> Result<()> {
         let text = serde_json::to_string(request).expect("requests serialize");
-        self.write(|tx| {
+        self.write_as(run, |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO approval_requests (run_id, stage, digest, asked, request) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![run, request.stage, request.digest, request.asked, text],
@@ -544,95 +652,235 @@ impl RunStore for SqliteStore {
 
     fn try_lock(&self, environment: &str, run: &str, me: &Owner) -> Result<Lock> {
         self.write(|tx| {
-            let holder = tx
-                .query_row(
-                    // The lock's owner is the process that runs (or last ran) the
-                    // run: a resume takes the lock over.
-                    "SELECT l.run_id, l.owner_pid, l.owner_start, l.owner_host, l.acquired, r.status, r.author
-                     FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.environment = ?1",
-                    [environment],
-                    |r| {
-                        Ok(LockHolder {
-                            environment: environment.to_string(),
-                            run_id: r.get(0)?,
-                            owner: owner_at(r, 1)?,
-                            acquired: r.get(4)?,
-                            run_status: r
-                                .get::<_, Option<String>>(5)?
-                                .and_then(|s| RunState::parse(&s)),
-                            author: r.get(6)?,
-                            live_children: Vec::new(),
-                        })
-                    },
-                )
-                .optional()?;
-            let mut released_stale = None;
+            let now = lease::now_ms();
+            let holder = holder(tx, environment)?;
             if let Some(h) = &holder
                 && h.run_id == run
                 && h.owner != *me
                 && h.run_status == Some(RunState::Running)
-                && h.owner.is_alive()
+                && lease::judge(h, now, Vec::new) == lease::Verdict::Held
             {
                 // Another process is resuming this same run right now.
                 return Ok(Lock::Held(h.clone()));
             }
+            let mut released_stale = None;
             if let Some(h) = holder.filter(|h| h.run_id != run) {
                 // Programs its dead host started count only where the host
                 // is gone (read lazily: `--wait` polls this).
-                let mut children = Vec::new();
-                let live = match h.run_status {
-                    Some(RunState::AwaitingApproval) => true,
-                    // No row yet: the holder is between taking the lock and
-                    // recording its run.
-                    Some(RunState::Running) | None if h.owner.is_alive() => true,
-                    Some(RunState::Running | RunState::Interrupted) | None => {
-                        children = live_children(tx, &h.run_id)?;
-                        !children.is_empty()
+                match lease::judge(&h, now, || programs_left(tx, &h.run_id).unwrap_or_default()) {
+                    lease::Verdict::Held => return Ok(Lock::Held(h)),
+                    lease::Verdict::ProgramsLeft { children, lost } => {
+                        return Ok(Lock::Held(LockHolder {
+                            live_children: children,
+                            lost,
+                            ..h
+                        }));
                     }
-                    _ => false,
-                };
-                if live {
-                    return Ok(Lock::Held(LockHolder {
-                        live_children: children,
-                        ..h
-                    }));
+                    lease::Verdict::Free { why } => {
+                        if h.run_status == Some(RunState::Running) {
+                            interrupt(tx, &h.run_id, &host_gone(&h.run_id, &h.owner, h.lease_until))?;
+                        }
+                        let release = LockRelease {
+                            environment: environment.to_string(),
+                            run_id: h.run_id.clone(),
+                            holder: h.owner.clone(),
+                            why,
+                            by: format!("run {run}"),
+                            reason: None,
+                            at: lease::time_text(now),
+                            lease_ended: h
+                                .lease_until
+                                .filter(|_| why == Release::LeaseExpired)
+                                .map(lease::time_text),
+                        };
+                        record_release(tx, &release)?;
+                        released_stale = Some(release);
+                    }
                 }
-                if h.run_status == Some(RunState::Running) {
-                    interrupt(tx, &h.run_id, &h.owner)?;
-                }
-                released_stale = Some(h);
             }
             tx.execute(
-                "INSERT OR REPLACE INTO locks (environment, run_id, owner_pid, owner_start, owner_host, acquired) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![environment, run, me.pid, me.start as i64, me.host, jiff::Timestamp::now().to_string()],
+                "INSERT OR REPLACE INTO locks (environment, run_id, owner_pid, owner_start, owner_host, owner_host_id, acquired, lease_until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![environment, run, me.pid, me.start as i64, me.host, me.host_id, lease::time_text(now), self.lease.until(now)],
             )?;
             Ok(Lock::Acquired { released_stale })
         })
     }
 
     fn unlock(&self, environment: &str, run: &str) -> Result<()> {
+        // A process that lost the run leaves the lock to whoever took it.
+        let mine = self.fences.expected(run);
         self.write(|tx| {
-            tx.execute(
-                "DELETE FROM locks WHERE environment = ?1 AND run_id = ?2",
-                params![environment, run],
-            )?;
+            match mine {
+                Some(me) => tx.execute(
+                    "DELETE FROM locks WHERE environment = ?1 AND run_id = ?2 \
+                     AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
+                    params![environment, run, me.pid, me.start as i64, me.host_id],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM locks WHERE environment = ?1 AND run_id = ?2",
+                    params![environment, run],
+                )?,
+            };
             Ok(())
+        })
+    }
+
+    fn lease(&self) -> Lease {
+        self.lease
+    }
+
+    fn renew(&self, run: &str, owner: &Owner) -> Result<Renewal> {
+        self.write(|tx| {
+            let until = self.lease.until(lease::now_ms());
+            let kept = tx.execute(
+                "UPDATE runs SET lease_until = ?2 WHERE id = ?1 AND status = 'running' \
+                 AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
+                params![run, until, owner.pid, owner.start as i64, owner.host_id],
+            )?;
+            if kept == 1 {
+                tx.execute(
+                    "UPDATE locks SET lease_until = ?2 WHERE run_id = ?1 \
+                     AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
+                    params![run, until, owner.pid, owner.start as i64, owner.host_id],
+                )?;
+                return Ok(Renewal::Kept { until });
+            }
+            let now: Option<(String, Owner)> = tx
+                .query_row(
+                    "SELECT status, owner_pid, owner_start, owner_host, owner_host_id FROM runs WHERE id = ?1",
+                    [run],
+                    |r| Ok((r.get(0)?, owner_at(r, 1)?)),
+                )
+                .optional()?;
+            let forced: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT by, COALESCE(reason, '') FROM lock_releases WHERE run_id = ?1 AND why = 'forced' \
+                     ORDER BY id DESC LIMIT 1",
+                    [run],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let why = match (now, forced) {
+                (_, Some((by, reason))) => {
+                    format!("its environment's lock was released by force by {by} ({reason})")
+                }
+                (Some((status, other)), None) if other != *owner => {
+                    format!("run {run} is {status} and runs elsewhere now ({other})")
+                }
+                (Some((status, _)), None) => format!("run {run} is {status} in the run store"),
+                (None, None) => format!("run {run} is no longer in the run store"),
+            };
+            Ok(Renewal::Lost { why })
+        })
+    }
+
+    fn force_unlock(
+        &self,
+        environment: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<LockRelease>> {
+        self.write(|tx| {
+            let Some(h) = holder(tx, environment)? else {
+                return Ok(None);
+            };
+            let now = lease::now_ms();
+            let release = LockRelease {
+                environment: environment.to_string(),
+                run_id: h.run_id.clone(),
+                holder: h.owner.clone(),
+                why: Release::Forced,
+                by: by.to_string(),
+                reason: Some(reason.to_string()),
+                at: lease::time_text(now),
+                lease_ended: h.lease_until.filter(|u| *u <= now).map(lease::time_text),
+            };
+            if h.run_status == Some(RunState::Running) {
+                let why = format!(
+                    "its lock on `{environment}` was released by force by {by} ({reason}); `capstan resume {}` continues it",
+                    h.run_id
+                );
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
+                    [&h.run_id],
+                )?;
+                tx.execute(
+                    "UPDATE stages SET status = 'interrupted', message = ?2 WHERE run_id = ?1 AND status = 'running'",
+                    params![h.run_id, why],
+                )?;
+            }
+            tx.execute("DELETE FROM locks WHERE environment = ?1", [environment])?;
+            record_release(tx, &release)?;
+            Ok(Some(release))
+        })
+    }
+
+    fn lock_holder(&self, environment: &str) -> Result<Option<LockHolder>> {
+        self.read(|c| {
+            let Some(h) = holder(c, environment)? else {
+                return Ok(None);
+            };
+            Ok(Some(
+                match lease::judge(&h, lease::now_ms(), || {
+                    programs_left(c, &h.run_id).unwrap_or_default()
+                }) {
+                    lease::Verdict::ProgramsLeft { children, lost } => LockHolder {
+                        live_children: children,
+                        lost,
+                        ..h
+                    },
+                    _ => h,
+                },
+            ))
+        })
+    }
+
+    fn lock_releases(&self, run: &str) -> Result<Vec<LockRelease>> {
+        self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT environment, run_id, holder, why, by, reason, at, lease_ended FROM lock_releases \
+                 WHERE run_id = ?1 ORDER BY id",
+            )?;
+            q.query_map([run], |r| {
+                let holder: String = r.get(2)?;
+                Ok(LockRelease {
+                    environment: r.get(0)?,
+                    run_id: r.get(1)?,
+                    holder: serde_json::from_str(&holder).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+                    })?,
+                    why: word(r, 3, Release::parse)?,
+                    by: r.get(4)?,
+                    reason: r.get(5)?,
+                    at: r.get(6)?,
+                    lease_ended: r.get(7)?,
+                })
+            })?
+            .collect()
         })
     }
 
     fn reap(&self) -> Result<Vec<String>> {
         self.write(|tx| {
-            let running: Vec<(String, Owner)> = {
+            let running: Vec<(String, Owner, Option<i64>)> = {
                 let mut q = tx.prepare(
-                    "SELECT id, owner_pid, owner_start, owner_host FROM runs WHERE status = 'running'",
+                    "SELECT id, owner_pid, owner_start, owner_host, owner_host_id, lease_until FROM runs WHERE status = 'running'",
                 )?;
-                q.query_map([], |r| Ok((r.get(0)?, owner_at(r, 1)?)))?
+                q.query_map([], |r| Ok((r.get(0)?, owner_at(r, 1)?, r.get(5)?)))?
                     .collect::<rusqlite::Result<_>>()?
             };
+            let now = lease::now_ms();
             let mut dead = Vec::new();
-            for (id, owner) in running {
-                if !owner.is_alive() {
-                    interrupt(tx, &id, &owner)?;
+            for (id, owner, lease_until) in running {
+                let gone = match owner.liveness() {
+                    owner::Liveness::Alive => false,
+                    owner::Liveness::Dead => true,
+                    // Runs from before leases on another host: never judged.
+                    owner::Liveness::Elsewhere => lease_until.is_some_and(|u| u <= now),
+                };
+                if gone {
+                    interrupt(tx, &id, &host_gone(&id, &owner, lease_until))?;
                     dead.push(id);
                 }
             }
@@ -654,10 +902,12 @@ fn word<T>(r: &Row, index: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Res
     })
 }
 
+/// An owner from four columns from `first` on: pid, start, host, host id.
 fn owner_at(r: &Row, first: usize) -> rusqlite::Result<Owner> {
     Ok(Owner {
         pid: r.get(first)?,
         start: r.get::<_, i64>(first + 1)? as u64,
         host: r.get(first + 2)?,
+        host_id: r.get(first + 3)?,
     })
 }

@@ -8,7 +8,7 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
     (dir, store)
 }
 
-fn new_run(id: &str, env: &str) -> NewRun {
+pub fn new_run(id: &str, env: &str) -> NewRun {
     NewRun {
         id: id.into(),
         pipeline: "p".into(),
@@ -36,7 +36,7 @@ fn dead_owner() -> Owner {
     Owner {
         pid,
         start: 1,
-        host: Owner::current().host,
+        ..Owner::current()
     }
 }
 
@@ -532,7 +532,7 @@ fn a_version_1_store_is_migrated() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 #[test]
@@ -665,4 +665,36 @@ fn drift_checks_are_kept_per_environment_oldest_first() {
         ]
     );
     assert_eq!(s.drift_checks(None).unwrap().len(), 3);
+}
+
+/// The backend-neutral lease tests ([`super::lease_tests`]) on SQLite.
+mod leases {
+    use super::super::lease_tests as t;
+    use super::*;
+
+    fn on_one_file(test: fn(&dyn Fn(Lease) -> Box<dyn RunStore>)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capstan.db");
+        test(&|lease| Box::new(SqliteStore::open(&path).unwrap().with_lease(lease)));
+    }
+
+    #[test]
+    fn a_twin_hosts_lock_holds_while_its_lease_does() {
+        on_one_file(t::a_twin_hosts_lock_holds_while_its_lease_does);
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over_and_recorded() {
+        on_one_file(t::an_expired_lease_is_taken_over_and_recorded);
+    }
+
+    #[test]
+    fn programs_on_a_lost_host_need_a_forced_unlock() {
+        on_one_file(t::programs_on_a_lost_host_need_a_forced_unlock);
+    }
+
+    #[test]
+    fn renewals_keep_the_lease_until_the_run_is_taken() {
+        on_one_file(t::renewals_keep_the_lease_until_the_run_is_taken);
+    }
 }

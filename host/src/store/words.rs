@@ -49,6 +49,20 @@ macro_rules! words {
 }
 
 words! {
+    /// Why an environment's lock was released without its run's consent.
+    pub enum Release {
+        /// Its run had ended (or never recorded its start).
+        Ended,
+        /// Its host process on this machine died.
+        HostDied,
+        /// Its host (another machine) stopped renewing the lease.
+        LeaseExpired,
+        /// `capstan unlock --force`.
+        Forced,
+    }
+}
+
+words! {
     /// Why a run exists.
     pub enum RunKind {
         /// A run of the pipeline (`capstan run`).

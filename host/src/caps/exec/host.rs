@@ -322,13 +322,14 @@ impl ProcessHost {
             }
         };
         drop(cwd_dir);
-        let mut guard = GroupGuard(child.id().map(|id| id as i32));
+        let pid = child.id();
+        let mut guard = GroupGuard(pid.map(|id| id as i32));
         // Recorded so that a resumed stage can wait for a child that outlived
         // a killed host (see `run::resume`).
-        if let Some(owner) = child.id().and_then(Owner::of) {
+        if let Some(owner) = pid.and_then(Owner::of) {
             self.audit.allowed(
                 AuditKind::ExecStarted,
-                json!({ "program": cmd.program, "pid": owner.pid, "start": owner.start, "host": owner.host }),
+                json!({ "program": cmd.program, "pid": owner.pid, "start": owner.start, "host": owner.host, "host_id": owner.host_id }),
             );
         }
         let started = Instant::now();
@@ -449,7 +450,7 @@ impl ProcessHost {
         };
         self.audit.allowed(
             AuditKind::ExecExit,
-            json!({ "program": cmd.program, "status": exit_json, "duration_ms": duration_ms, "left_behind": left_behind }),
+            json!({ "program": cmd.program, "pid": pid, "status": exit_json, "duration_ms": duration_ms, "left_behind": left_behind }),
         );
         let how = match exit {
             wit::ExitStatus::Code(c) => format!("code {c}"),
