@@ -23,4 +23,5 @@ mod secrets;
 mod signed_approvals;
 mod stopping;
 mod triggers;
+mod two_hosts;
 mod verify;

@@ -26,7 +26,7 @@ pub fn new_image(sb: &Sandbox, n: usize) {
     .unwrap();
 }
 
-fn serial(sb: &Sandbox, env: &str) -> u64 {
+pub fn serial(sb: &Sandbox, env: &str) -> u64 {
     let state = sb
         .path()
         .join(format!("gi/work/state/terraform-{env}.tfstate"));
