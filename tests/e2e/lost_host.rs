@@ -182,3 +182,61 @@ fn a_lost_host_keeps_its_lock_until_forced_free_and_then_records_nothing_more() 
     let unlocked = ran(on_host(&sb, "b", &["unlock", "--env", "production"]));
     assert!(unlocked.stdout.contains("is not locked"), "{unlocked:?}");
 }
+
+#[test]
+fn a_run_on_another_host_is_cancelled_through_the_store() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(&format!(
+        "[pipeline]\nname = \"shared\"\nenvironments = [\"production\"]\n\
+         [plugins.adversary]\npath = \"{{adversary}}\"\n{}",
+        adversary_stage("hang", r#"{ action = "exec-hang" }"#, ""),
+    ));
+    let a = Guarded::spawn(on_host(
+        &sb,
+        "a",
+        &[
+            "run",
+            pipeline.to_str().unwrap(),
+            "--env",
+            "production",
+            "-q",
+        ],
+    ));
+    let (run_dir, sleep) = eventually(Duration::from_secs(120), "host a starts sleep", || {
+        let runs = std::fs::read_dir(state_dir(&sb, "a").join("runs")).ok()?;
+        runs.flatten().find_map(|run| {
+            let (_, pid) = started_programs(&run.path())
+                .into_iter()
+                .find(|(p, _)| p == "sleep")?;
+            Some((run.path(), pid))
+        })
+    });
+    let id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let cancel = ran(on_host(
+        &sb,
+        "b",
+        &["cancel", &id, "--as", "carol", "--reason", "wrong image"],
+    ));
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    assert!(
+        cancel.stderr.contains("when it next renews its lease"),
+        "{cancel:?}"
+    );
+    let (stopped, _) = a.wait(Duration::from_secs(60));
+    assert_eq!(stopped.code, 8, "cancelled: {stopped:?}");
+    assert!(!alive(sleep));
+    let json: serde_json::Value =
+        serde_json::from_str(&ran(on_host(&sb, "b", &["show", &id, "--json"])).stdout).unwrap();
+    assert_eq!(json["run"]["status"], "cancelled");
+    let hang = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hang")
+        .unwrap();
+    assert!(
+        hang["message"].as_str().unwrap().contains("carol")
+            && hang["message"].as_str().unwrap().contains("wrong image"),
+        "{hang:#}"
+    );
+}

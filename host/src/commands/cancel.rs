@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::exit::{self, Failure};
 use crate::run::cancel::{self, Cancel, CancelError};
-use crate::store::{Owner, RunRow, RunState, RunStore};
+use crate::store::{RunRow, RunState, RunStore, StopAsked};
 
 /// End a run for good (it can no longer be resumed), recorded with who and
 /// why. A running run is stopped first: its programs get SIGTERM, then
@@ -19,9 +19,10 @@ Examples:
   capstan cancel 20261126-101500-7f3a --as alice --reason \"superseded by a new run\"
   capstan cancel latest@production --reason \"wrong image\"
 
-A running run is stopped by its own host process (this command records the
-request, sends that process SIGTERM and waits for the run to end), so it must
-run on this machine. To refuse what a paused run waits for, `capstan reject` it
+A running run is stopped by its own host process: on this machine this command
+records the request, sends that process SIGTERM and waits for the run to end; on
+another host sharing the run store, it records the request in the store, which
+that host reads when it next renews its lease (every third of $CAPSTAN_LEASE). To refuse what a paused run waits for, `capstan reject` it
 instead.")]
 pub struct Args {
     /// The run: its id, a unique prefix or suffix of it, `latest` (the run
@@ -54,10 +55,12 @@ fn failure(e: CancelError) -> Failure {
 pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
     let run = store.run(&args.run).map_err(super::store_failure)?;
-    let how = cancel::how(&run, &Owner::current()).map_err(failure)?;
+    let how = cancel::how(&run).map_err(failure)?;
     let by = super::identity(args.by.as_deref())?;
-    if how == Cancel::Stop {
-        return stop_running(args, &run, &store, &by).await;
+    match how {
+        Cancel::Stop => return stop_running(args, &run, &store, &by).await,
+        Cancel::Remote => return stop_remote(args, &run, &store, &by).await,
+        Cancel::End => {}
     }
     if let Some(e) = cancel::end(&store, &run, &by, args.reason.as_deref()).map_err(failure)? {
         eprintln!("warning: {e}");
@@ -99,6 +102,36 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
+/// Ask the host running `run` on another machine, through the store, to
+/// stop it (it reads the request when it renews its lease), and wait until
+/// it has.
+async fn stop_remote(
+    args: &Args,
+    run: &RunRow,
+    store: &Arc<dyn RunStore>,
+    by: &str,
+) -> Result<u8, Failure> {
+    let asked = StopAsked {
+        by: by.to_string(),
+        reason: args.reason.clone(),
+    };
+    if !store
+        .request_stop(&run.id, &asked)
+        .map_err(super::store_failure)?
+    {
+        let now = store.run(&run.id).map_err(super::store_failure)?;
+        eprintln!("run {} is {} already", run.id, now.status);
+        return Ok(exit::REFUSED);
+    }
+    eprintln!(
+        "asked {} to stop run {}: it reads the request when it next renews its lease (within {}); waiting…",
+        run.owner,
+        run.id,
+        humantime::format_duration(store.lease().renew_every())
+    );
+    finished(run, cancel::stopped(store.as_ref(), run, args.wait).await)
+}
+
 /// Ask the host process running `run` to stop it, and wait until it has.
 async fn stop_running(
     args: &Args,
@@ -111,9 +144,12 @@ async fn stop_running(
         "stopping run {} ({}): its programs get SIGTERM, then SIGKILL after the host's --stop-grace…",
         run.id, run.owner
     );
-    let now = cancel::stopped(store.as_ref(), run, args.wait)
-        .await
-        .map_err(failure)?;
+    finished(run, cancel::stopped(store.as_ref(), run, args.wait).await)
+}
+
+/// How a stopped run ended.
+fn finished(run: &RunRow, now: Result<RunState, CancelError>) -> Result<u8, Failure> {
+    let now = now.map_err(failure)?;
     eprintln!(
         "run {} is {now}; environment `{}` is free once its host released it",
         run.id, run.environment

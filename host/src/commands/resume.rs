@@ -42,6 +42,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let store = cli.store()?;
     let run = store.run(&args.run).map_err(super::store_failure)?;
     resume::may_resume(&run).map_err(refused)?;
+    resume::dir_here(&run).map_err(refused)?;
     let pipeline = super::load_pipeline(&PathBuf::from(&run.pipeline_file))?;
     resume::same_pipeline(&run, &pipeline).map_err(refused)?;
     if let Some(from) = &args.from

@@ -23,8 +23,6 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 pub enum CancelError {
     #[error("run {id} has ended ({state}); nothing to cancel")]
     Ended { id: String, state: RunState },
-    #[error("run {id}: it runs on host `{}` ({owner}); cancel it there", owner.host)]
-    OtherHost { id: String, owner: Owner },
     #[error(
         "run {id}: its host process ({owner}) is gone; run `capstan cancel {id}` again to cancel the interrupted run"
     )]
@@ -67,20 +65,21 @@ pub enum CancelError {
 pub enum Cancel {
     /// A live host process runs it: ask that process to stop it.
     Stop,
+    /// A host process on another host runs it: ask through the store.
+    Remote,
     /// No process runs it (paused, interrupted, failed): record it as
     /// cancelled and end what it left running.
     End,
 }
 
-/// How `run` is cancelled from `here` (this process), if it can be: a
-/// running run only by a process on its own host, while its host lives.
-pub fn how(run: &RunRow, here: &Owner) -> Result<Cancel, CancelError> {
+/// How `run` is cancelled from this process, if it can be: a running run by
+/// its host process (signalled here, or asked through the store when it runs
+/// on another host), while that lives.
+pub fn how(run: &RunRow) -> Result<Cancel, CancelError> {
     match run.status {
         RunState::AwaitingApproval | RunState::Interrupted | RunState::Failed => Ok(Cancel::End),
-        RunState::Running if run.owner.host != here.host => Err(CancelError::OtherHost {
-            id: run.id.clone(),
-            owner: run.owner.clone(),
-        }),
+        // Its host reads the request when it renews its lease.
+        RunState::Running if !run.owner.is_here() => Ok(Cancel::Remote),
         RunState::Running if !run.owner.is_alive() => Err(CancelError::HostGone {
             id: run.id.clone(),
             owner: run.owner.clone(),
@@ -272,22 +271,16 @@ mod tests {
         let runs = Runs::new();
         let here = Owner::current();
         let mut live = runs.run("live", RunState::Running);
-        assert_eq!(how(&live, &here).unwrap(), Cancel::Stop);
+        assert_eq!(how(&live).unwrap(), Cancel::Stop);
 
-        live.owner.host = "elsewhere".into();
-        assert_eq!(
-            how(&live, &here).unwrap_err().to_string(),
-            format!(
-                "run live: it runs on host `elsewhere` ({}); cancel it there",
-                live.owner
-            )
-        );
+        live.owner.host_id = "another-machine0".into();
+        assert_eq!(how(&live).unwrap(), Cancel::Remote);
         live.owner = Owner {
             start: here.start + 1,
             ..here.clone()
         };
         assert_eq!(
-            how(&live, &here).unwrap_err().to_string(),
+            how(&live).unwrap_err().to_string(),
             format!(
                 "run live: its host process ({}) is gone; run `capstan cancel live` again to cancel the interrupted run",
                 live.owner
@@ -300,12 +293,12 @@ mod tests {
             RunState::Failed,
         ] {
             let run = runs.run(state.as_str(), state);
-            assert_eq!(how(&run, &here).unwrap(), Cancel::End, "{state:?}");
+            assert_eq!(how(&run).unwrap(), Cancel::End, "{state:?}");
         }
         for state in [RunState::Succeeded, RunState::Rejected, RunState::Cancelled] {
             let run = runs.run(state.as_str(), state);
             assert_eq!(
-                how(&run, &here).unwrap_err().to_string(),
+                how(&run).unwrap_err().to_string(),
                 format!("run {state} has ended ({state}); nothing to cancel")
             );
         }

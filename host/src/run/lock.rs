@@ -88,9 +88,25 @@ pub fn keep_lease(
                 .await
                 .unwrap_or_else(|e| panic!("lease renewal panicked: {e}"));
             let reason = match renewal {
-                Ok(Renewal::Kept { .. }) => {
+                Ok(Renewal::Kept { stop: asked_to, .. }) => {
                     valid_until = asked + lease.duration;
                     warned = false;
+                    // Asked from another host; the run stays this host's
+                    // (and renewed) while it winds down.
+                    if let Some(a) = asked_to
+                        && stop.requested().is_none()
+                    {
+                        let reason = a.reason.as_deref().map_or_else(
+                            || "`capstan cancel` from another host".to_string(),
+                            |r| format!("`capstan cancel` from another host: {r}"),
+                        );
+                        super::progress::println(&format!(
+                            "[capstan] stopping run {run} ({reason}, by {}): its programs get SIGTERM, then SIGKILL after {}",
+                            a.by,
+                            humantime::format_duration(stop.grace)
+                        ));
+                        stop.request(StopRequest { by: a.by, reason });
+                    }
                     continue;
                 }
                 Ok(Renewal::Lost { why }) => format!("this host no longer holds run {run}: {why}"),

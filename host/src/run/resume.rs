@@ -28,6 +28,16 @@ pub enum ResumeError {
     #[error("run {id} {}; start a new run instead", ended(*state))]
     Ended { id: String, state: RunState },
     #[error(
+        "run {id}'s directory {dir} is not on this host (it was started on {host}). A run continues where its \
+         directory is (plan files, logs, its audit log): resume it on {host}, or give every host the runs on a \
+         shared volume mounted at the same path"
+    )]
+    DirElsewhere {
+        id: String,
+        dir: String,
+        host: String,
+    },
+    #[error(
         "the pipeline file {file} changed since run {id} started (sha256 {then} then, {now} now). A resumed run \
          runs the pipeline it was planned and approved with: restore the file, or start a new run."
     )]
@@ -76,6 +86,18 @@ fn ended(state: RunState) -> &'static str {
         RunState::Rejected => "was rejected",
         _ => "was cancelled",
     }
+}
+
+/// A run continues in its own directory: it must be reachable from here.
+pub fn dir_here(run: &RunRow) -> Result<(), ResumeError> {
+    if std::path::Path::new(&run.run_dir).is_dir() {
+        return Ok(());
+    }
+    Err(ResumeError::DirElsewhere {
+        id: run.id.clone(),
+        dir: run.run_dir.clone(),
+        host: run.owner.host.clone(),
+    })
 }
 
 /// A paused, interrupted or failed run may continue; a running one is
@@ -281,6 +303,19 @@ mod tests {
     use crate::run::stage::StageStatus;
     use crate::run::testing::{PIPELINE, Runs, attempt, exec_started, pipeline, sleeper};
     use crate::store::AuditKind;
+
+    #[test]
+    fn a_run_resumes_only_where_its_directory_is() {
+        let runs = Runs::new();
+        let run = runs.run("r", RunState::Interrupted);
+        assert!(dir_here(&run).is_ok());
+        std::fs::remove_dir_all(&run.run_dir).unwrap();
+        let refused = dir_here(&run).unwrap_err().to_string();
+        assert!(
+            refused.contains(&run.run_dir) && refused.contains("shared volume"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn paused_interrupted_and_failed_runs_resume() {

@@ -203,7 +203,7 @@ pub fn renewals_keep_the_lease_until_the_run_is_taken(open: &dyn Fn(Lease) -> Bo
         .lease_until
         .unwrap();
     match one.renew("a", &me).unwrap() {
-        Renewal::Kept { until } => assert!(until >= before),
+        Renewal::Kept { until, stop: None } => assert!(until >= before),
         other => panic!("{other:?}"),
     }
     one.finish_run("a", RunState::Interrupted, "t", None)

@@ -240,11 +240,20 @@ pub enum Lock {
     Held(LockHolder),
 }
 
+/// `capstan cancel` of a run running on another host, as recorded for that
+/// host to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAsked {
+    pub by: String,
+    pub reason: Option<String>,
+}
+
 /// How a running run's lease renewal went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Renewal {
     /// The lease now ends at this time (Unix ms, by the store's clock).
-    Kept { until: i64 },
+    /// `stop`: someone asked, from another host, to stop the run.
+    Kept { until: i64, stop: Option<StopAsked> },
     /// The run is no longer this process's to run: its lock was released by
     /// force, or another process took the run over. It must stop.
     Lost { why: String },
@@ -326,6 +335,10 @@ pub trait RunStore: Send + Sync {
     fn lease(&self) -> Lease;
     /// Renew the lease of running run `run`, if `owner` still runs it.
     fn renew(&self, run: &str, owner: &Owner) -> Result<Renewal>;
+    /// Ask the host running `run` (elsewhere) to stop it: it reads the
+    /// request when it next renews its lease. `false`: the run is not
+    /// running.
+    fn request_stop(&self, run: &str, asked: &StopAsked) -> Result<bool>;
     /// Release `environment`'s lock whoever holds it (`capstan unlock
     /// --force`): its run, if it was running, is marked interrupted, and the
     /// release recorded for `capstan show`. `None`: it was not locked.

@@ -9,11 +9,15 @@
 -- holder counts as alive when it runs on another host; the running process
 -- renews it (store::lease). NULL: taken before version 7.
 --
+-- stop_request: `capstan cancel` of a run that runs on another host (JSON: by,
+-- reason); its host reads it when it renews its lease, and stops the run.
+--
 -- lock_releases: every lock released without its run's consent (its host
 -- died, lost its lease, or `capstan unlock --force`), shown by `capstan show`.
 
 ALTER TABLE runs ADD COLUMN owner_host_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN lease_until INTEGER;
+ALTER TABLE runs ADD COLUMN stop_request TEXT;
 ALTER TABLE locks ADD COLUMN owner_host_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE locks ADD COLUMN lease_until INTEGER;
 

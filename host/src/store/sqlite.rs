@@ -744,7 +744,15 @@ impl RunStore for SqliteStore {
                      AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
                     params![run, until, owner.pid, owner.start as i64, owner.host_id],
                 )?;
-                return Ok(Renewal::Kept { until });
+                let stop: Option<String> = tx.query_row(
+                    "SELECT stop_request FROM runs WHERE id = ?1",
+                    [run],
+                    |r| r.get(0),
+                )?;
+                return Ok(Renewal::Kept {
+                    until,
+                    stop: stop.and_then(|s| serde_json::from_str(&s).ok()),
+                });
             }
             let now: Option<(String, Owner)> = tx
                 .query_row(
@@ -772,6 +780,16 @@ impl RunStore for SqliteStore {
                 (None, None) => format!("run {run} is no longer in the run store"),
             };
             Ok(Renewal::Lost { why })
+        })
+    }
+
+    fn request_stop(&self, run: &str, asked: &StopAsked) -> Result<bool> {
+        let text = serde_json::to_string(asked).expect("requests serialize");
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE runs SET stop_request = ?2 WHERE id = ?1 AND status = 'running'",
+                params![run, text],
+            )? == 1)
         })
     }
 
