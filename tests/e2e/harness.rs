@@ -1,5 +1,11 @@
 //! A sandbox directory per test, pipeline files with plugin paths filled in,
 //! and helpers to run `capstan` and read what a run recorded.
+//!
+//! The run store is each sandbox's SQLite file, or with
+//! `CAPSTAN_TEST_STORE=postgres` a new database of its own on a throw-away
+//! PostgreSQL server (`capstan_test_artifacts::postgres`), which every
+//! `capstan` of the test gets as `CAPSTAN_STORE`. Tests reach the store
+//! through `capstan` or [`Sandbox::store`], never its file.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -27,6 +33,18 @@ const PLUGINS: &[(&str, &str)] = &[
 
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL store's URL (see the module's doc); `None`: the
+    /// state dir's SQLite file.
+    postgres: Option<String>,
+}
+
+/// Which run store the tests use (`CAPSTAN_TEST_STORE`).
+fn postgres_store() -> bool {
+    match std::env::var("CAPSTAN_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("CAPSTAN_TEST_STORE={other}: use `sqlite` (the default) or `postgres`"),
+    }
 }
 
 /// What one `capstan` invocation did.
@@ -60,6 +78,7 @@ impl Sandbox {
     pub fn new() -> Sandbox {
         let sb = Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
+            postgres: postgres_store().then(capstan_test_artifacts::postgres::database),
         };
         std::fs::create_dir(sb.path().join("ro")).unwrap();
         std::fs::create_dir(sb.path().join("rw")).unwrap();
@@ -112,8 +131,65 @@ impl Sandbox {
             .env("CAPSTAN_STATE_DIR", self.path().join(".capstan"))
             .env("GRANTED_VAR", "granted-value")
             .env("SECRET_TOKEN", "hunter2-must-not-leak")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env_remove("CAPSTAN_STORE")
+            .env_remove("PGPASSWORD");
+        if let Some(url) = &self.postgres {
+            cmd.env("CAPSTAN_STORE", url);
+        }
         cmd
+    }
+
+    /// Whether the run store is a PostgreSQL server rather than the state
+    /// dir's file.
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// The run store this sandbox's `capstan` uses, opened here.
+    pub fn store(&self) -> std::sync::Arc<dyn capstan::store::RunStore> {
+        self.store_location()
+            .open(capstan::store::Lease::default())
+            .expect("the run store opens")
+    }
+
+    fn store_location(&self) -> capstan::store::Location {
+        match &self.postgres {
+            Some(url) => capstan::store::Location::Postgres(url.clone()),
+            None => capstan::store::Location::Sqlite(self.path().join(".capstan/capstan.db")),
+        }
+    }
+
+    /// Change the run store behind Capstan's back (as someone with access
+    /// to its database could): `sql` with text parameters `?1`, `?2`, …,
+    /// on SQLite or PostgreSQL alike.
+    pub fn tamper(&self, sql: &str, params: &[&str]) {
+        match &self.postgres {
+            None => {
+                let c =
+                    rusqlite::Connection::open(self.path().join(".capstan/capstan.db")).unwrap();
+                c.execute(sql, rusqlite::params_from_iter(params)).unwrap();
+            }
+            Some(url) => {
+                let sql = regex::Regex::new(r"\?(\d+)")
+                    .unwrap()
+                    .replace_all(sql, "$$$1")
+                    .into_owned();
+                let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+                let url = url.clone();
+                // The sync client runs a runtime of its own: on a thread of its own.
+                std::thread::spawn(move || {
+                    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                        .iter()
+                        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                        .collect();
+                    client.execute(&sql, &params).unwrap();
+                })
+                .join()
+                .unwrap();
+            }
+        }
     }
 
     /// `capstan <args>` started in `dir`, with no state dir given: its state

@@ -118,6 +118,7 @@ fn killed_before_build_plan_or_approval_or_during_ansible_then_resumed() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let store = sb.store();
     loop {
         let this_run = std::fs::read_dir(&runs)
             .unwrap()
@@ -125,11 +126,14 @@ fn killed_before_build_plan_or_approval_or_during_ansible_then_resumed() {
             .map(|e| e.path())
             .find(|p| !earlier.contains(p));
         // Once ansible-playbook runs (a few seconds): the host dies mid-configure.
-        let audit = this_run.and_then(|d| std::fs::read_to_string(d.join("audit.jsonl")).ok());
-        if audit.is_some_and(|a| {
-            a.lines().any(|l| {
-                l.contains(r#""capability":"exec-started""#)
-                    && l.contains(r#""program":"ansible-playbook""#)
+        // Its start is looked for in the store, which a resume reads (the host
+        // writes it there just after the run's audit.jsonl).
+        let id = this_run.and_then(|d| Some(d.file_name()?.to_str()?.to_string()));
+        let events = id.and_then(|id| store.audit_events(&id).ok());
+        if events.is_some_and(|events| {
+            events.iter().any(|e| {
+                e.started_program()
+                    .is_some_and(|(program, _)| program == "ansible-playbook")
             })
         }) {
             break;

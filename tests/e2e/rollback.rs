@@ -2,9 +2,7 @@
 //! and delivery metrics: over that real history, and over a seeded one
 //! whose values are computed by hand.
 
-use capstan::store::{
-    NewRun, Owner, RunKind, RunState, RunStore, SqliteStore, StageRow, StageState,
-};
+use capstan::store::{NewRun, Owner, RunKind, RunState, StageRow, StageState};
 use serde_json::{Value, json};
 
 use crate::golden_image::{example, run};
@@ -121,7 +119,7 @@ type Seed<'a> = (
 #[test]
 fn stats_over_a_seeded_history_equal_hand_computed_values() {
     let sb = Sandbox::new();
-    let store = SqliteStore::open(&sb.path().join(".capstan/capstan.db")).unwrap();
+    let store = sb.store();
     let me = Owner::current();
     // id, env, kind, undoes, started, ended, status, verified, [(stage, ms, status)]
     #[rustfmt::skip]

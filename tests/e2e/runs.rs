@@ -285,3 +285,74 @@ fn the_run_store_can_live_elsewhere_and_matches_the_run_dir() {
     );
     assert!(not_there.stderr.contains("no run"), "{not_there:?}");
 }
+
+/// A PostgreSQL server as the run store (`--store` or `CAPSTAN_STORE` a
+/// URL): runs are recorded there, not in a file; the password may come from
+/// `PGPASSWORD`; no output ever shows it; a read command needs no state dir.
+#[test]
+fn the_run_store_can_be_a_postgresql_server_and_its_password_is_never_shown() {
+    let sb = Sandbox::new();
+    let pipeline = sb.pipeline(HELLO);
+    let cluster = capstan_test_artifacts::postgres::shared();
+    let password = cluster.password();
+    let url = cluster.database();
+    let without_password = url.replace(&format!(":{password}@"), "@");
+    assert_ne!(url, without_password);
+    let ran = sb
+        .command(&["run", pipeline.to_str().unwrap()])
+        .env("CAPSTAN_STORE", &without_password)
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    let ran = crate::harness::Ran::from(ran);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(!format!("{ran:?}").contains(password), "{ran:?}");
+    assert!(!sb.path().join(".capstan/capstan.db").exists());
+    let id = sb.last_run().record["run_id"].as_str().unwrap().to_string();
+
+    // Read from a directory with no state at all: the store is the server.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let shown = sb
+        .command_in(
+            elsewhere.path(),
+            &["show", "latest", "--json", "--store", &url],
+        )
+        .output()
+        .unwrap();
+    let shown = crate::harness::Ran::from(shown);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    let record: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(
+        (
+            record["run"]["id"].as_str(),
+            record["run"]["status"].as_str()
+        ),
+        (Some(id.as_str()), Some("succeeded"))
+    );
+
+    let wrong = url.replace(password, "not-the-password");
+    let refused = sb.capstan(&["runs", "--store", &wrong]);
+    assert_eq!(refused.code, 10, "{refused:?}");
+    assert!(
+        refused.stderr.starts_with(&format!(
+            "error: cannot connect to the run store {}",
+            url.replace(password, "***")
+        )) && refused.stderr.contains("password authentication failed"),
+        "{refused:?}"
+    );
+    assert!(
+        !refused.stderr.contains("not-the-password") && !refused.stderr.contains(password),
+        "{refused:?}"
+    );
+    // `--help` shows where $CAPSTAN_STORE comes from, never its value.
+    let help = sb
+        .command(&["runs", "--help"])
+        .env("CAPSTAN_STORE", &url)
+        .output()
+        .unwrap();
+    let help = crate::harness::Ran::from(help);
+    assert!(
+        help.stdout.contains("CAPSTAN_STORE") && !help.stdout.contains(password),
+        "{help:?}"
+    );
+}

@@ -95,10 +95,6 @@ fn gate(sb: &Sandbox, keys: &[(&str, &str)]) -> PathBuf {
     ))
 }
 
-fn store(sb: &Sandbox) -> rusqlite::Connection {
-    rusqlite::Connection::open(sb.path().join(".capstan/capstan.db")).unwrap()
-}
-
 #[test]
 fn signed_approvals_count_only_from_listed_keys_other_than_the_authors() {
     let sb = Sandbox::new();
@@ -216,13 +212,11 @@ fn signed_approvals_count_only_from_listed_keys_other_than_the_authors() {
         &statement(run_row, request, "approve", &at, &other_plan),
     );
     let insert = |signature: &str| {
-        store(&sb)
-            .execute(
-                "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, signature) \
-                 VALUES (?1, 'approve', ?2, 'approved', 'carol', ?3, NULL, 'manual', ?4)",
-                rusqlite::params![id, digest, at, signature],
-            )
-            .unwrap();
+        sb.tamper(
+            "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, signature) \
+             VALUES (?1, 'approve', ?2, 'approved', 'carol', ?3, NULL, 'manual', ?4)",
+            &[&id, &digest, &at, signature],
+        );
     };
     insert(&wrong);
     let refused = sb.capstan(&["resume", &id, "-q"]);
@@ -233,26 +227,23 @@ fn signed_approvals_count_only_from_listed_keys_other_than_the_authors() {
             && refused.stderr.contains("does not match the statement"),
         "{refused:?}"
     );
-    store(&sb)
-        .execute("DELETE FROM approvals WHERE approver = 'carol'", [])
-        .unwrap();
+    sb.tamper("DELETE FROM approvals WHERE approver = 'carol'", &[]);
 
     // Bob's decision edited after signing (its comment is not signed, its time is).
-    store(&sb)
-        .execute("UPDATE approvals SET at = ?1 WHERE approver = 'bob'", [&at])
-        .unwrap();
+    sb.tamper(
+        "UPDATE approvals SET at = ?1 WHERE approver = 'bob'",
+        &[&at],
+    );
     let edited = sb.capstan(&["resume", &id, "-q"]);
     assert_eq!(edited.code, 5, "{edited:?}");
     assert!(
         edited.stderr.contains("0 of 2 approvals") && edited.stderr.contains("bob does not count"),
         "{edited:?}"
     );
-    store(&sb)
-        .execute(
-            "UPDATE approvals SET at = ?1 WHERE approver = 'bob'",
-            [bobs["at"].as_str().unwrap()],
-        )
-        .unwrap();
+    sb.tamper(
+        "UPDATE approvals SET at = ?1 WHERE approver = 'bob'",
+        &[bobs["at"].as_str().unwrap()],
+    );
 
     // Carol signs with ssh-keygen alone (offline), over the right statement:
     // Capstan accepts it, and the second listed signature lets apply run.
@@ -281,12 +272,10 @@ fn signed_approvals_count_only_from_listed_keys_other_than_the_authors() {
             .contains("2 decisions signed by listed approvers (bob, carol)"),
         "{verified:?}"
     );
-    store(&sb)
-        .execute(
-            "UPDATE approvals SET digest = ?1 WHERE approver = 'carol'",
-            [&other_plan],
-        )
-        .unwrap();
+    sb.tamper(
+        "UPDATE approvals SET digest = ?1 WHERE approver = 'carol'",
+        &[&other_plan],
+    );
     let tampered = sb.capstan(&["verify", &id]);
     assert_eq!(tampered.code, 9, "{tampered:?}");
     assert!(

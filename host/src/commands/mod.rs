@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::builder::TypedValueParser as _;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::{self, Failure};
@@ -33,7 +34,7 @@ use crate::pipeline::{Diagnostics, Pipeline};
 use crate::run::{Prepared, prepare};
 use crate::runtime::Runtime;
 use crate::runtime::cache::Cache;
-use crate::store::{NewRun, RunKind, RunStore, SqliteStore};
+use crate::store::{Location, NewRun, RunKind, RunStore};
 
 /// Run infrastructure delivery pipelines whose stages are WebAssembly
 /// components, each allowed only what its pipeline grants.
@@ -57,9 +58,19 @@ pub struct Cli {
     /// Why this command, which reads recorded runs, has no store to read.
     #[arg(skip)]
     missing_store: Option<String>,
-    /// The run store (SQLite). Default: <state-dir>/capstan.db.
-    #[arg(long, global = true, env = "CAPSTAN_STORE", value_name = "PATH")]
-    pub store: Option<PathBuf>,
+    /// The run store: a SQLite file's path, or a PostgreSQL server's URL
+    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the password may
+    /// come from $PGPASSWORD instead) to share runs, approvals and locks
+    /// across a team. Default: <state-dir>/capstan.db.
+    #[arg(
+        long,
+        global = true,
+        env = "CAPSTAN_STORE",
+        hide_env_values = true,
+        value_name = "PATH|URL",
+        value_parser = clap::builder::OsStringValueParser::new().map(Location::from)
+    )]
+    pub store: Option<Location>,
     /// Compile plugins every time instead of using the compiled cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -220,8 +231,8 @@ impl Cli {
             })
         };
         self.state_dir = resolve(&self.state_dir, "the state dir")?;
-        if let Some(store) = &self.store {
-            self.store = Some(resolve(store, "--store")?);
+        if let Some(Location::Sqlite(path)) = &self.store {
+            self.store = Some(Location::Sqlite(resolve(path, "--store")?));
         }
         Ok(())
     }
@@ -262,8 +273,12 @@ impl Cli {
         let store = self
             .store
             .clone()
-            .unwrap_or_else(|| state.join("capstan.db"));
-        if !matches!(anchor, Anchor::Recorded) || store.is_file() {
+            .unwrap_or_else(|| Location::Sqlite(state.join("capstan.db")));
+        // A server's store is there to read (or says why not when opened).
+        let Some(store) = store.path().filter(|_| matches!(anchor, Anchor::Recorded)) else {
+            return Ok((state, None));
+        };
+        if store.is_file() {
             return Ok((state, None));
         }
         let from = if self.store.is_some() {
@@ -280,7 +295,8 @@ impl Cli {
         Ok((state, Some(missing)))
     }
 
-    /// What no grant may reach: the state dir and the run store.
+    /// What no grant may reach: the state dir and the run store (a SQLite
+    /// file: a server's store is out of any grant's reach).
     pub fn protected(&self) -> Result<Vec<crate::caps::fs::Protected>, Failure> {
         use crate::caps::fs::Protected;
         let locate = |path: &Path, what: &str| {
@@ -291,42 +307,42 @@ impl Cli {
                 )
             })
         };
-        Ok(vec![
-            locate(
-                &self.state_dir,
-                "Capstan's state dir (run store, audit logs, compiled plugins, other runs)",
-            )?,
-            locate(&self.store_path(), "the run store")?,
-        ])
+        let mut protected = vec![locate(
+            &self.state_dir,
+            "Capstan's state dir (run store, audit logs, compiled plugins, other runs)",
+        )?];
+        if let Some(path) = self.store_location().path() {
+            protected.push(locate(path, "the run store")?);
+        }
+        Ok(protected)
+    }
+
+    /// Where the run store is: `--store`, else `<state-dir>/capstan.db`.
+    pub fn store_location(&self) -> Location {
+        self.store
+            .clone()
+            .unwrap_or_else(|| Location::Sqlite(self.state_dir.join("capstan.db")))
     }
 
     /// Open the run store, and mark runs whose host died as interrupted.
-    /// Where the run store is: `--store`, else `<state-dir>/capstan.db`.
-    pub fn store_path(&self) -> PathBuf {
-        self.store
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("capstan.db"))
-    }
-
     pub fn store(&self) -> Result<Arc<dyn RunStore>, Failure> {
-        let path = self.store_path();
+        let location = self.store_location();
         if let Some(missing) = &self.missing_store
-            && !path.is_file()
+            && location.path().is_some_and(|path| !path.is_file())
         {
             return Err(Failure::new(exit::USAGE, missing.clone()));
         }
         let lease = crate::store::Lease::from_env()
             .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?;
-        let store = SqliteStore::open(&path)
-            .map(|s| s.with_lease(lease))
-            .map_err(|e| {
-                Failure::new(
-                    exit::INTERNAL,
-                    format!(
-                        "error: {e}\n  check the path (--store, $CAPSTAN_STORE) and its permissions"
-                    ),
-                )
-            })?;
+        let store = location.open(lease).map_err(|e| {
+            let check = match location {
+                Location::Sqlite(_) => {
+                    "check the path (--store, $CAPSTAN_STORE) and its permissions"
+                }
+                Location::Postgres(_) => "the URL is from --store or $CAPSTAN_STORE",
+            };
+            Failure::new(exit::INTERNAL, format!("error: {e}\n  {check}"))
+        })?;
         let dead = store
             .reap()
             .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
@@ -335,7 +351,7 @@ impl Cli {
                 "note: run {id} was interrupted (its host process is gone); `capstan resume {id}` continues it"
             );
         }
-        Ok(Arc::new(store))
+        Ok(store)
     }
 
     pub fn cache(&self) -> Cache {

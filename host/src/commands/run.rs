@@ -23,8 +23,8 @@ Examples:
 
 State lives in .capstan/ at the root of the git repository holding the pipeline
 file (beside the file outside a repository), wherever capstan is started; see
---state-dir. Each run is recorded in its run store (.capstan/capstan.db; see
-`capstan runs`, `capstan show`) and gets a directory .capstan/runs/<run-id>/ with
+--state-dir. Each run is recorded in its run store (.capstan/capstan.db, or the
+PostgreSQL server --store names; see `capstan runs`, `capstan show`) and gets a directory .capstan/runs/<run-id>/ with
 run.json, outputs.json, audit.jsonl, logs/<stage>.log and stages/<stage>/ (the
 work dirs). A run holds its environment's lock from its first stage to its end,
 also while it waits for approval; a second run on the environment fails at once

@@ -42,7 +42,7 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         .map(|()| exit::OK);
     }
     if runs.is_empty() {
-        eprintln!("no runs recorded yet in {}", cli.state_dir.display());
+        eprintln!("no runs recorded yet in {}", cli.store_location());
         return Ok(exit::OK);
     }
     let layout = Layout::of(Stream::Stdout);

@@ -134,6 +134,71 @@ pub fn judge(holder: &LockHolder, now_ms: i64, programs: impl FnOnce() -> Vec<Ow
     }
 }
 
+/// The record of a lock `run` took over from holder `h` at `now`.
+pub fn taken_over(h: &LockHolder, why: Release, run: &str, now: i64) -> LockRelease {
+    LockRelease {
+        environment: h.environment.clone(),
+        run_id: h.run_id.clone(),
+        holder: h.owner.clone(),
+        why,
+        by: format!("run {run}"),
+        reason: None,
+        at: time_text(now),
+        lease_ended: h
+            .lease_until
+            .filter(|_| why == Release::LeaseExpired)
+            .map(time_text),
+    }
+}
+
+/// Whether running run's `owner` is gone: dead here, or elsewhere with a
+/// lease that ran out (runs from before leases, elsewhere, are never judged).
+pub fn gone(owner: &Owner, lease_until: Option<i64>, now_ms: i64) -> bool {
+    match owner.liveness() {
+        Liveness::Alive => false,
+        Liveness::Dead => true,
+        Liveness::Elsewhere => lease_until.is_some_and(|u| u <= now_ms),
+    }
+}
+
+/// Why a run was marked interrupted.
+pub fn host_gone(run: &str, owner: &Owner, lease_until: Option<i64>) -> String {
+    match lease_until.filter(|_| !owner.is_here()) {
+        Some(until) => format!(
+            "its host ({owner}) stopped renewing its lease, which ended at {}; `capstan resume {run}` continues it",
+            time_text(until)
+        ),
+        None => format!("the host running it ({owner}) died; `capstan resume {run}` continues it"),
+    }
+}
+
+/// Why a run's running stages were interrupted by `capstan unlock --force`.
+pub fn forced_because(environment: &str, by: &str, reason: &str, run: &str) -> String {
+    format!(
+        "its lock on `{environment}` was released by force by {by} ({reason}); `capstan resume {run}` continues it"
+    )
+}
+
+/// Why `owner` no longer runs `run`: `now` is the run's status and owner as
+/// recorded, `forced` the latest forced release of its lock (by, reason).
+pub fn lost_because(
+    run: &str,
+    owner: &Owner,
+    now: Option<(String, Owner)>,
+    forced: Option<(String, String)>,
+) -> String {
+    match (now, forced) {
+        (_, Some((by, reason))) => {
+            format!("its environment's lock was released by force by {by} ({reason})")
+        }
+        (Some((status, other)), None) if other != *owner => {
+            format!("run {run} is {status} and runs elsewhere now ({other})")
+        }
+        (Some((status, _)), None) => format!("run {run} is {status} in the run store"),
+        (None, None) => format!("run {run} is no longer in the run store"),
+    }
+}
+
 /// One `exec-started` or `exec-exit` audit event of a run, as stored.
 pub struct ExecEvent<'a> {
     pub capability: &'a str,

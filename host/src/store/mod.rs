@@ -1,14 +1,18 @@
 //! Run history: runs, stage attempts, approvals, audit events and
-//! environment locks, behind one small interface ([`RunStore`]) so that a
-//! shared server database can be added for teams without touching the
-//! executor. The embedded implementation is SQLite ([`sqlite`]).
+//! environment locks, behind one small interface ([`RunStore`]): the
+//! executor does not know where they are kept ([`Location`]). The embedded
+//! implementation is SQLite ([`sqlite`]); teams share a PostgreSQL server
+//! ([`postgres`]).
 //!
 //! Every method is one transaction: a host killed at any instant leaves the
 //! record as it was before or after a change, never half of one.
 
 pub mod fence;
 pub mod lease;
+pub mod location;
 pub mod owner;
+pub mod postgres;
+mod rows;
 pub mod run_id;
 pub mod sqlite;
 mod words;
@@ -17,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use lease::{Lease, LockRelease};
+pub use location::Location;
 pub use owner::Owner;
+pub use postgres::PostgresStore;
 pub use run_id::RunRef;
 pub use sqlite::SqliteStore;
 pub use words::{ApprovalPolicy, AuditKind, Decision, Release, RunKind, RunState, StageState};
@@ -36,6 +42,13 @@ pub enum StoreError {
         path: String,
         #[source]
         source: rusqlite_migration::Error,
+    },
+    #[error("{}", postgres::describe(url, source))]
+    Postgres {
+        /// The server's URL, its password redacted.
+        url: String,
+        #[source]
+        source: postgres::PgError,
     },
     #[error("no run `{0}` in the run store (list runs with `capstan runs`)")]
     NoSuchRun(String),

@@ -2,7 +2,9 @@
 //! (`20261126-101500-7f3a`), any unique prefix (`20261126-1015`) or suffix
 //! (`7f3a`) of it, `latest` (the run that started last) or
 //! `latest@<environment>` (the one that started last in that environment).
-//! Every store resolves names by these rules ([`RunRef::parse`], [`pick`]).
+//! Every store resolves names by these rules ([`resolve`]), with queries of
+//! its own ([`Ids`]): the matching is done by the database, not by loading
+//! every id.
 
 use super::{Result, StoreError};
 
@@ -29,6 +31,59 @@ impl<'a> RunRef<'a> {
             None => RunRef::Id(given),
         }
     }
+}
+
+/// The queries that resolve a name, as each store answers them.
+pub(super) trait Ids {
+    /// What the store's queries fail with (a [`StoreError`] too).
+    type Error: From<StoreError>;
+    /// `id` itself, if a run has it.
+    fn exact(&mut self, id: &str) -> std::result::Result<Option<String>, Self::Error>;
+    /// The ids `given` (not empty) is a prefix or suffix of, as [`names`] says.
+    fn named(&mut self, given: &str) -> std::result::Result<Vec<String>, Self::Error>;
+    /// The run that started last (in `environment`, if given).
+    fn latest(
+        &mut self,
+        environment: Option<&str>,
+    ) -> std::result::Result<Option<String>, Self::Error>;
+    /// The environments that have runs, sorted.
+    fn environments(&mut self) -> std::result::Result<Vec<String>, Self::Error>;
+}
+
+/// The id of the run `given` names ([`RunRef`]).
+pub(super) fn resolve<I: Ids>(given: &str, ids: &mut I) -> std::result::Result<String, I::Error> {
+    match RunRef::parse(given) {
+        RunRef::Latest { environment } => match ids.latest(environment)? {
+            Some(id) => Ok(id),
+            None => Err(StoreError::NoLatest {
+                environment: environment.map(str::to_string),
+                known: ids.environments()?,
+            }
+            .into()),
+        },
+        // The common case (every id the host passes itself) by key.
+        RunRef::Id(id) => match ids.exact(id)? {
+            Some(id) => Ok(id),
+            None if id.is_empty() => Err(StoreError::NoSuchRun(String::new()).into()),
+            None => {
+                let named = ids.named(id)?;
+                debug_assert!(named.iter().all(|c| names(id, c)), "{id}: {named:?}");
+                Ok(pick(id, named)?)
+            }
+        },
+    }
+}
+
+/// `given` as a `LIKE` pattern matching itself only (escaped with `\`).
+pub(super) fn like_escaped(given: &str) -> String {
+    let mut pattern = String::with_capacity(given.len());
+    for c in given.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 /// Whether `id` is named by `given` (the id, a prefix or a suffix of it).

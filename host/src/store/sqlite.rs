@@ -11,6 +11,7 @@ use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
 use super::fence::Fences;
+use super::rows::{self, Columns};
 use super::*;
 
 /// Schema versions, oldest first. Append; never edit a released one.
@@ -111,7 +112,7 @@ impl SqliteStore {
                     .query_row(
                         "SELECT status, owner_pid, owner_start, owner_host, owner_host_id FROM runs WHERE id = ?1",
                         [run],
-                        |r| Ok((word(r, 0, RunState::parse)?, owner_at(r, 1)?)),
+                        |r| Ok((word(r, 0, RunState::parse)?, rows::owner(r)?)),
                     )
                     .optional()
                     .map_err(|source| self.error(source))?;
@@ -151,32 +152,36 @@ impl SqliteStore {
 
     /// The id of the run `given` names ([`RunRef`]).
     fn resolve(&self, given: &str) -> Result<String> {
-        match RunRef::parse(given) {
-            RunRef::Latest { environment } => self.latest(environment),
-            RunRef::Id(id) => {
-                // The common case (every id the host passes itself) by key.
-                let exact: Option<String> = self.read(|c| {
-                    c.query_row("SELECT id FROM runs WHERE id = ?1", [id], |r| r.get(0))
-                        .optional()
-                })?;
-                if let Some(id) = exact {
-                    return Ok(id);
-                }
-                let ids: Vec<String> = self.read(|c| {
-                    let mut q = c.prepare("SELECT id FROM runs")?;
-                    q.query_map([], |r| r.get(0))?.collect()
-                })?;
-                run_id::pick(
-                    id,
-                    ids.into_iter().filter(|c| run_id::names(id, c)).collect(),
-                )
-            }
-        }
+        run_id::resolve(given, &mut Ids(self))
+    }
+}
+
+/// Name resolution's queries ([`run_id::resolve`]).
+struct Ids<'a>(&'a SqliteStore);
+
+impl run_id::Ids for Ids<'_> {
+    type Error = StoreError;
+
+    fn exact(&mut self, id: &str) -> Result<Option<String>> {
+        self.0.read(|c| {
+            c.query_row("SELECT id FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+        })
     }
 
-    /// The run that started last (in `environment`, if given).
-    fn latest(&self, environment: Option<&str>) -> Result<String> {
-        let found: Option<String> = self.read(|c| {
+    fn named(&mut self, given: &str) -> Result<Vec<String>> {
+        // `substr` compares bytes, as `names` does (`LIKE` would ignore case).
+        self.0.read(|c| {
+            let mut q = c.prepare(
+                "SELECT id FROM runs WHERE ?1 <> '' \
+                 AND (substr(id, 1, length(?1)) = ?1 OR substr(id, -length(?1)) = ?1)",
+            )?;
+            q.query_map([given], |r| r.get(0))?.collect()
+        })
+    }
+
+    fn latest(&mut self, environment: Option<&str>) -> Result<Option<String>> {
+        self.0.read(|c| {
             c.query_row(
                 &format!(
                     "SELECT id FROM runs WHERE (?1 IS NULL OR environment = ?1) ORDER BY {NEWEST_FIRST} LIMIT 1"
@@ -185,17 +190,13 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-        })?;
-        if let Some(id) = found {
-            return Ok(id);
-        }
-        let known = self.read(|c| {
+        })
+    }
+
+    fn environments(&mut self) -> Result<Vec<String>> {
+        self.0.read(|c| {
             let mut q = c.prepare("SELECT DISTINCT environment FROM runs ORDER BY environment")?;
             q.query_map([], |r| r.get(0))?.collect()
-        })?;
-        Err(StoreError::NoLatest {
-            environment: environment.map(str::to_string),
-            known,
         })
     }
 }
@@ -206,56 +207,48 @@ impl SqliteStore {
 /// the id breaks the rare tie.
 const NEWEST_FIRST: &str = "julianday(started) DESC, id DESC";
 
-fn json(text: String) -> Value {
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
 
-fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
-    let kind: String = r.get("kind")?;
-    let status: String = r.get("status")?;
-    let only: String = r.get("only_stages")?;
-    Ok(RunRow {
-        id: r.get("id")?,
-        pipeline: r.get("pipeline")?,
-        pipeline_file: r.get("pipeline_file")?,
-        pipeline_digest: r.get("pipeline_digest")?,
-        environment: r.get("environment")?,
-        author: r.get("author")?,
-        kind: RunKind::parse(&kind).unwrap_or(RunKind::Deploy),
-        target: r.get("target")?,
-        undoes: r.get("undoes")?,
-        only: serde_json::from_str(&only).unwrap_or_default(),
-        run_dir: r.get("run_dir")?,
-        status: RunState::parse(&status).unwrap_or(RunState::Failed),
-        started: r.get("started")?,
-        ended: r.get("ended")?,
-        verified: r.get("verified")?,
-        plugins: json(r.get("plugins")?),
-        owner: owner_at(r, r.as_ref().column_index("owner_pid")?)?,
-        audit_head: r.get("audit_head")?,
-        approvers: r.get("approvers")?,
-        author_keys: r
-            .get::<_, Option<String>>("author_keys")?
-            .and_then(|k| serde_json::from_str(&k).ok())
-            .unwrap_or_default(),
-    })
-}
+    fn text(&self, column: &str) -> rusqlite::Result<String> {
+        self.get(column)
+    }
 
-fn stage_row(r: &Row) -> rusqlite::Result<StageRow> {
-    let status: String = r.get("status")?;
-    Ok(StageRow {
-        name: r.get("name")?,
-        attempt: r.get("attempt")?,
-        plugin: r.get("plugin")?,
-        status: StageState::parse(&status).unwrap_or(StageState::Failed),
-        message: r.get("message")?,
-        outputs: json(r.get("outputs")?),
-        artifacts: json(r.get("artifacts")?),
-        report: r.get::<_, Option<String>>("report")?.map(json),
-        started: r.get("started")?,
-        ended: r.get("ended")?,
-        duration_ms: r.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
-    })
+    fn opt_text(&self, column: &str) -> rusqlite::Result<Option<String>> {
+        self.get(column)
+    }
+
+    fn int(&self, column: &str) -> rusqlite::Result<i64> {
+        self.get(column)
+    }
+
+    fn opt_int(&self, column: &str) -> rusqlite::Result<Option<i64>> {
+        self.get(column)
+    }
+
+    fn flag(&self, column: &str) -> rusqlite::Result<bool> {
+        self.get(column)
+    }
+
+    fn opt_flag(&self, column: &str) -> rusqlite::Result<Option<bool>> {
+        self.get(column)
+    }
+
+    fn json(&self, column: &str) -> rusqlite::Result<Value> {
+        Ok(rows::json(self.get(column)?))
+    }
+
+    fn opt_json(&self, column: &str) -> rusqlite::Result<Option<Value>> {
+        Ok(self.get::<_, Option<String>>(column)?.map(rows::json))
+    }
+
+    fn unknown(&self, column: &str, value: &str) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(
+            self.as_ref().column_index(column).unwrap_or(0),
+            rusqlite::types::Type::Text,
+            format!("unknown value `{value}`").into(),
+        )
+    }
 }
 
 /// Mark a run whose process died (or whose host lost its lease) as
@@ -276,17 +269,6 @@ fn interrupt(tx: &Transaction, run: &str, why: &str) -> rusqlite::Result<()> {
         tx.execute("DELETE FROM locks WHERE run_id = ?1", [run])?;
     }
     Ok(())
-}
-
-/// Why a run was marked interrupted.
-fn host_gone(run: &str, owner: &Owner, lease_until: Option<i64>) -> String {
-    match lease_until.filter(|_| !owner.is_here()) {
-        Some(until) => format!(
-            "its host ({owner}) stopped renewing its lease, which ended at {}; `capstan resume {run}` continues it",
-            lease::time_text(until)
-        ),
-        None => format!("the host running it ({owner}) died; `capstan resume {run}` continues it"),
-    }
 }
 
 /// Programs the run started that still run, or may (see
@@ -315,24 +297,11 @@ fn holder(conn: &Connection, environment: &str) -> rusqlite::Result<Option<LockH
     conn.query_row(
         // The lock's owner is the process that runs (or last ran) the run: a
         // resume takes the lock over.
-        "SELECT l.run_id, l.owner_pid, l.owner_start, l.owner_host, l.owner_host_id, l.acquired, r.status, r.author, l.lease_until
+        "SELECT l.run_id, l.owner_pid, l.owner_start, l.owner_host, l.owner_host_id, l.acquired,
+                l.lease_until, r.status, r.author
          FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.environment = ?1",
         [environment],
-        |r| {
-            Ok(LockHolder {
-                environment: environment.to_string(),
-                run_id: r.get(0)?,
-                owner: owner_at(r, 1)?,
-                acquired: r.get(5)?,
-                run_status: r
-                    .get::<_, Option<String>>(6)?
-                    .and_then(|s| RunState::parse(&s)),
-                author: r.get(7)?,
-                live_children: Vec::new(),
-                lease_until: r.get(8)?,
-                lost: false,
-            })
-        },
+        |r| rows::lock_holder(r, environment),
     )
     .optional()
 }
@@ -507,16 +476,8 @@ impl RunStore for SqliteStore {
                 "SELECT environment, run_id, checked, drifted, detail FROM drift_checks \
                  WHERE (?1 IS NULL OR environment = ?1) ORDER BY checked, id",
             )?;
-            q.query_map([environment], |r| {
-                Ok(DriftCheck {
-                    environment: r.get(0)?,
-                    run_id: r.get(1)?,
-                    checked: r.get(2)?,
-                    drifted: r.get(3)?,
-                    detail: json(r.get(4)?),
-                })
-            })?
-            .collect()
+            q.query_map([environment], |r| rows::drift_check(r))?
+                .collect()
         })
     }
 
@@ -536,7 +497,7 @@ impl RunStore for SqliteStore {
             c.query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
                 [&id],
-                run_row,
+                |r| rows::run(r),
             )
         })
     }
@@ -547,7 +508,7 @@ impl RunStore for SqliteStore {
             let mut q = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR environment = ?1) ORDER BY {NEWEST_FIRST} LIMIT ?2"
             ))?;
-            q.query_map(params![filter.environment, limit], run_row)?
+            q.query_map(params![filter.environment, limit], |r| rows::run(r))?
                 .collect()
         })
     }
@@ -557,7 +518,7 @@ impl RunStore for SqliteStore {
             let mut q = c.prepare(&format!(
                 "SELECT {STAGE_COLUMNS} FROM stages WHERE run_id = ?1 ORDER BY COALESCE(started, ended, ''), attempt"
             ))?;
-            q.query_map([run], stage_row)?.collect()
+            q.query_map([run], |r| rows::stage(r))?.collect()
         })
     }
 
@@ -566,20 +527,7 @@ impl RunStore for SqliteStore {
             let mut q = c.prepare(
                 "SELECT stage, digest, decision, approver, at, comment, policy, override_reason, signature FROM approvals WHERE run_id = ?1 ORDER BY id",
             )?;
-            q.query_map([run], |r| {
-                Ok(ApprovalRow {
-                    stage: r.get(0)?,
-                    digest: r.get(1)?,
-                    decision: word(r, 2, Decision::parse)?,
-                    by: r.get(3)?,
-                    at: r.get(4)?,
-                    comment: r.get(5)?,
-                    policy: word(r, 6, ApprovalPolicy::parse)?,
-                    override_reason: r.get(7)?,
-                    signature: r.get(8)?,
-                })
-            })?
-            .collect()
+            q.query_map([run], |r| rows::approval(r))?.collect()
         })
     }
 
@@ -592,13 +540,7 @@ impl RunStore for SqliteStore {
             )
             .optional()
         })?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|source| StoreError::Json {
-                what: "approval request",
-                source,
-            })
-        })
-        .transpose()
+        text.as_deref().map(rows::request).transpose()
     }
 
     fn record_request(&self, run: &str, request: &PendingApproval) -> Result<()> {
@@ -619,15 +561,7 @@ impl RunStore for SqliteStore {
             )?;
             q.query_map([run], |r| r.get(0))?.collect()
         })?;
-        texts
-            .iter()
-            .map(|t| {
-                serde_json::from_str(t).map_err(|source| StoreError::Json {
-                    what: "approval request",
-                    source,
-                })
-            })
-            .collect()
+        texts.iter().map(|t| rows::request(t)).collect()
     }
 
     fn audit_events(&self, run: &str) -> Result<Vec<AuditRow>> {
@@ -635,18 +569,7 @@ impl RunStore for SqliteStore {
             let mut q = c.prepare(
                 "SELECT time, stage, plugin, capability, allowed, detail, reason FROM audit_events WHERE run_id = ?1 ORDER BY id",
             )?;
-            q.query_map([run], |r| {
-                Ok(AuditRow {
-                    time: r.get(0)?,
-                    stage: r.get(1)?,
-                    plugin: r.get(2)?,
-                    capability: AuditKind::parse(&r.get::<_, String>(3)?),
-                    allowed: r.get(4)?,
-                    detail: json(r.get(5)?),
-                    reason: r.get(6)?,
-                })
-            })?
-            .collect()
+            q.query_map([run], |r| rows::audit_event(r))?.collect()
         })
     }
 
@@ -678,21 +601,9 @@ impl RunStore for SqliteStore {
                     }
                     lease::Verdict::Free { why } => {
                         if h.run_status == Some(RunState::Running) {
-                            interrupt(tx, &h.run_id, &host_gone(&h.run_id, &h.owner, h.lease_until))?;
+                            interrupt(tx, &h.run_id, &lease::host_gone(&h.run_id, &h.owner, h.lease_until))?;
                         }
-                        let release = LockRelease {
-                            environment: environment.to_string(),
-                            run_id: h.run_id.clone(),
-                            holder: h.owner.clone(),
-                            why,
-                            by: format!("run {run}"),
-                            reason: None,
-                            at: lease::time_text(now),
-                            lease_ended: h
-                                .lease_until
-                                .filter(|_| why == Release::LeaseExpired)
-                                .map(lease::time_text),
-                        };
+                        let release = lease::taken_over(&h, why, run, now);
                         record_release(tx, &release)?;
                         released_stale = Some(release);
                     }
@@ -758,7 +669,7 @@ impl RunStore for SqliteStore {
                 .query_row(
                     "SELECT status, owner_pid, owner_start, owner_host, owner_host_id FROM runs WHERE id = ?1",
                     [run],
-                    |r| Ok((r.get(0)?, owner_at(r, 1)?)),
+                    |r| Ok((r.get(0)?, rows::owner(r)?)),
                 )
                 .optional()?;
             let forced: Option<(String, String)> = tx
@@ -769,16 +680,7 @@ impl RunStore for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let why = match (now, forced) {
-                (_, Some((by, reason))) => {
-                    format!("its environment's lock was released by force by {by} ({reason})")
-                }
-                (Some((status, other)), None) if other != *owner => {
-                    format!("run {run} is {status} and runs elsewhere now ({other})")
-                }
-                (Some((status, _)), None) => format!("run {run} is {status} in the run store"),
-                (None, None) => format!("run {run} is no longer in the run store"),
-            };
+            let why = lease::lost_because(run, owner, now, forced);
             Ok(Renewal::Lost { why })
         })
     }
@@ -815,10 +717,7 @@ impl RunStore for SqliteStore {
                 lease_ended: h.lease_until.filter(|u| *u <= now).map(lease::time_text),
             };
             if h.run_status == Some(RunState::Running) {
-                let why = format!(
-                    "its lock on `{environment}` was released by force by {by} ({reason}); `capstan resume {}` continues it",
-                    h.run_id
-                );
+                let why = lease::forced_because(environment, by, reason, &h.run_id);
                 tx.execute(
                     "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
                     [&h.run_id],
@@ -860,22 +759,7 @@ impl RunStore for SqliteStore {
                 "SELECT environment, run_id, holder, why, by, reason, at, lease_ended FROM lock_releases \
                  WHERE run_id = ?1 ORDER BY id",
             )?;
-            q.query_map([run], |r| {
-                let holder: String = r.get(2)?;
-                Ok(LockRelease {
-                    environment: r.get(0)?,
-                    run_id: r.get(1)?,
-                    holder: serde_json::from_str(&holder).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
-                    })?,
-                    why: word(r, 3, Release::parse)?,
-                    by: r.get(4)?,
-                    reason: r.get(5)?,
-                    at: r.get(6)?,
-                    lease_ended: r.get(7)?,
-                })
-            })?
-            .collect()
+            q.query_map([run], |r| rows::lock_release(r))?.collect()
         })
     }
 
@@ -885,20 +769,15 @@ impl RunStore for SqliteStore {
                 let mut q = tx.prepare(
                     "SELECT id, owner_pid, owner_start, owner_host, owner_host_id, lease_until FROM runs WHERE status = 'running'",
                 )?;
-                q.query_map([], |r| Ok((r.get(0)?, owner_at(r, 1)?, r.get(5)?)))?
+                q.query_map([], |r| Ok((r.get(0)?, rows::owner(r)?, r.get(5)?)))?
                     .collect::<rusqlite::Result<_>>()?
             };
             let now = lease::now_ms();
             let mut dead = Vec::new();
             for (id, owner, lease_until) in running {
-                let gone = match owner.liveness() {
-                    owner::Liveness::Alive => false,
-                    owner::Liveness::Dead => true,
-                    // Runs from before leases on another host: never judged.
-                    owner::Liveness::Elsewhere => lease_until.is_some_and(|u| u <= now),
-                };
+                let gone = lease::gone(&owner, lease_until, now);
                 if gone {
-                    interrupt(tx, &id, &host_gone(&id, &owner, lease_until))?;
+                    interrupt(tx, &id, &lease::host_gone(&id, &owner, lease_until))?;
                     dead.push(id);
                 }
             }
@@ -917,15 +796,5 @@ fn word<T>(r: &Row, index: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Res
             rusqlite::types::Type::Text,
             format!("unknown value `{text}`").into(),
         )
-    })
-}
-
-/// An owner from four columns from `first` on: pid, start, host, host id.
-fn owner_at(r: &Row, first: usize) -> rusqlite::Result<Owner> {
-    Ok(Owner {
-        pid: r.get(first)?,
-        start: r.get::<_, i64>(first + 1)? as u64,
-        host: r.get(first + 2)?,
-        host_id: r.get(first + 3)?,
     })
 }

@@ -2,10 +2,57 @@ use serde_json::json;
 
 use super::*;
 
-fn store() -> (tempfile::TempDir, SqliteStore) {
+mod postgres_only;
+
+/// Each test body, run on a new SQLite store and on a new PostgreSQL
+/// database.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                let (_dir, s) = super::sqlite();
+                super::$name(&s)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::postgres())
+            })*
+        }
+    };
+}
+
+on_every_store!(
+    a_run_and_its_stage_attempts_round_trip,
+    run_ids_resolve_by_unique_prefix_or_suffix,
+    an_ambiguous_name_lists_the_runs_it_names_prefixes_and_suffixes_alike,
+    a_long_ambiguity_lists_the_first_candidates_and_counts_the_rest,
+    a_whole_id_wins_over_the_longer_ids_it_is_a_prefix_of,
+    latest_is_the_run_that_started_last_by_time_not_by_text,
+    latest_of_an_empty_store_is_a_clear_error,
+    runs_of_dead_processes_are_interrupted_and_their_locks_released,
+    locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones,
+    approvals_and_pending_requests,
+    requests_are_kept_after_they_are_answered,
+    a_dead_runs_lock_is_kept_while_processes_in_its_cgroups_still_run,
+    a_dead_runs_lock_is_kept_while_programs_it_started_still_run,
+    drift_checks_are_kept_per_environment_oldest_first,
+    objects_keep_the_order_of_their_keys,
+    names_with_like_wildcards_match_only_themselves,
+);
+
+/// A new SQLite store (in a directory it creates).
+fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("nested/capstan.db")).unwrap();
     (dir, store)
+}
+
+/// A new PostgreSQL store: a new database on the test server.
+fn postgres() -> PostgresStore {
+    PostgresStore::open(&capstan_test_artifacts::postgres::database()).unwrap()
 }
 
 pub fn new_run(id: &str, env: &str) -> NewRun {
@@ -56,9 +103,7 @@ fn ended(name: &str, status: StageState) -> StageRow {
     }
 }
 
-#[test]
-fn a_run_and_its_stage_attempts_round_trip() {
-    let (_d, s) = store();
+fn a_run_and_its_stage_attempts_round_trip(s: &dyn RunStore) {
     let me = Owner::current();
     s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me)
         .unwrap();
@@ -112,9 +157,7 @@ fn started_at(id: &str, env: &str, started: &str) -> NewRun {
     }
 }
 
-#[test]
-fn run_ids_resolve_by_unique_prefix_or_suffix() {
-    let (_d, s) = store();
+fn run_ids_resolve_by_unique_prefix_or_suffix(s: &dyn RunStore) {
     let me = Owner::current();
     s.create_run(&new_run("20261126-100000-aaaa", "dev"), &me)
         .unwrap();
@@ -139,9 +182,7 @@ fn run_ids_resolve_by_unique_prefix_or_suffix() {
     assert!(matches!(s.run("a_a"), Err(StoreError::NoSuchRun(_))));
 }
 
-#[test]
-fn an_ambiguous_name_lists_the_runs_it_names_prefixes_and_suffixes_alike() {
-    let (_d, s) = store();
+fn an_ambiguous_name_lists_the_runs_it_names_prefixes_and_suffixes_alike(s: &dyn RunStore) {
     let me = Owner::current();
     // `2611` is a suffix of one id and a prefix of another.
     s.create_run(&new_run("20261126-100000-2611", "dev"), &me)
@@ -166,9 +207,7 @@ fn an_ambiguous_name_lists_the_runs_it_names_prefixes_and_suffixes_alike() {
     assert!(err.is_unknown_run());
 }
 
-#[test]
-fn a_long_ambiguity_lists_the_first_candidates_and_counts_the_rest() {
-    let (_d, s) = store();
+fn a_long_ambiguity_lists_the_first_candidates_and_counts_the_rest(s: &dyn RunStore) {
     let me = Owner::current();
     for i in 0..11 {
         s.create_run(&new_run(&format!("20261126-1000{i:02}-aaaa"), "dev"), &me)
@@ -181,9 +220,7 @@ fn a_long_ambiguity_lists_the_first_candidates_and_counts_the_rest() {
     assert!(text.contains("… and 3 more"), "{text}");
 }
 
-#[test]
-fn a_whole_id_wins_over_the_longer_ids_it_is_a_prefix_of() {
-    let (_d, s) = store();
+fn a_whole_id_wins_over_the_longer_ids_it_is_a_prefix_of(s: &dyn RunStore) {
     let me = Owner::current();
     s.create_run(&new_run("r1", "dev"), &me).unwrap();
     s.create_run(&new_run("r1x", "dev"), &me).unwrap();
@@ -192,9 +229,7 @@ fn a_whole_id_wins_over_the_longer_ids_it_is_a_prefix_of() {
     assert_eq!(s.run("r1x").unwrap().id, "r1x");
 }
 
-#[test]
-fn latest_is_the_run_that_started_last_by_time_not_by_text() {
-    let (_d, s) = store();
+fn latest_is_the_run_that_started_last_by_time_not_by_text(s: &dyn RunStore) {
     let me = Owner::current();
     // As text `….12Z` sorts after `….123Z`, and `…:00Z` after `…:00.5Z`;
     // as times they are earlier.
@@ -245,9 +280,7 @@ fn latest_is_the_run_that_started_last_by_time_not_by_text() {
     assert!(matches!(s.run("latest-ish"), Err(StoreError::NoSuchRun(_))));
 }
 
-#[test]
-fn latest_of_an_empty_store_is_a_clear_error() {
-    let (_d, s) = store();
+fn latest_of_an_empty_store_is_a_clear_error(s: &dyn RunStore) {
     for given in ["latest", "latest@production"] {
         let err = s.run(given).unwrap_err();
         assert!(err.is_unknown_run());
@@ -271,9 +304,7 @@ fn run_names_parse() {
     assert_eq!(RunRef::parse("7f3a"), RunRef::Id("7f3a"));
 }
 
-#[test]
-fn runs_of_dead_processes_are_interrupted_and_their_locks_released() {
-    let (_d, s) = store();
+fn runs_of_dead_processes_are_interrupted_and_their_locks_released(s: &dyn RunStore) {
     let dead = dead_owner();
     s.create_run(&new_run("r1", "dev"), &dead).unwrap();
     s.start_stage("r1", "apply", "terraform", "t").unwrap();
@@ -308,9 +339,7 @@ fn runs_of_dead_processes_are_interrupted_and_their_locks_released() {
     ));
 }
 
-#[test]
-fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones() {
-    let (_d, s) = store();
+fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones(s: &dyn RunStore) {
     let me = Owner::current();
     for id in ["a", "b", "c"] {
         s.create_run(&new_run(id, "prod"), &me).unwrap();
@@ -389,9 +418,7 @@ fn locks_are_held_by_live_and_paused_runs_and_stolen_from_dead_ones() {
     ));
 }
 
-#[test]
-fn approvals_and_pending_requests() {
-    let (_d, s) = store();
+fn approvals_and_pending_requests(s: &dyn RunStore) {
     let keys = "bob ssh-ed25519 AAAA\n";
     let run = NewRun {
         approvers: Some(keys.into()),
@@ -447,9 +474,7 @@ fn approvals_and_pending_requests() {
     );
 }
 
-#[test]
-fn requests_are_kept_after_they_are_answered() {
-    let (_d, s) = store();
+fn requests_are_kept_after_they_are_answered(s: &dyn RunStore) {
     s.create_run(&new_run("r", "prod"), &Owner::current())
         .unwrap();
     let asked = |digest: &str, details: &str, at: &str| PendingApproval {
@@ -552,12 +577,13 @@ fn a_store_from_a_newer_capstan_is_refused() {
     );
 }
 
-#[test]
-fn a_dead_runs_lock_is_kept_while_processes_in_its_cgroups_still_run() {
-    let (_d, s) = store();
+fn a_dead_runs_lock_is_kept_while_processes_in_its_cgroups_still_run(s: &dyn RunStore) {
     let dead = dead_owner();
     let me = Owner::current();
-    let run = format!("lock-{}", std::process::id());
+    // Unique: the cgroups are the machine's, and both stores run this.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let run = format!("lock-{}-{n}", std::process::id());
     s.create_run(&new_run(&run, "dev"), &dead).unwrap();
     assert!(matches!(
         s.try_lock("dev", &run, &dead).unwrap(),
@@ -589,9 +615,7 @@ fn a_dead_runs_lock_is_kept_while_processes_in_its_cgroups_still_run() {
     ));
 }
 
-#[test]
-fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
-    let (_d, s) = store();
+fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run(s: &dyn RunStore) {
     let dead = dead_owner();
     let me = Owner::current();
     s.create_run(&new_run("r1", "dev"), &dead).unwrap();
@@ -640,9 +664,7 @@ fn a_dead_runs_lock_is_kept_while_programs_it_started_still_run() {
     ));
 }
 
-#[test]
-fn drift_checks_are_kept_per_environment_oldest_first() {
-    let (_d, s) = store();
+fn drift_checks_are_kept_per_environment_oldest_first(s: &dyn RunStore) {
     let check = |env: &str, at: &str, drifted| DriftCheck {
         environment: env.into(),
         run_id: format!("r-{at}"),
@@ -667,34 +689,94 @@ fn drift_checks_are_kept_per_environment_oldest_first() {
     assert_eq!(s.drift_checks(None).unwrap().len(), 3);
 }
 
-/// The backend-neutral lease tests ([`super::lease_tests`]) on SQLite.
+/// The backend-neutral lease tests ([`super::lease_tests`]), each on a
+/// SQLite file and on a PostgreSQL database, opened by several handles as
+/// several hosts would.
 mod leases {
     use super::super::lease_tests as t;
     use super::*;
 
-    fn on_one_file(test: fn(&dyn Fn(Lease) -> Box<dyn RunStore>)) {
+    fn on_each_store(test: fn(&dyn Fn(Lease) -> Box<dyn RunStore>)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("capstan.db");
         test(&|lease| Box::new(SqliteStore::open(&path).unwrap().with_lease(lease)));
+        let url = capstan_test_artifacts::postgres::database();
+        test(&|lease| Box::new(PostgresStore::open(&url).unwrap().with_lease(lease)));
     }
 
     #[test]
     fn a_twin_hosts_lock_holds_while_its_lease_does() {
-        on_one_file(t::a_twin_hosts_lock_holds_while_its_lease_does);
+        on_each_store(t::a_twin_hosts_lock_holds_while_its_lease_does);
     }
 
     #[test]
     fn an_expired_lease_is_taken_over_and_recorded() {
-        on_one_file(t::an_expired_lease_is_taken_over_and_recorded);
+        on_each_store(t::an_expired_lease_is_taken_over_and_recorded);
     }
 
     #[test]
     fn programs_on_a_lost_host_need_a_forced_unlock() {
-        on_one_file(t::programs_on_a_lost_host_need_a_forced_unlock);
+        on_each_store(t::programs_on_a_lost_host_need_a_forced_unlock);
     }
 
     #[test]
     fn renewals_keep_the_lease_until_the_run_is_taken() {
-        on_one_file(t::renewals_keep_the_lease_until_the_run_is_taken);
+        on_each_store(t::renewals_keep_the_lease_until_the_run_is_taken);
     }
+}
+
+/// Objects read back with their keys in the order they were written
+/// (`capstan show` prints outputs and plugin records as plugins wrote them).
+fn objects_keep_the_order_of_their_keys(s: &dyn RunStore) {
+    let plugins = json!([{"name": "x", "sha256": "s", "allowed": {"z": 1, "a": 2}}]);
+    let run = NewRun {
+        plugins: plugins.clone(),
+        ..new_run("r", "dev")
+    };
+    s.create_run(&run, &Owner::current()).unwrap();
+    let row = StageRow {
+        outputs: json!({"zeta": 1, "alpha": {"y": [2], "b": null}}),
+        report: Some(json!({"z": "a\u{0}b", "a": 1})),
+        ..ended("build", StageState::Succeeded)
+    };
+    s.end_stage("r", None, &row).unwrap();
+    let detail = json!({"program": "terraform", "argv": ["plan"], "cwd": "/"});
+    let event = AuditRow {
+        time: "t".into(),
+        stage: "build".into(),
+        plugin: "x".into(),
+        capability: AuditKind::ExecStarted,
+        allowed: true,
+        detail: detail.clone(),
+        reason: None,
+    };
+    s.audit("r", &event, "h").unwrap();
+
+    assert_eq!(s.run("r").unwrap().plugins.to_string(), plugins.to_string());
+    let stage = &s.stages("r").unwrap()[0];
+    assert_eq!(
+        stage.outputs.to_string(),
+        r#"{"zeta":1,"alpha":{"y":[2],"b":null}}"#
+    );
+    assert_eq!(
+        stage.report.as_ref().unwrap().to_string(),
+        r#"{"z":"a\u0000b","a":1}"#,
+        "a NUL inside JSON is kept"
+    );
+    assert_eq!(
+        s.audit_events("r").unwrap()[0].detail.to_string(),
+        detail.to_string()
+    );
+}
+
+/// Names are matched as text, never as patterns.
+fn names_with_like_wildcards_match_only_themselves(s: &dyn RunStore) {
+    let me = Owner::current();
+    for id in ["a%c-1", "abc-1", "x_y", "xzy", r"b\d"] {
+        s.create_run(&new_run(id, "dev"), &me).unwrap();
+    }
+    assert_eq!(s.run("a%").unwrap().id, "a%c-1");
+    assert_eq!(s.run("_y").unwrap().id, "x_y");
+    assert_eq!(s.run(r"\d").unwrap().id, r"b\d");
+    assert!(matches!(s.run("-1"), Err(StoreError::Ambiguous { .. })));
 }

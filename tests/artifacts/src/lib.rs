@@ -8,7 +8,12 @@
 //! ```
 //!
 //! To add a plugin, add it to the `PLUGINS` list in `build.rs`.
+//!
+//! Also a throw-away PostgreSQL server for the run store's tests
+//! ([`postgres`]).
 
 #![deny(missing_docs)]
+
+pub mod postgres;
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
