@@ -9,6 +9,8 @@
 //! - `exec-start` with `<stage>/<first argument>` (e.g.
 //!   `exec-start:apply/apply`): a child was just started; it outlives the
 //!   host and runs to its end.
+//! - `audit-written` with a stage: the stage's first audit event is in
+//!   `audit.jsonl`, not yet in the run store.
 //!
 //! Killing the host is all it can do, so it is harmless to leave in the
 //! binary; the e2e tests also kill the host from outside at random moments.

@@ -22,6 +22,7 @@ mod sandbox;
 mod secrets;
 mod signed_approvals;
 mod stopping;
+mod store_faults;
 mod triggers;
 mod two_hosts;
 mod verify;

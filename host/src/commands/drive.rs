@@ -10,7 +10,7 @@ use crate::run::github;
 use crate::run::lock::{self, LockError};
 use crate::run::stage::StageStatus;
 use crate::run::stop::{self, Stop};
-use crate::run::{Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
+use crate::run::{ExecError, Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
 use crate::runtime::Runtime;
 use crate::store::{NewRun, Owner, RunKind, RunStore};
 use crate::store::{RunState, StageState};
@@ -91,14 +91,41 @@ pub async fn drive(d: Drive) -> Result<(u8, RunRecord), Failure> {
 async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
     let env = d.opts.environment.clone();
     let id = d.dir.id.clone();
-    match lock::acquire(&d.store, &env, &id, d.flags.wait).await {
-        Ok(Some(stale)) => eprintln!("note: {}", lock::took_over(&stale)),
-        Ok(None) => {}
-        Err(LockError::Held(h)) => {
-            if matches!(d.begin, Begin::New(_)) {
-                // Nothing ran: leave no empty run directory behind.
-                let _ = std::fs::remove_dir_all(&d.dir.path);
+    let forget_new = || {
+        if matches!(d.begin, Begin::New(_)) {
+            // Nothing ran: leave no empty run directory behind.
+            let _ = std::fs::remove_dir_all(&d.dir.path);
+        }
+    };
+    // Held until the store's lock is released (the process ends, at the
+    // latest), and let go just before it: a run taking the store's lock the
+    // moment it is free finds this one free too.
+    let host_lock = match lock::acquire(&d.store, &d.dir.state_dir(), &env, &id, d.flags.wait).await
+    {
+        Ok((stale, host_lock)) => {
+            if let Some(stale) = stale {
+                eprintln!("note: {}", lock::took_over(&stale));
             }
+            host_lock
+        }
+        Err(e @ LockError::HeldHere { .. }) => {
+            forget_new();
+            return Err(Failure::new(
+                exit::LOCKED,
+                format!(
+                    "error: {e}.\n  Two runs never change one environment at once: wait for that run to \
+                     end (or `--wait 10m`); if its store lost records, it stops itself and says so."
+                ),
+            ));
+        }
+        Err(e @ LockError::SameRun { .. }) => {
+            return Err(Failure::new(
+                exit::REFUSED,
+                format!("error: {e}; see `capstan show {id}`"),
+            ));
+        }
+        Err(LockError::Held(h)) => {
+            forget_new();
             let what = match h.run_status {
                 Some(RunState::AwaitingApproval) => format!(
                     "waits for approval; approve it (`capstan approve {0}`; `capstan show {0}` says how), then `capstan resume {0}`, or reject it (`capstan reject {0}`)",
@@ -135,7 +162,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         Err(LockError::Store(e)) => {
             return Err(Failure::new(exit::INTERNAL, format!("error: {e}")));
         }
-    }
+    };
     let begun = match &d.begin {
         // A run starts when it holds the lock, not while it waits for it.
         Begin::New(run) => d.store.create_run(
@@ -173,6 +200,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         })
     });
     if let Err(e) = begun {
+        drop(host_lock);
         let _ = d.store.unlock(&env, &id);
         return Err(Failure::new(exit::INTERNAL, format!("error: {e}")));
     }
@@ -201,6 +229,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
             .unwrap_or_else(|_| format!("a signal to capstan (pid {})", std::process::id())),
     );
     let lease = lock::keep_lease(d.store.clone(), id.clone(), d.opts.stop.clone());
+    let watch = stop::watch_store(d.opts.stop.clone(), d.store.clone());
     let result = execute(
         d.prepared.clone(),
         &d.runtime,
@@ -211,17 +240,20 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
     )
     .await;
     lease.abort();
+    // Ended, not only told to end: each holds the store, which must close
+    // (and checkpoint its WAL away) when the command ends.
     if let Some(listener) = listener {
         listener.abort();
+        let _ = listener.await;
     }
+    watch.abort();
+    let _ = watch.await;
     let record = match result {
         Ok(record) => record,
         Err(e) => {
+            drop(host_lock);
             let _ = d.store.unlock(&env, &id);
-            return Err(Failure::new(
-                exit::INTERNAL,
-                format!("error: run {id}: {e}; `capstan resume {id}` continues it once fixed"),
-            ));
+            return Err(Failure::new(exit::INTERNAL, not_recorded(&id, &e, &d.dir)));
         }
     };
     // A stopped run's programs were ended before `execute` returned; the
@@ -232,12 +264,19 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         eprintln!(
             "warning: programs of run {id} are still running; environment `{env}` stays locked until they end"
         );
-    } else if record.status != RunState::AwaitingApproval
-        && let Err(e) = d.store.unlock(&env, &id)
-    {
-        eprintln!("warning: cannot release the lock on `{env}`: {e}");
+    } else if record.status != RunState::AwaitingApproval {
+        drop(host_lock);
+        if let Err(e) = d.store.unlock(&env, &id) {
+            eprintln!("warning: cannot release the lock on `{env}`: {e}");
+        }
     }
     let code = report(&record, &d.dir);
+    if let Some(fault) = d.opts.stop.requested().filter(|r| r.fault) {
+        return Err(Failure::new(
+            exit::INTERNAL,
+            stopped_for(&id, &env, &fault.reason, d.store.as_ref(), &d.dir),
+        ));
+    }
     events::emit(Event::RunFinished {
         status: record.status.as_str(),
         duration_ms: record.duration_ms,
@@ -258,6 +297,64 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
         eprintln!("{}", f.message);
     }
     Ok((code, record))
+}
+
+/// Why a run could not go on being recorded (`execute` failed), and what to do.
+fn not_recorded(id: &str, e: &ExecError, dir: &RunDir) -> String {
+    let full = match e {
+        ExecError::Store(e) => e.is_disk_full(),
+        ExecError::RunDir { source, .. } => {
+            source.kind() == std::io::ErrorKind::StorageFull
+                || source.kind() == std::io::ErrorKind::QuotaExceeded
+        }
+    };
+    if !full {
+        return format!("error: run {id}: {e}; `capstan resume {id}` continues it once fixed");
+    }
+    let state = dir.state_dir();
+    format!(
+        "error: run {id}: {e}\n  No space left on device: nothing more of the run could be recorded \
+         (the next capstan command shows it as interrupted). Free space on the file system holding {} \
+         (`df {}`): old run directories under {}, the work dirs of failed attempts \
+         (stages/<stage>.attempt-<n>/ in a run directory), or whatever else fills it; then \
+         `capstan resume {id}` continues the run, and a stage cut short runs again in an empty work dir.",
+        state.display(),
+        state.display(),
+        state.join("runs").display()
+    )
+}
+
+/// Why the run stopped for a fault of the run store (`fault`), how it is
+/// recorded, and what to do.
+fn stopped_for(id: &str, env: &str, fault: &str, store: &dyn RunStore, dir: &RunDir) -> String {
+    let check = format!(
+        "Check that no other run changed environment `{env}` meanwhile (`capstan runs --env {env}`)"
+    );
+    let resume = format!("then `capstan resume {id}` continues it");
+    let next = match store.run(id) {
+        Ok(run) if run.status == RunState::Running => format!(
+            "The run store could not record that it stopped: it shows as running until a command \
+             that can write the store marks it interrupted. {check}, {resume}."
+        ),
+        Ok(run) if crate::run::resume::may_resume(&run).is_ok() => {
+            format!("It is recorded as {}. {check}, {resume}.", run.status)
+        }
+        Ok(run) => format!(
+            "It is recorded as {}: nothing of it is left to run. {check}.",
+            run.status
+        ),
+        Err(e) => format!(
+            "{} its run directory {} keeps what happened (run.json, audit.jsonl, logs/). {check}, \
+             then start a new run.",
+            if e.is_unknown_run() {
+                "The run store has no record of it any more:"
+            } else {
+                "The run store cannot be read any more:"
+            },
+            dir.path.display()
+        ),
+    };
+    format!("error: run {id} stopped: {fault}.\n  {next}")
 }
 
 /// The end-of-run table and verdict on stderr; the exit code. On a
@@ -293,6 +390,8 @@ fn report(record: &RunRecord, dir: &RunDir) -> u8 {
         RunState::AwaitingApproval => ("is WAITING FOR APPROVAL", exit::AWAITING_APPROVAL),
         RunState::Rejected => ("was REJECTED", exit::STAGE_FAILED),
         RunState::Cancelled => ("was CANCELLED", exit::CANCELLED),
+        // Stopped by Capstan itself (a fault of the run store's).
+        RunState::Interrupted => ("was STOPPED", exit::INTERNAL),
         _ => ("FAILED", exit::STAGE_FAILED),
     };
     eprintln!(

@@ -34,7 +34,7 @@ use crate::pipeline::{Diagnostics, Pipeline};
 use crate::run::{Prepared, prepare};
 use crate::runtime::Runtime;
 use crate::runtime::cache::Cache;
-use crate::store::{Location, NewRun, RunKind, RunStore};
+use crate::store::{Access, Location, NewRun, PostgresStore, RunKind, RunStore, SqliteStore};
 
 /// Run infrastructure delivery pipelines whose stages are WebAssembly
 /// components, each allowed only what its pipeline grants.
@@ -140,6 +140,23 @@ impl Command {
             | Command::Unlock(_)
             | Command::Stats(_)
             | Command::Verify(_) => Anchor::Recorded,
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command records anything in the run store. Those that
+    /// only read recorded runs also work on a read-only state dir and, with
+    /// a warning, on a damaged store.
+    fn store_access(&self) -> Access {
+        match self {
+            Command::Runs(_)
+            | Command::Show(_)
+            | Command::Logs(_)
+            | Command::Stats(_)
+            | Command::Verify(_)
+            | Command::Audit(_) => Access::Read,
+            _ => Access::Write,
         }
     }
 }
@@ -334,18 +351,39 @@ impl Cli {
         }
         let lease = crate::store::Lease::from_env()
             .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?;
-        let store = location.open(lease).map_err(|e| {
-            let check = match location {
+        let fail = |e: crate::store::StoreError| {
+            let hint = match &location {
+                _ if e.says_how_to_fix() => "",
                 Location::Sqlite(_) => {
-                    "check the path (--store, $CAPSTAN_STORE) and its permissions"
+                    "\n  check the path (--store, $CAPSTAN_STORE) and its permissions"
                 }
-                Location::Postgres(_) => "the URL is from --store or $CAPSTAN_STORE",
+                Location::Postgres(_) => "\n  the URL is from --store or $CAPSTAN_STORE",
             };
-            Failure::new(exit::INTERNAL, format!("error: {e}\n  {check}"))
-        })?;
-        let dead = store
-            .reap()
-            .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
+            Failure::new(exit::INTERNAL, format!("error: {e}{hint}"))
+        };
+        let (store, writable): (Arc<dyn RunStore>, bool) = match &location {
+            Location::Sqlite(path) => {
+                let store = SqliteStore::open_for(path, self.command.store_access())
+                    .map_err(fail)?
+                    .with_lease(lease);
+                for warning in store.warnings() {
+                    eprintln!("warning: {warning}");
+                }
+                let writable = store.writable();
+                (Arc::new(store), writable)
+            }
+            Location::Postgres(url) => (
+                Arc::new(PostgresStore::open(url).map_err(fail)?.with_lease(lease)),
+                true,
+            ),
+        };
+        // A store opened only to read is left as it is.
+        let dead = match writable {
+            true => store
+                .reap()
+                .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?,
+            false => Vec::new(),
+        };
         for id in dead {
             eprintln!(
                 "note: run {id} was interrupted (its host process is gone); `capstan resume {id}` continues it"

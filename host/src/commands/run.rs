@@ -26,7 +26,8 @@ file (beside the file outside a repository), wherever capstan is started; see
 --state-dir. Each run is recorded in its run store (.capstan/capstan.db, or the
 PostgreSQL server --store names; see `capstan runs`, `capstan show`) and gets a directory .capstan/runs/<run-id>/ with
 run.json, outputs.json, audit.jsonl, logs/<stage>.log and stages/<stage>/ (the
-work dirs). A run holds its environment's lock from its first stage to its end,
+work dirs; a failed attempt's is moved to stages/<stage>.attempt-<n>/ when the stage
+runs again). A run holds its environment's lock from its first stage to its end,
 also while it waits for approval; a second run on the environment fails at once
 naming it, or waits with --wait. Ctrl-C stops the run: its programs get SIGTERM,
 then SIGKILL after --stop-grace (at once on a second Ctrl-C); it is recorded as

@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 mod gate;
 pub mod github;
+pub mod host_lock;
 pub mod lock;
 pub mod prepare;
 pub mod progress;
@@ -37,13 +38,14 @@ use crate::caps::secret::Redactor;
 use crate::fault;
 use crate::pipeline::interpolate::Scope;
 use crate::runtime::Runtime;
-use crate::store::{AuditKind, Decision, RunState, RunStore, StoreError};
+use crate::store::{AuditKind, Decision, RunState, RunStore, StageRow, StageState, StoreError};
 pub use prepare::{Prepared, prepare};
 use progress::Progress;
 use record::verified;
 pub use record::{PluginRecord, RunRecord, StageRecord, plugin_records};
 pub use rundir::RunDir;
 use stage::{StageRun, StageStatus, path_text};
+use stop::StopRequest;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -138,6 +140,17 @@ pub async fn execute(
         .cloned()
         .collect();
     let now = || jiff::Timestamp::now().to_string();
+    // A write that finds the store's files removed or replaced stops the
+    // run, and is made again in the store reopened as its files are now
+    // (see `store::sqlite::watch`).
+    let record_end = |attempt: Option<u32>, row: &StageRow| {
+        let written = store.end_stage(&dir.id, attempt, row).or_else(|e| {
+            after_fault(e, store.as_ref(), opts, || {
+                store.end_stage(&dir.id, attempt, row)
+            })
+        });
+        tolerated(written, opts, &format!("the end of stage `{}`", row.name))
+    };
 
     let record = |name: &str,
                   status: StageStatus,
@@ -156,16 +169,25 @@ pub async fn execute(
         let mut progressed = true;
         while progressed {
             progressed = false;
+            // No stage starts in a store whose files were removed under it.
+            if opts.stop.requested().is_none()
+                && let Err(e) = store.check_health()
+            {
+                opts.stop.request(StopRequest::fault(&e));
+            }
             let mut still = Vec::new();
             for name in pending.drain(..) {
                 let stage = &pipeline.stages[&name];
                 if let Some(request) = opts.stop.requested() {
-                    let reason = format!(
-                        "not started: the run was cancelled by {} ({})",
-                        request.by, request.reason
-                    );
+                    let reason = match request.fault {
+                        true => format!("not started: {}", request.stage_reason()),
+                        false => format!(
+                            "not started: the run was cancelled by {} ({})",
+                            request.by, request.reason
+                        ),
+                    };
                     let r = record(&name, StageStatus::Cancelled { reason }, None, None);
-                    store.end_stage(&dir.id, None, &r.row(Some(now())))?;
+                    record_end(None, &r.row(Some(now())))?;
                     records.insert(name.clone(), r);
                     progressed = true;
                     continue;
@@ -187,7 +209,7 @@ pub async fn execute(
                     Some(reason) if reason.is_empty() => still.push(name),
                     Some(reason) => {
                         let r = record(&name, StageStatus::Skipped { reason }, None, None);
-                        store.end_stage(&dir.id, None, &r.row(None))?;
+                        record_end(None, &r.row(None))?;
                         records.insert(name.clone(), r);
                         progressed = true;
                     }
@@ -199,7 +221,7 @@ pub async fn execute(
                             Ok(run) => run,
                             Err(reason) => {
                                 let r = record(&name, StageStatus::Failed { reason }, None, None);
-                                store.end_stage(&dir.id, None, &r.row(Some(now())))?;
+                                record_end(None, &r.row(Some(now())))?;
                                 records.insert(name.clone(), r);
                                 progressed = true;
                                 continue;
@@ -221,6 +243,13 @@ pub async fn execute(
                                     let status = run.run(attempt).await;
                                     fault::point("stage-end", &name);
                                     status
+                                }
+                                Err(e) if e.is_replaced() => {
+                                    let request = StopRequest::fault(e);
+                                    run.stop.request(request.clone());
+                                    StageStatus::Cancelled {
+                                        reason: format!("not started: {}", request.stage_reason()),
+                                    }
                                 }
                                 Err(e) => StageStatus::Failed {
                                     reason: format!("cannot record the stage's start: {e}"),
@@ -256,11 +285,20 @@ pub async fn execute(
         if let StageStatus::Succeeded { outputs: o, .. } = &status {
             outputs.insert(name.clone(), o.clone());
         }
+        let failed = matches!(status, StageStatus::Failed { .. });
         let line = line_for(&name, &status, ms);
         progress.finished(&name, &line);
         observe_end(pipeline, dir, opts, &name, &status, &line, ms);
         let r = record(&name, status, Some(at), Some(ms));
-        store.end_stage(&dir.id, attempt, &r.row(Some(now())))?;
+        if let Err(e) = record_end(attempt, &r.row(Some(now()))) {
+            // The store will say the attempt was interrupted, and a retry
+            // would go on in its work dir: the files of an attempt that
+            // failed (a full disk) go aside now, a rename needing no space.
+            if let (true, Some(n)) = (failed, attempt) {
+                let _ = dir.set_aside(&name, n);
+            }
+            return Err(e.into());
+        }
         records.insert(name.clone(), r);
         dir.write_outputs(&outputs).map_err(io)?;
     }
@@ -281,7 +319,7 @@ pub async fn execute(
             AuditKind::Run,
             true,
             serde_json::json!({
-                "event": "cancelled",
+                "event": if request.fault { "stopped" } else { "cancelled" },
                 "by": request.by,
                 "reason": request.reason,
                 "programs_killed": killed,
@@ -305,8 +343,13 @@ pub async fn execute(
         .approvals(&dir.id)?
         .iter()
         .any(|a| a.decision == Decision::Rejected);
-    let status = if opts.stop.requested().is_some() {
-        RunState::Cancelled
+    let status = if let Some(request) = opts.stop.requested() {
+        // Stopped for a fault of the store's: to be resumed once checked.
+        if request.fault {
+            RunState::Interrupted
+        } else {
+            RunState::Cancelled
+        }
     } else if has(|s| matches!(s, StageStatus::Failed { .. })) {
         if rejected {
             RunState::Rejected
@@ -333,8 +376,49 @@ pub async fn execute(
     };
     dir.write_outputs(&outputs).map_err(io)?;
     dir.write_record(&run).map_err(io)?;
-    store.finish_run(&dir.id, status, &now(), verified(pipeline, &run.stages))?;
+    let verified = verified(pipeline, &run.stages);
+    let finished = store
+        .finish_run(&dir.id, status, &now(), verified)
+        .or_else(|e| {
+            after_fault(e, store.as_ref(), opts, || {
+                store.finish_run(&dir.id, status, &now(), verified)
+            })
+        });
+    tolerated(finished, opts, "how the run ended")?;
     Ok(run)
+}
+
+/// A store write failed with `e`: when the store's files were removed or
+/// replaced (found by this write, or earlier by another, e.g. an audit
+/// event's), stop the run, and make the write `again` if this one found it
+/// (the store is reopened as its files are now).
+fn after_fault(
+    e: StoreError,
+    store: &dyn RunStore,
+    opts: &RunOptions,
+    again: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if let Err(fault) = store.check_health() {
+        opts.stop.request(StopRequest::fault(fault));
+    }
+    if e.is_replaced() { again() } else { Err(e) }
+}
+
+/// A store write that failed after the run was stopped for a fault of the
+/// store's: the run directory keeps what it would have recorded, and the
+/// stop is reported at the end (the store may have lost the run's row).
+fn tolerated(
+    written: Result<(), StoreError>,
+    opts: &RunOptions,
+    what: &str,
+) -> Result<(), StoreError> {
+    match written {
+        Err(e) if opts.stop.requested().is_some_and(|r| r.fault) => {
+            eprintln!("[capstan] cannot record {what} in the run store: {e}");
+            Ok(())
+        }
+        written => written,
+    }
 }
 
 /// A stage's end for the event stream and GitHub Actions.
@@ -433,6 +517,24 @@ fn stage_run(
 ) -> Result<StageRun, String> {
     let pipeline = &prepared.pipeline;
     let stage = &pipeline.stages[name];
+    // The last attempt failed: its files go aside (for a look), and this
+    // one starts in an empty work dir, never from a file the failed one left
+    // half-written. An interrupted attempt's stay: this one goes on from
+    // them (see `rundir`).
+    let last = store
+        .stages(&dir.id)
+        .map_err(|e| format!("cannot read the stage's earlier attempts: {e}"))?
+        .into_iter()
+        .filter(|r| r.name == name)
+        .max_by_key(|r| r.attempt);
+    if let Some(last) = last.filter(|r| r.status == StageState::Failed) {
+        dir.set_aside(name, last.attempt).map_err(|e| {
+            format!(
+                "cannot move the work dir of failed attempt {} aside: {e}",
+                last.attempt
+            )
+        })?;
+    }
     let work_dir = dir
         .work_dir(name)
         .map_err(|e| format!("cannot create the stage work dir: {e}"))?;
@@ -485,13 +587,13 @@ fn stage_run(
         .map(|n| wit::Upstream {
             stage: n.clone(),
             outputs: Value::Object(outputs.get(n).cloned().unwrap_or_default()).to_string(),
-            work_dir: path_text(&dir.stage_dir(n)),
+            work_dir: path_text(&dir.latest_dir(n)),
         })
         .collect();
     let upstream_dirs = stage
         .upstream
         .iter()
-        .map(|n| dir.stage_dir(n))
+        .map(|n| dir.latest_dir(n))
         .filter(|d| d.is_dir())
         .collect();
     Ok(StageRun {

@@ -6,7 +6,19 @@
 //! audit.jsonl     every capability use and denial
 //! logs/<stage>.log
 //! stages/<stage>/ each stage's work dir
+//! stages/<stage>.attempt-<n>/
+//!                 the work dir of attempt n, which failed, moved aside when
+//!                 the next attempt starts (`capstan resume`): that one
+//!                 starts in an empty one, never from a file the failed one
+//!                 left half-written (a full disk, a crash of its tool)
 //! ```
+//!
+//! A failed attempt's work dir stays in place until then, for a look and for
+//! the stages that report the failure; when its failure could not even be
+//! recorded (a full disk), it is moved aside at once. An attempt cut short
+//! from outside (its host killed) leaves its work dir where it is: the next
+//! attempt goes on from it (the terraform plugin's apply marker there keeps
+//! an apply from running twice).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +60,14 @@ impl RunDir {
         }
     }
 
+    /// The state dir the run directory is in (`<state>/runs/<id>`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .map_or_else(|| self.path.clone(), Path::to_path_buf)
+    }
+
     pub fn audit(&self) -> PathBuf {
         self.path.join("audit.jsonl")
     }
@@ -56,8 +76,58 @@ impl RunDir {
         self.path.join("logs").join(format!("{stage}.log"))
     }
 
+    /// The work dir of the stage's current attempt (or of its last that
+    /// succeeded).
     pub fn stage_dir(&self, stage: &str) -> PathBuf {
         self.path.join("stages").join(stage)
+    }
+
+    /// Where the stage's files of its latest attempt are: its work dir,
+    /// or, when that was moved aside, the one its latest failed attempt left
+    /// (what a stage reporting the failure reads).
+    pub fn latest_dir(&self, stage: &str) -> PathBuf {
+        let current = self.stage_dir(stage);
+        if current.is_dir() {
+            return current;
+        }
+        let prefix = format!("{stage}.attempt-");
+        let failed = std::fs::read_dir(self.path.join("stages"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (n, again) = attempt_of(name.strip_prefix(&prefix)?)?;
+                Some(((n, again), e.path()))
+            })
+            .max();
+        failed.map_or(current, |(_, path)| path)
+    }
+
+    /// Move the stage's work dir aside to `stages/<stage>.attempt-<n>/` (a
+    /// rename: it needs no space on a full disk), so that its next attempt
+    /// starts in an empty one. Returns where it went; `None`: there was
+    /// nothing to move.
+    pub fn set_aside(&self, stage: &str, attempt: u32) -> std::io::Result<Option<PathBuf>> {
+        let from = self.stage_dir(stage);
+        let empty = match std::fs::read_dir(&from) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+            Ok(mut entries) => entries.next().is_none(),
+        };
+        if empty {
+            return Ok(None);
+        }
+        let stages = self.path.join("stages");
+        let mut to = stages.join(format!("{stage}.attempt-{attempt}"));
+        // Set aside once already (an attempt's number recorded twice).
+        let mut again = 1;
+        while to.exists() {
+            again += 1;
+            to = stages.join(format!("{stage}.attempt-{attempt}.{again}"));
+        }
+        std::fs::rename(&from, &to)?;
+        Ok(Some(to))
     }
 
     /// The stage's work dir, created empty.
@@ -80,6 +150,12 @@ impl RunDir {
     }
 }
 
+/// `<n>` or `<n>.<again>` of a set-aside work dir's name.
+fn attempt_of(suffix: &str) -> Option<(u32, u32)> {
+    let (n, again) = suffix.split_once('.').unwrap_or((suffix, "1"));
+    Some((n.parse().ok()?, again.parse().ok()?))
+}
+
 /// Replace a JSON file atomically, so a crash leaves the old or the new one.
 fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let dir = path.parent().expect("run files live in the run dir");
@@ -88,4 +164,42 @@ fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_attempts_work_dir_is_set_aside_and_still_found_until_the_next() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(state.path()).unwrap();
+        assert_eq!(dir.set_aside("apply", 1).unwrap(), None, "nothing yet");
+        let work = dir.work_dir("apply").unwrap();
+        assert_eq!(dir.set_aside("apply", 1).unwrap(), None, "empty");
+        std::fs::write(work.join("terraform.tfstate"), "{\"ver").unwrap();
+        let aside = dir.set_aside("apply", 1).unwrap().unwrap();
+        assert_eq!(aside, dir.path.join("stages/apply.attempt-1"));
+        assert_eq!(
+            std::fs::read_to_string(aside.join("terraform.tfstate")).unwrap(),
+            "{\"ver"
+        );
+        assert!(!dir.stage_dir("apply").exists());
+        // A stage reporting the failure finds what the attempt left.
+        assert_eq!(dir.latest_dir("apply"), aside);
+        // The next attempt starts empty, and is the stage's from then on.
+        let work = dir.work_dir("apply").unwrap();
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+        assert_eq!(dir.latest_dir("apply"), work);
+        std::fs::write(work.join("x"), "2").unwrap();
+        let again = dir.set_aside("apply", 1).unwrap().unwrap();
+        assert_eq!(again, dir.path.join("stages/apply.attempt-1.2"));
+        std::fs::create_dir(dir.path.join("stages/apply.attempt-10")).unwrap();
+        assert_eq!(
+            dir.latest_dir("apply"),
+            dir.path.join("stages/apply.attempt-10"),
+            "by number, not by name"
+        );
+        assert_eq!(dir.latest_dir("plan"), dir.stage_dir("plan"));
+    }
 }

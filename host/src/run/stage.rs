@@ -264,7 +264,7 @@ impl StageRun {
         let result = match stopped {
             Ok(result) => result,
             Err(request) => {
-                let reason = format!("cancelled by {}: {}", request.by, request.reason);
+                let reason = request.stage_reason();
                 return (StageStatus::Cancelled { reason }, false);
             }
         };

@@ -23,6 +23,30 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub struct StopRequest {
     pub by: String,
     pub reason: String,
+    /// Capstan stops the run itself because it cannot go on recording it
+    /// safely (the run store's files were removed under it): the run is
+    /// recorded as interrupted, to be resumed, not as cancelled.
+    pub fault: bool,
+}
+
+impl StopRequest {
+    /// Capstan stops the run: `reason` says why it cannot go on.
+    pub fn fault(reason: impl std::fmt::Display) -> StopRequest {
+        StopRequest {
+            by: "capstan".to_string(),
+            reason: reason.to_string(),
+            fault: true,
+        }
+    }
+
+    /// How a stage it stopped ended, for its record.
+    pub fn stage_reason(&self) -> String {
+        if self.fault {
+            format!("stopped by capstan: {}", self.reason)
+        } else {
+            format!("cancelled by {}: {}", self.by, self.reason)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,10 +187,12 @@ pub fn listen(
                 Some(()) = int.recv() => StopRequest {
                     by: operator.clone(),
                     reason: "interrupted (Ctrl-C)".into(),
+                    fault: false,
                 },
                 Some(()) = term.recv() => cancel_request(&*store, &run).unwrap_or(StopRequest {
                     by: operator.clone(),
                     reason: "terminated (SIGTERM)".into(),
+                    fault: false,
                 }),
                 else => return,
             };
@@ -189,6 +215,41 @@ pub fn listen(
     }))
 }
 
+/// How often a running host looks at the run store's files (default 2 s;
+/// `CAPSTAN_STORE_WATCH`, e.g. `500ms`).
+fn watch_every() -> Duration {
+    std::env::var("CAPSTAN_STORE_WATCH")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(2))
+}
+
+/// Look at the run store's health every few seconds while the run goes on
+/// (between its writes too: a stage may write nothing for an hour), and
+/// stop the run when its files were removed or replaced: another process
+/// may be using a store without this run's records.
+pub fn watch_store(stop: Stop, store: Arc<dyn RunStore>) -> tokio::task::JoinHandle<()> {
+    let every = watch_every();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let store = store.clone();
+            // A write may hold the store for its busy timeout: not on this thread.
+            let health = tokio::task::spawn_blocking(move || store.check_health()).await;
+            if let Ok(Err(e)) = health {
+                if stop.requested().is_none() {
+                    super::progress::println(&format!(
+                        "[capstan] stopping the run: {e}; its programs get SIGTERM, then SIGKILL after {}.",
+                        humantime::format_duration(stop.grace)
+                    ));
+                }
+                stop.request(StopRequest::fault(e));
+                return;
+            }
+        }
+    })
+}
+
 /// The newest `capstan cancel` request recorded for `run`.
 fn cancel_request(store: &dyn RunStore, run: &str) -> Option<StopRequest> {
     let events = store.audit_events(run).ok()?;
@@ -202,5 +263,6 @@ fn cancel_request(store: &dyn RunStore, run: &str) -> Option<StopRequest> {
             .map_or("`capstan cancel`".to_string(), |r| {
                 format!("`capstan cancel`: {r}")
             }),
+        fault: false,
     })
 }

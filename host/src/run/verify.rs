@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::caps::approval::{Asked, Identity, Recorded, Trust, identify, recorded, short};
-use crate::caps::audit::chain;
+use crate::caps::audit::{chain, reconcile};
 use crate::store::{
     ApprovalPolicy, Decision, RunRow, RunState, RunStore, StoreError, latest_attempts,
 };
@@ -155,7 +155,8 @@ impl Files {
 /// Check `run` against its run directory and the run store.
 pub fn verify(run: &RunRow, store: &dyn RunStore) -> Result<Report, StoreError> {
     let files = Files::read(run);
-    let mut checks = chain_checks(run, &files);
+    let stored = store.audit_events(&run.id)?.len();
+    let mut checks = chain_checks(run, &files, stored);
     checks.push(pipeline_digest(run, &files));
     checks.push(plugin_digests(run, &files));
     checks.push(approvals(run, store, &files)?);
@@ -168,7 +169,8 @@ pub fn verify(run: &RunRow, store: &dyn RunStore) -> Result<Report, StoreError> 
 }
 
 /// The chain, line by line, and the head the store keeps.
-fn chain_checks(run: &RunRow, files: &Files) -> Vec<Check> {
+/// `stored`: how many events the run store holds for the run.
+fn chain_checks(run: &RunRow, files: &Files, stored: usize) -> Vec<Check> {
     let path = &files.audit_path;
     let bytes = match &files.audit {
         Ok(bytes) => bytes,
@@ -184,6 +186,13 @@ fn chain_checks(run: &RunRow, files: &Files) -> Vec<Check> {
     for (line, bytes) in &walk.repairs {
         notes.push(format!(
             "line {line} records cutting off a torn line of {bytes} bytes (a host stopped while writing it)"
+        ));
+    }
+    for (line, e) in run_events(files, reconcile::RECONCILED) {
+        let lines = &e["detail"]["lines"];
+        notes.push(format!(
+            "line {line} records that lines {}–{} were recorded in the run store late (a host stopped between writing and recording them)",
+            lines[0], lines[1]
         ));
     }
     if let Some(torn) = walk.torn {
@@ -212,6 +221,14 @@ fn chain_checks(run: &RunRow, files: &Files) -> Vec<Check> {
         .map(|head| walk.hashes.iter().position(|h| h == head));
     let head = match (found, &walk.broken) {
         (None, _) if walk.lines == 0 => Check::ok("audit head", "no events recorded"),
+        (None, _) if stored == 0 => Check::ok(
+            "audit head",
+            format!(
+                "the run store has recorded none of the {} lines yet (a host stopped between writing \
+                 the first and recording it; the next writer of the log records them)",
+                walk.lines
+            ),
+        ),
         (None, _) => Check::failed(
             "audit head",
             None,
@@ -246,7 +263,33 @@ fn chain_checks(run: &RunRow, files: &Files) -> Vec<Check> {
             ),
         ),
     };
+    // A cut found and recorded by a later writer: the file's end is the
+    // head again, but lines are missing all the same.
+    let head = match run_events(files, reconcile::CUT).next() {
+        Some((line, e)) => Check::failed(
+            "audit head",
+            Some((path, line)),
+            format!(
+                "line {line} records that the file was cut: the run store's head then ({}) was no line of it \
+                 (lines were removed from its end, or the file was replaced); the store held {} events, the \
+                 file {} lines",
+                short(e["detail"]["store_head"].as_str().unwrap_or_default()),
+                e["detail"]["store_events"],
+                e["detail"]["file_lines"]
+            ),
+        ),
+        None => head,
+    };
     vec![chain, head]
+}
+
+/// Capstan's own `run` records of `event` in the audit log: line, record.
+fn run_events<'a>(files: &'a Files, event: &'a str) -> impl Iterator<Item = (usize, &'a Value)> {
+    files
+        .events
+        .iter()
+        .filter(move |(_, e)| e["capability"] == "run" && e["detail"]["event"] == event)
+        .map(|(n, e)| (*n, e))
 }
 
 /// `n thing(s)`.

@@ -25,7 +25,7 @@ pub use location::Location;
 pub use owner::Owner;
 pub use postgres::PostgresStore;
 pub use run_id::RunRef;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Access, SqliteStore};
 pub use words::{ApprovalPolicy, AuditKind, Decision, Release, RunKind, RunState, StageState};
 
 /// What went wrong talking to the store.
@@ -74,6 +74,34 @@ pub enum StoreError {
         status: RunState,
         owner: Owner,
     },
+    /// `PRAGMA quick_check` failed after an unclean shutdown: nothing may be
+    /// recorded in it until it is recovered.
+    #[error("{}", sqlite::health::damaged(path, problems))]
+    Damaged { path: String, problems: Vec<String> },
+    /// A write command on a store it cannot write (a read-only state dir).
+    #[error("{}", sqlite::health::read_only(path, why))]
+    ReadOnly { path: String, why: String },
+    /// A store with an older schema, opened read-only: it cannot be migrated.
+    #[error(
+        "run store {path} has schema version {version}, older than this Capstan's ({latest}), and it \
+         can only be read here, so it cannot be upgraded: run any write command (e.g. `capstan run`) \
+         once with write access to it and its directory; read commands work after that"
+    )]
+    Outdated {
+        path: String,
+        version: i64,
+        latest: i64,
+    },
+    /// One of the store's files (the database, its WAL or its shared-memory
+    /// index) was removed or replaced while this process had it open.
+    #[error("run store {path}: {what}")]
+    Replaced { path: String, what: String },
+    /// The file system holding the store is full.
+    #[error(
+        "run store {path}: no space left on device (SQLite: database or disk is full); nothing more \
+         can be recorded until space is freed on the file system holding it"
+    )]
+    Full { path: String },
     #[error("run store: a stored {what} is not valid JSON: {source}")]
     Json {
         what: &'static str,
@@ -90,6 +118,30 @@ impl StoreError {
             self,
             StoreError::NoSuchRun(_) | StoreError::NoLatest { .. } | StoreError::Ambiguous { .. }
         )
+    }
+
+    /// Whether the message already says what to do (no generic hint about
+    /// the store's path and permissions is added).
+    pub fn says_how_to_fix(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Damaged { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Outdated { .. }
+                | StoreError::Replaced { .. }
+                | StoreError::Full { .. }
+        )
+    }
+
+    /// Whether the file system holding the store is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Full { .. })
+    }
+
+    /// Whether one of the store's files was removed or replaced under this
+    /// process: the run that uses it must stop.
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, StoreError::Replaced { .. })
     }
 }
 
@@ -211,7 +263,7 @@ pub struct PendingApproval {
 }
 
 /// One audit event, as `audit.jsonl` has it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRow {
     pub time: String,
     pub stage: String,
@@ -369,6 +421,14 @@ pub trait RunStore: Send + Sync {
     /// Mark runs whose process died as interrupted (and their running
     /// stages too); returns their ids.
     fn reap(&self) -> Result<Vec<String>>;
+
+    /// Whether this process can go on recording in the store: an error
+    /// when one of its files was removed or replaced since it was opened
+    /// (see `sqlite::health`), from then on. Cheap: a running host asks
+    /// every few seconds.
+    fn check_health(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One `capstan drift` check of an environment.

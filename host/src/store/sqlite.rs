@@ -14,6 +14,11 @@ use super::fence::Fences;
 use super::rows::{self, Columns};
 use super::*;
 
+pub mod health;
+mod watch;
+pub use health::Access;
+use health::Refusal;
+
 /// Schema versions, oldest first. Append; never edit a released one.
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -33,6 +38,13 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     lease: Lease,
     fences: Fences,
+    /// Why nothing may be written (a read command's read-only or damaged
+    /// store); `None`: writable.
+    refused: Option<Refusal>,
+    /// What a reader of this store should know (see [`health`]).
+    warnings: Vec<String>,
+    /// The store's files as opened, and the fault found since.
+    watch: Mutex<watch::Watch>,
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environment, author, kind, \
@@ -40,15 +52,38 @@ const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environ
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
 
+/// A connection to `path` as every writer has it.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // Another process may be writing (a run, an approval): wait for it.
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // In WAL mode NORMAL loses nothing a process crash could: committed
+    // transactions are in the WAL file before the call returns.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
 impl SqliteStore {
-    /// Open (creating it and its directory if needed) and migrate.
+    /// Open (creating it and its directory if needed) and migrate, to write.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_for(path, Access::Write)
+    }
+
+    /// Open for `access`. A store whose last user did not close it is
+    /// checked first (`PRAGMA quick_check`); one that fails is refused for
+    /// writing and read with a warning. For reading, a store this process
+    /// cannot write is read read-only, not migrated (see [`health`]).
+    pub fn open_for(path: &Path, access: Access) -> Result<SqliteStore> {
         let text = path.display().to_string();
         let sql = |source| StoreError::Sqlite {
             path: text.clone(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
             std::fs::create_dir_all(dir).map_err(|e| {
                 sql(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -56,17 +91,41 @@ impl SqliteStore {
                 ))
             })?;
         }
-        let mut conn = Connection::open(path).map_err(sql)?;
-        // Another process may be writing (a run, an approval): wait for it.
-        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        // In WAL mode NORMAL loses nothing a process crash could: committed
-        // transactions are in the WAL file before the call returns.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sql)?;
+        let damaged = |problems| StoreError::Damaged {
+            path: text.clone(),
+            problems,
+        };
+        // Looked at before this process makes a WAL of its own.
+        let hot = health::suspect(path);
+        let mut conn = match connect(path) {
+            Ok(conn) if !conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) => conn,
+            Err(e) if health::is_corrupt(&e) => return Err(damaged(vec![e.to_string()])),
+            opened => {
+                let why = match (health::unwritable(path), opened) {
+                    (Some(why), _) => why,
+                    (None, Err(e)) => return Err(sql(e)),
+                    (None, Ok(_)) => "SQLite can open it only read-only".to_string(),
+                };
+                return match access {
+                    Access::Write => Err(StoreError::ReadOnly { path: text, why }),
+                    Access::Read => SqliteStore::read_only(path, why, hot),
+                };
+            }
+        };
+        if hot {
+            let problems = health::quick_check(&conn);
+            if problems.is_empty() {
+                health::forget_damage(path);
+            } else {
+                health::keep_wal_on_close(&conn);
+                health::remember_damage(path, &problems);
+                let e = damaged(problems.clone());
+                if access == Access::Write {
+                    return Err(e);
+                }
+                return SqliteStore::damaged_copy(path, e, problems, Vec::new());
+            }
+        }
         migrations()
             .to_latest(&mut conn)
             // Two processes opening a new store at once both see version 0;
@@ -77,12 +136,25 @@ impl SqliteStore {
                 path: text.clone(),
                 source,
             })?;
-        Ok(SqliteStore {
+        Ok(SqliteStore::new(path, conn, None, Vec::new()))
+    }
+
+    /// The store, its files (all made by now) remembered as they are.
+    fn new(
+        path: &Path,
+        conn: Connection,
+        refused: Option<Refusal>,
+        warnings: Vec<String>,
+    ) -> SqliteStore {
+        SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            refused,
+            warnings,
+            watch: Mutex::new(watch::Watch::new(path)),
             lease: Lease::default(),
             fences: Fences::default(),
-        })
+        }
     }
 
     /// Take and renew leases of this length (see [`lease`]).
@@ -91,7 +163,20 @@ impl SqliteStore {
         self
     }
 
-    /// Run `f` in one immediate (write-locking) transaction.
+    /// Whether this store may be written (not a read command's read-only
+    /// or damaged one).
+    pub fn writable(&self) -> bool {
+        self.refused.is_none()
+    }
+
+    /// What a reader of this store should be told (a damaged store, records
+    /// left out of a read-only one).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Run `f` in one immediate (write-locking) transaction, if the store's
+    /// files are still the ones this process opened.
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T> {
         self.write_checked(|_| Ok(()), f)
     }
@@ -129,25 +214,37 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| self.error(source))?;
-        check(&tx)?;
-        let value = f(&tx).map_err(|source| self.error(source))?;
-        tx.commit().map_err(|source| self.error(source))?;
-        Ok(value)
+        self.guard(&mut conn)?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|source| self.error(source))?;
+            check(&tx)?;
+            let value = f(&tx).map_err(|source| self.error(source))?;
+            tx.commit().map_err(|source| self.error(source))?;
+            Ok(value)
+        })();
+        self.watch.lock().expect("watch lock").wrote(&self.path);
+        result
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().expect("store lock");
+        if let Some(what) = self.watch.lock().expect("watch lock").broken_fault() {
+            return Err(StoreError::Replaced {
+                path: self.path.display().to_string(),
+                what,
+            });
+        }
         f(&conn).map_err(|source| self.error(source))
     }
 
     fn error(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
+        let path = self.path.display().to_string();
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return StoreError::Full { path };
         }
+        StoreError::Sqlite { path, source }
     }
 
     /// The id of the run `given` names ([`RunRef`]).
@@ -783,6 +880,21 @@ impl RunStore for SqliteStore {
             }
             Ok(dead)
         })
+    }
+
+    fn check_health(&self) -> Result<()> {
+        if !self.writable() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().expect("store lock");
+        self.guard(&mut conn)?;
+        match self.watch.lock().expect("watch lock").fault() {
+            Some(what) => Err(StoreError::Replaced {
+                path: self.path.display().to_string(),
+                what: what.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 //! run store keeps the hash of the last line with each event.
 
 pub mod chain;
+pub mod reconcile;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -46,6 +48,9 @@ pub struct AuditLog {
     /// The run's secrets, masked in every event before it is written (a
     /// plugin may pass one as an argument, a URL, an approval's text).
     redactor: Redactor,
+    /// Whether a failure to record an event in the store was reported (once
+    /// is enough: the file holds every event).
+    store_failed: Arc<AtomicBool>,
 }
 
 /// The open file and where its chain stands.
@@ -63,13 +68,14 @@ impl Writer {
     /// The hash the next line chains to, read from the file unless this
     /// writer wrote its last line; a torn last line is cut off first, and
     /// the detail of the record that says so returned. Called under the
-    /// file lock.
-    fn head(&mut self) -> std::io::Result<(String, Option<Value>)> {
+    /// file lock. The flag: whether the file was read (another writer may
+    /// have been there, or a host that was killed).
+    fn head(&mut self) -> std::io::Result<(String, Option<Value>, bool)> {
         let len = self.file.metadata()?.len();
         if let Some((end, hash)) = &self.head
             && *end == len
         {
-            return Ok((hash.clone(), None));
+            return Ok((hash.clone(), None, false));
         }
         let tail = chain::Tail::read(&self.file, len)?;
         let repair = match &tail.torn {
@@ -79,7 +85,19 @@ impl Writer {
             }
             None => None,
         };
-        Ok((tail.last.unwrap_or_else(|| self.genesis.clone()), repair))
+        Ok((
+            tail.last.unwrap_or_else(|| self.genesis.clone()),
+            repair,
+            true,
+        ))
+    }
+
+    /// The whole file (its complete lines, once `head` has run).
+    fn bytes(&self) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0; self.file.metadata()?.len() as usize];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
     }
 }
 
@@ -99,6 +117,7 @@ impl AuditLog {
             file: Arc::new(Mutex::new(Some(writer))),
             store: Some((store, run.to_string())),
             redactor: Redactor::new(),
+            store_failed: Arc::default(),
         })
     }
 
@@ -107,6 +126,7 @@ impl AuditLog {
             file: Arc::new(Mutex::new(None)),
             store: None,
             redactor: Redactor::new(),
+            store_failed: Arc::default(),
         }
     }
 
@@ -149,33 +169,81 @@ impl AuditLog {
         if let Err(e) = writer.file.lock() {
             eprintln!("capstan: cannot lock the audit log: {e}");
         }
-        let (prev, repair) = match writer.head() {
+        let (mut prev, repair, read) = match writer.head() {
             Ok(head) => head,
             Err(e) => {
                 eprintln!("capstan: cannot read the end of the audit log: {e}");
-                (writer.genesis.clone(), None)
+                (writer.genesis.clone(), None, false)
             }
         };
-        let prev = match repair {
-            Some(detail) => {
-                let repaired = Event {
-                    prev,
-                    time: event.time.clone(),
-                    stage: "",
-                    plugin: "capstan",
-                    capability: AuditKind::Run,
-                    detail,
-                    allowed: true,
-                    reason: None,
-                };
-                self.append(writer, &repaired).1
-            }
-            None => prev,
+        let reconciled = match read {
+            true => self.reconcile(writer, &prev),
+            false => None,
         };
+        // Capstan's own records of what it found, chained before the event.
+        for detail in repair.into_iter().chain(reconciled) {
+            let record = Event {
+                prev,
+                time: event.time.clone(),
+                stage: "",
+                plugin: "capstan",
+                capability: AuditKind::Run,
+                detail,
+                allowed: true,
+                reason: None,
+            };
+            prev = self.append(writer, &record).1;
+        }
         let event = Event { prev, ..event };
         let (size, _) = self.append(writer, &event);
         let _ = writer.file.unlock();
         size
+    }
+
+    /// The store's record of the run's events against the file, when the
+    /// file's end (`last`, the hash of its last line) was read: lines a
+    /// killed host wrote and did not record are recorded now; a store head
+    /// the file lacks (lines cut off its end) is reported. Returns the
+    /// detail of the record of what was done. Called under the file lock,
+    /// a torn last line already cut off.
+    fn reconcile(&self, writer: &Writer, last: &str) -> Option<Value> {
+        let (store, run) = self.store.as_ref()?;
+        let head = store.run(run).ok()?.audit_head;
+        if head.as_deref() == Some(last) {
+            return None;
+        }
+        let bytes = match writer.bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!(
+                    "capstan: cannot read the audit log to check it against the run store: {e}"
+                );
+                return None;
+            }
+        };
+        // Only a missing head needs the count (a run from before the chain).
+        let stored = match head {
+            Some(_) => 0,
+            None => store.audit_events(run).map_or(usize::MAX, |e| e.len()),
+        };
+        let found = reconcile::reconcile(run, &bytes, head.as_deref(), stored);
+        if let reconcile::Reconcile::Behind(lines) = &found {
+            for (number, hash, event) in lines {
+                if let Err(e) = store.audit(run, event, hash) {
+                    if !self.store_failed.swap(true, Ordering::Relaxed) {
+                        eprintln!(
+                            "capstan: cannot record line {number} of the audit log in the run store: {e}"
+                        );
+                    }
+                    return None;
+                }
+            }
+        }
+        let stored = match &found {
+            reconcile::Reconcile::Cut { .. } => store.audit_events(run).map_or(0, |e| e.len()),
+            _ => stored,
+        };
+        found.record(stored)
     }
 
     /// Write one chained event and keep it in the store with the new head;
@@ -186,15 +254,18 @@ impl AuditLog {
         line.push(b'\n');
         let size = line.len() as u64;
         // One write per line so concurrent stages never interleave a record.
-        match writer.file.write_all(&line) {
+        let written = match writer.file.write_all(&line) {
             Ok(()) => {
                 writer.head = writer.file.metadata().ok().map(|m| (m.len(), hash.clone()));
+                true
             }
             Err(e) => {
                 writer.head = None;
                 eprintln!("capstan: cannot append to the audit log: {e}");
+                false
             }
-        }
+        };
+        crate::fault::point("audit-written", event.stage);
         if let Some((store, run)) = &self.store {
             let row = AuditRow {
                 time: event.time.clone(),
@@ -205,9 +276,17 @@ impl AuditLog {
                 detail: event.detail.clone(),
                 reason: event.reason.clone(),
             };
-            // The JSONL line above already holds the event: say so and go on.
-            if let Err(e) = store.audit(run, &row, &hash) {
-                eprintln!("capstan: {e} (the event is in the run's audit.jsonl)");
+            // The chain ends where the file does: at this line, or, when it
+            // could not be written, at the one before (the store still keeps
+            // the event, its only record).
+            let head = if written { &hash } else { &event.prev };
+            if let Err(e) = store.audit(run, &row, head) {
+                // The next line reads the file's end again, and records this
+                // one in the store then (see `reconcile`).
+                writer.head = None;
+                if !self.store_failed.swap(true, Ordering::Relaxed) {
+                    eprintln!("capstan: {e} (the event is in the run's audit.jsonl)");
+                }
             }
         }
         (size, hash)
@@ -447,6 +526,71 @@ mod tests {
         assert_eq!(repair["detail"]["sha256"], chain::hash(torn).as_str());
         let events = store.audit_events("r").unwrap();
         assert_eq!(events[1].detail["event"], chain::REPAIRED);
+    }
+
+    /// A line as a host writes it after `prev`, without recording it in the
+    /// store: what a host killed between the two leaves.
+    fn written_only(path: &Path, prev: &str, i: usize) -> String {
+        let line = serde_json::to_vec(&json!({
+            "prev": prev, "time": "2026-11-26T10:00:09Z", "stage": "s", "plugin": "p",
+            "capability": "exec", "detail": { "i": i }, "allowed": true,
+        }))
+        .unwrap();
+        let mut file = OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(&[&line[..], b"\n"].concat()).unwrap();
+        chain::hash(&line)
+    }
+
+    #[test]
+    fn lines_a_killed_host_wrote_and_never_recorded_are_recorded_by_the_next_writer() {
+        let (_dir, store, path) = run();
+        let host = AuditLog::open(&path, store.clone(), "r").unwrap();
+        event(&host, 0);
+        drop(host);
+        let head = store.run("r").unwrap().audit_head.unwrap();
+        let second = written_only(&path, &head, 1);
+        written_only(&path, &second, 2);
+        assert_eq!(store.audit_events("r").unwrap().len(), 1);
+
+        let resumed = AuditLog::open(&path, store.clone(), "r").unwrap();
+        event(&resumed, 3);
+        let events = store.audit_events("r").unwrap();
+        let details: Vec<&Value> = events.iter().map(|e| &e.detail).collect();
+        assert_eq!(details[1..3], [&json!({ "i": 1 }), &json!({ "i": 2 })]);
+        assert_eq!(details[3]["event"], reconcile::RECONCILED);
+        assert_eq!(details[3]["lines"], json!([2, 3]));
+        assert_eq!(details[4], &json!({ "i": 3 }));
+        let (walk, last) = walked(&path);
+        assert_eq!((walk.broken, walk.lines), (None, 5));
+        assert_eq!(store.run("r").unwrap().audit_head, Some(last));
+    }
+
+    #[test]
+    fn a_log_cut_short_of_the_stores_head_is_recorded_by_the_next_writer() {
+        let (_dir, store, path) = run();
+        let host = AuditLog::open(&path, store.clone(), "r").unwrap();
+        for i in 0..3 {
+            event(&host, i);
+        }
+        drop(host);
+        let head = store.run("r").unwrap().audit_head.unwrap();
+        // Fixture: the last line lost (a machine that stopped before it was on disk).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keep = text.trim_end().rfind('\n').unwrap() + 1;
+        std::fs::write(&path, &text[..keep]).unwrap();
+
+        let next = AuditLog::open(&path, store.clone(), "r").unwrap();
+        event(&next, 3);
+        let events = store.audit_events("r").unwrap();
+        let cut = &events[3].detail;
+        assert_eq!(cut["event"], reconcile::CUT);
+        assert_eq!(
+            (&cut["store_head"], &cut["file_lines"], &cut["store_events"]),
+            (&json!(head), &json!(2), &json!(3))
+        );
+        let (walk, last) = walked(&path);
+        assert_eq!((walk.broken, walk.lines), (None, 4));
+        assert_eq!(store.run("r").unwrap().audit_head, Some(last));
     }
 
     #[test]
