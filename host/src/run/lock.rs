@@ -117,7 +117,6 @@ pub async fn acquire(
     }
 }
 
-
 /// Renew run `run`'s lease every third of its length until the task is
 /// aborted. When the run turns out to be another process's now, or the
 /// lease cannot be renewed before it ends (the store unreachable), the run
