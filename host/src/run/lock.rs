@@ -154,8 +154,9 @@ pub fn keep_lease(
                             |r| format!("`capstan cancel` from another host: {r}"),
                         );
                         super::progress::println(&format!(
-                            "[capstan] stopping run {run} ({reason}, by {}): its programs get SIGTERM, then SIGKILL after {}",
-                            a.by,
+                            "[capstan] stopping run {run} ({}, by {}): its programs get SIGTERM, then SIGKILL after {}",
+                            crate::text::inline(&reason),
+                            crate::text::inline(&a.by),
                             humantime::format_duration(stop.grace)
                         ));
                         stop.request(StopRequest {
