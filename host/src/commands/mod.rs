@@ -59,9 +59,16 @@ pub struct Cli {
     #[arg(skip)]
     missing_store: Option<String>,
     /// The run store: a SQLite file's path, or a PostgreSQL server's URL
-    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the password may
-    /// come from $PGPASSWORD instead) to share runs, approvals and locks
-    /// across a team. Default: <state-dir>/capstan.db.
+    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]`;
+    /// the password may come from $PGPASSWORD instead) to share runs,
+    /// approvals and locks across a team. TLS as libpq's sslmode says:
+    /// verify-full checks the server's certificate (signed by a CA in
+    /// sslrootcert=CA.pem, or by a Mozilla root without it) and its name;
+    /// verify-ca the CA only; require encrypts, checking no certificate
+    /// unless sslrootcert is given; prefer (the default) is require when
+    /// the server offers TLS, else in the clear; disable and allow connect
+    /// in the clear. sslcert and sslkey give a client certificate.
+    /// Default: <state-dir>/capstan.db.
     #[arg(
         long,
         global = true,

@@ -2,7 +2,9 @@
 
 use crate::exit::{self, Failure};
 use crate::stats::{RunFacts, StageTime, Window, compute};
-use crate::store::{RunFilter, RunKind, RunRow, RunState, RunStore, StageState};
+use std::collections::HashMap;
+
+use crate::store::{RunFilter, RunKind, RunRow, RunState};
 use crate::term::{self, Layout, Stream};
 
 /// Delivery metrics of the recorded runs: success rate, stage durations
@@ -55,12 +57,20 @@ pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let runs = store
         .runs(&RunFilter::default())
         .map_err(super::store_failure)?;
+    let mut timings: HashMap<String, Vec<StageTime>> = HashMap::new();
+    for t in store.stage_timings().map_err(super::store_failure)? {
+        timings.entry(t.run_id).or_default().push(StageTime {
+            name: t.name,
+            duration_ms: t.duration_ms,
+            succeeded: t.succeeded,
+        });
+    }
     // Drift checks change nothing: they are no deliveries (drift has its own lines).
-    let history = runs
+    let history: Vec<RunFacts> = runs
         .iter()
         .filter(|run| run.kind != RunKind::Drift)
-        .map(|run| facts(store.as_ref(), run))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|run| facts(run, timings.remove(&run.id).unwrap_or_default()))
+        .collect();
     let mut stats = compute(&history, &window);
     let checks = store
         .drift_checks(window.environment.as_deref())
@@ -112,29 +122,16 @@ fn window(args: &Args, now: jiff::Timestamp) -> Result<Window, Failure> {
     })
 }
 
-/// What the metrics need of one recorded run.
-fn facts(store: &dyn RunStore, run: &RunRow) -> Result<RunFacts, Failure> {
+/// What the metrics need of one recorded run; `stages`: its timed attempts.
+fn facts(run: &RunRow, stages: Vec<StageTime>) -> RunFacts {
     let time = |t: &str| t.parse::<jiff::Timestamp>().ok();
-    let stages = store
-        .stages(&run.id)
-        .map_err(super::store_failure)?
-        .into_iter()
-        .filter(|s| matches!(s.status, StageState::Succeeded | StageState::Failed))
-        .filter_map(|s| {
-            Some(StageTime {
-                succeeded: s.status == StageState::Succeeded,
-                duration_ms: s.duration_ms?,
-                name: s.name,
-            })
-        })
-        .collect();
     let ended = matches!(
         run.status,
         RunState::Succeeded | RunState::Failed | RunState::Rejected
     )
     .then(|| run.ended.as_deref().and_then(time))
     .flatten();
-    Ok(RunFacts {
+    RunFacts {
         id: run.id.clone(),
         environment: run.environment.clone(),
         kind: run.kind,
@@ -144,5 +141,5 @@ fn facts(store: &dyn RunStore, run: &RunRow) -> Result<RunFacts, Failure> {
         ended,
         verified: run.verified,
         stages,
-    })
+    }
 }

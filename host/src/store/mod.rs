@@ -226,6 +226,15 @@ pub struct StageRow {
     pub duration_ms: Option<u64>,
 }
 
+/// How long one succeeded or failed stage attempt took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageTiming {
+    pub run_id: String,
+    pub name: String,
+    pub succeeded: bool,
+    pub duration_ms: u64,
+}
+
 /// One person's (or policy's) decision on an approval request.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApprovalRow {
@@ -379,6 +388,10 @@ pub trait RunStore: Send + Sync {
     fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>>;
     /// Every attempt of every stage, oldest first.
     fn stages(&self, run: &str) -> Result<Vec<StageRow>>;
+    /// How long every succeeded or failed stage attempt of every run took,
+    /// each run's in the order of [`RunStore::stages`]: what `capstan stats`
+    /// needs, in one query rather than one per run.
+    fn stage_timings(&self) -> Result<Vec<StageTiming>>;
     fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>>;
     fn pending_approval(&self, run: &str) -> Result<Option<PendingApproval>>;
     /// Keep a request as it was asked, answered or not, for `capstan show`;
@@ -443,6 +456,12 @@ pub struct DriftCheck {
     /// Per checked stage: whether its plan has changes, and their summary.
     pub detail: Value,
 }
+
+/// The columns of a [`StageTiming`], and which attempts have one, for
+/// every backend: SQL both speak.
+const TIMINGS: &str = "run_id, name, status, duration_ms";
+const TIMED: &str = "WHERE status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+    ORDER BY run_id, COALESCE(started, ended, ''), attempt";
 
 /// The latest attempt of each stage, in first-seen order.
 pub fn latest_attempts(rows: Vec<StageRow>) -> Vec<StageRow> {

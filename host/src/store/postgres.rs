@@ -12,11 +12,17 @@
 //! every call runs on a short-lived thread of its own ([`Link`]), which is
 //! correct from sync and async code alike.
 //!
+//! The connection is TLS as the URL's `sslmode` says, with libpq's
+//! meanings ([`tls`]): `prefer`, the default, encrypts when the server
+//! offers it; `verify-full` checks who signed the server's certificate and
+//! for which name.
+//!
 //! PostgreSQL text cannot hold NUL characters: in free text a plugin or a
 //! person wrote (messages, reasons, comments) each is kept as U+FFFD.
 
 mod link;
 mod migrate;
+mod tls;
 pub mod url;
 
 use std::borrow::Cow;
@@ -42,13 +48,22 @@ const WRITE_LOCK: i32 = 1;
 pub enum PgError {
     #[error("invalid URL: {0}")]
     Url(String),
-    #[error(
-        "sslmode={0} asks for TLS, which Capstan's PostgreSQL store does not support yet; \
-         connect over a trusted network or an SSH tunnel with sslmode=disable"
-    )]
-    TlsUnsupported(String),
+    /// A TLS parameter of the URL that cannot be used (a file that cannot
+    /// be read, ...): which, and how to fix it.
+    #[error("{0}")]
+    TlsSetting(String),
     #[error("{}", said(.0))]
     Connect(#[source] ::postgres::Error),
+    /// A connection that failed for TLS: what failed (the server's
+    /// certificate is not trusted, is for another name, the server has no
+    /// TLS...) and how to fix it.
+    #[error("{what}; {fix}")]
+    Tls {
+        what: String,
+        fix: String,
+        #[source]
+        source: ::postgres::Error,
+    },
     #[error("{}", said(.0))]
     Query(#[source] ::postgres::Error),
     #[error("cannot migrate the schema: {}", said(.0))]
@@ -86,6 +101,9 @@ pub(super) fn describe(url: &str, error: &PgError) -> String {
             said(e),
             connect_hint(e)
         ),
+        PgError::Tls { what, fix, .. } => {
+            format!("cannot connect to the run store {url}: {what}; {fix}")
+        }
         other => format!("run store {url}: {other}"),
     }
 }
@@ -105,6 +123,10 @@ fn connect_hint(e: &::postgres::Error) -> &'static str {
             "create the database first (see the README, \"Choosing a store\")"
         }
         Some(_) => "check the URL and the server's settings",
+        // The client's words: the server asked for a password.
+        None if said(e).contains("password missing") => {
+            "give the user's password (in the URL, or $PGPASSWORD)"
+        }
         None => "is the server running, and reachable from this host?",
     }
 }
@@ -153,11 +175,11 @@ impl PostgresStore {
     /// `postgresql://` URL) and migrate its schema.
     pub fn open(url: &str) -> Result<PostgresStore> {
         let shown = url::redact(url);
-        let config = url::config(url).map_err(|source| StoreError::Postgres {
+        let (config, tls) = url::config(url).map_err(|source| StoreError::Postgres {
             url: shown.clone(),
             source,
         })?;
-        let link = Link::open(config, shown)?;
+        let link = Link::open(config, tls, shown)?;
         Ok(PostgresStore {
             link,
             lease: Lease::default(),
@@ -644,6 +666,21 @@ impl RunStore for PostgresStore {
             .iter()
             .map(rows::stage)
             .collect()
+        })
+    }
+
+    fn stage_timings(&self) -> Result<Vec<StageTiming>> {
+        self.link.read(|tx| {
+            Ok(tx
+                .query(&format!("SELECT {TIMINGS} FROM stages {TIMED}"), &[])?
+                .iter()
+                .map(|r| StageTiming {
+                    run_id: r.get(0),
+                    name: r.get(1),
+                    succeeded: r.get::<_, String>(2) == "succeeded",
+                    duration_ms: r.get::<_, i64>(3) as u64,
+                })
+                .collect())
         })
     }
 

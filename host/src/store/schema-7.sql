@@ -33,3 +33,8 @@ CREATE TABLE lock_releases (
     lease_ended TEXT
 ) STRICT;
 CREATE INDEX lock_releases_by_run ON lock_releases (run_id);
+
+-- `runs` lists newest first (julianday: `started` has as many fractional
+-- digits as needed, which does not sort as text), all or of one environment.
+CREATE INDEX runs_by_start ON runs (julianday(started) DESC, id DESC);
+CREATE INDEX runs_by_environment_start ON runs (environment, julianday(started) DESC, id DESC);

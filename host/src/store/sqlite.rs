@@ -619,6 +619,21 @@ impl RunStore for SqliteStore {
         })
     }
 
+    fn stage_timings(&self) -> Result<Vec<StageTiming>> {
+        self.read(|c| {
+            let mut q = c.prepare(&format!("SELECT {TIMINGS} FROM stages {TIMED}"))?;
+            q.query_map([], |r| {
+                Ok(StageTiming {
+                    run_id: r.get(0)?,
+                    name: r.get(1)?,
+                    succeeded: r.get::<_, String>(2)? == "succeeded",
+                    duration_ms: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect()
+        })
+    }
+
     fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>> {
         self.read(|c| {
             let mut q = c.prepare(

@@ -3,6 +3,7 @@ use serde_json::json;
 use super::*;
 
 mod postgres_only;
+mod postgres_tls;
 
 /// Each test body, run on a new SQLite store and on a new PostgreSQL
 /// database.
@@ -41,6 +42,7 @@ on_every_store!(
     drift_checks_are_kept_per_environment_oldest_first,
     objects_keep_the_order_of_their_keys,
     names_with_like_wildcards_match_only_themselves,
+    stage_timings_are_the_timed_attempts_of_every_run_in_stage_order,
 );
 
 /// A new SQLite store (in a directory it creates).
@@ -779,4 +781,43 @@ fn names_with_like_wildcards_match_only_themselves(s: &dyn RunStore) {
     assert_eq!(s.run("_y").unwrap().id, "x_y");
     assert_eq!(s.run(r"\d").unwrap().id, r"b\d");
     assert!(matches!(s.run("-1"), Err(StoreError::Ambiguous { .. })));
+}
+
+/// `capstan stats` reads every run's timed attempts in one query.
+fn stage_timings_are_the_timed_attempts_of_every_run_in_stage_order(s: &dyn RunStore) {
+    let me = Owner::current();
+    for id in ["r1", "r2"] {
+        s.create_run(&new_run(id, "dev"), &me).unwrap();
+    }
+    let at = |second: u32, row: StageRow| StageRow {
+        started: Some(format!("2026-11-26T10:00:{second:02}Z")),
+        ..row
+    };
+    s.end_stage("r1", None, &at(5, ended("smoke", StageState::Failed)))
+        .unwrap();
+    s.end_stage("r1", None, &at(1, ended("build", StageState::Succeeded)))
+        .unwrap();
+    s.end_stage("r1", None, &at(2, ended("plan", StageState::Skipped)))
+        .unwrap();
+    let untimed = StageRow {
+        duration_ms: None,
+        ..ended("apply", StageState::Succeeded)
+    };
+    s.end_stage("r1", None, &untimed).unwrap();
+    s.end_stage("r2", None, &at(3, ended("build", StageState::Succeeded)))
+        .unwrap();
+    let timings = s.stage_timings().unwrap();
+    let seen: Vec<(&str, &str, bool)> = timings
+        .iter()
+        .map(|t| (t.run_id.as_str(), t.name.as_str(), t.succeeded))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("r1", "build", true),
+            ("r1", "smoke", false),
+            ("r2", "build", true)
+        ]
+    );
+    assert!(timings.iter().all(|t| t.duration_ms == 1000));
 }

@@ -21,6 +21,13 @@
 //! superuser `postgres` need a password over TCP (scram-sha-256), so every
 //! URL carries one. The cluster's default collation is ICU `en-US`, not
 //! byte order, as on many servers.
+//!
+//! A cluster [`Cluster::start_tls`] starts (or the one [`shared_tls`])
+//! also takes TLS connections (`ssl=on`), with a certificate for
+//! `localhost` and `127.0.0.1` from a CA made for it ([`Certs`], by the
+//! `openssl` command, which Debian's `postgresql` depends on); plain
+//! connections still work there. [`CERT_ROLE`] logs in to it with a client
+//! certificate instead of a password.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -42,6 +49,10 @@ pub const ROLE: &str = "capstan";
 /// assertion.
 const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 
+/// The role that logs in to a TLS cluster with a client certificate
+/// ([`Certs::client_cert`]) and no password, over TLS only.
+pub const CERT_ROLE: &str = "capstan_cert";
+
 /// A fresh database on the [`shared`] cluster: its URL, as [`ROLE`], with
 /// the password in it.
 pub fn database() -> String {
@@ -51,17 +62,48 @@ pub fn database() -> String {
 /// The cluster of this test process, started on first use.
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Cluster> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        extern "C" fn stop_shared() {
-            if let Some(cluster) = SHARED.get() {
-                cluster.remove();
-            }
+    extern "C" fn stop_shared() {
+        if let Some(cluster) = SHARED.get() {
+            cluster.remove();
         }
-        let cluster = Cluster::start();
-        // SAFETY: registers a plain function, run once at exit.
-        unsafe { libc::atexit(stop_shared) };
-        cluster
-    })
+    }
+    SHARED.get_or_init(|| started_for_the_process(Cluster::start, stop_shared))
+}
+
+/// The TLS cluster of this test process ([`Cluster::start_tls`]), started
+/// on first use.
+pub fn shared_tls() -> &'static Cluster {
+    static SHARED_TLS: OnceLock<Cluster> = OnceLock::new();
+    extern "C" fn stop_shared_tls() {
+        if let Some(cluster) = SHARED_TLS.get() {
+            cluster.remove();
+        }
+    }
+    SHARED_TLS.get_or_init(|| started_for_the_process(Cluster::start_tls, stop_shared_tls))
+}
+
+/// A cluster `start` starts, removed by `stop` when the process exits.
+fn started_for_the_process(start: fn() -> Cluster, stop: extern "C" fn()) -> Cluster {
+    let cluster = start();
+    // SAFETY: registers a plain function, run once at exit.
+    unsafe { libc::atexit(stop) };
+    cluster
+}
+
+/// The certificates of a TLS cluster, made for it (PEM files, EC P-256
+/// keys, valid for two days).
+#[derive(Debug, Clone)]
+pub struct Certs {
+    /// The CA that signed the server's and the client's certificates.
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing the cluster has.
+    pub other_ca: PathBuf,
+    /// The server's certificate: for `localhost` and `127.0.0.1`.
+    pub server_cert: PathBuf,
+    /// [`CERT_ROLE`]'s certificate (signed by [`Certs::ca`]).
+    pub client_cert: PathBuf,
+    /// Its key, readable by this process only (0600).
+    pub client_key: PathBuf,
 }
 
 /// A PostgreSQL cluster of its own (a test that restarts or stops its
@@ -81,11 +123,24 @@ pub struct Cluster {
     /// long as the cluster (see the module's doc).
     spawner: Mutex<Option<mpsc::Sender<Job>>>,
     databases: AtomicU32,
+    /// A TLS cluster's certificates.
+    certs: Option<Certs>,
 }
 
 impl Cluster {
     /// A new cluster, running.
     pub fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// A new cluster, running, that takes TLS connections too: `ssl=on`
+    /// with [`Certs`] made for it; [`CERT_ROLE`] may log in with its client
+    /// certificate, over TLS only.
+    pub fn start_tls() -> Cluster {
+        Cluster::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Cluster {
         let bin = binaries();
         sweep_leftovers();
         let account = server_account();
@@ -101,10 +156,15 @@ impl Cluster {
             cleaner: Mutex::new(None),
             spawner: Mutex::new(Some(spawner())),
             databases: AtomicU32::new(0),
+            certs: None,
         };
         cluster.start_cleaner();
         cluster.init();
         let mut cluster = cluster;
+        if tls {
+            cluster.certs = Some(cluster.make_certs());
+            cluster.allow_cert_role();
+        }
         for attempt in 1.. {
             cluster.port = free_port();
             match cluster.run_server() {
@@ -119,14 +179,29 @@ impl Cluster {
             "CREATE ROLE {ROLE} LOGIN PASSWORD '{}'",
             cluster.password
         ));
+        if tls {
+            cluster.admin(&format!("CREATE ROLE {CERT_ROLE} LOGIN"));
+        }
         cluster
     }
 
     /// A new empty database owned by [`ROLE`]: its URL.
     pub fn database(&self) -> String {
-        let name = format!("t_{}", self.databases.fetch_add(1, Ordering::SeqCst));
-        self.admin(&format!("CREATE DATABASE {name} OWNER {ROLE}"));
+        let name = self.new_database(ROLE);
         self.url(ROLE, &self.password, &name)
+    }
+
+    /// A new empty database owned by `owner`: its name.
+    pub fn new_database(&self, owner: &str) -> String {
+        let name = format!("t_{}", self.databases.fetch_add(1, Ordering::SeqCst));
+        self.admin(&format!("CREATE DATABASE {name} OWNER {owner}"));
+        name
+    }
+
+    /// A TLS cluster's certificates ([`Cluster::start_tls`]); `None` for a
+    /// cluster without TLS.
+    pub fn certs(&self) -> Option<&Certs> {
+        self.certs.as_ref()
     }
 
     /// `postgres://user:password@127.0.0.1:<port>/database`.
@@ -228,6 +303,7 @@ impl Cluster {
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(self.tls_settings())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
@@ -271,6 +347,85 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's settings for TLS, if it has certificates.
+    fn tls_settings(&self) -> Vec<String> {
+        let Some(certs) = &self.certs else {
+            return Vec::new();
+        };
+        let tls = self.dir.join("tls");
+        [
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}", certs.server_cert.display()),
+            format!("ssl_key_file={}", tls.join("server.key").display()),
+            // The CA client certificates must come from.
+            format!("ssl_ca_file={}", certs.ca.display()),
+        ]
+        .into_iter()
+        .flat_map(|setting| ["-c".to_string(), setting])
+        .collect()
+    }
+
+    /// Make the CAs and the server's and client's certificates, in
+    /// `<dir>/tls`, with `openssl`. The server's key belongs to the
+    /// server's account, mode 0600, as PostgreSQL requires.
+    fn make_certs(&self) -> Certs {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir(&tls).unwrap();
+        self.chown(&tls);
+        let path = |name: &str| tls.join(name);
+        openssl_cert(&path("ca"), "Capstan test CA", None, CA_EXTENSIONS);
+        openssl_cert(&path("other-ca"), "Another test CA", None, CA_EXTENSIONS);
+        openssl_cert(
+            &path("server"),
+            "localhost",
+            Some(&path("ca")),
+            &[
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "basicConstraints=critical,CA:FALSE",
+                "keyUsage=critical,digitalSignature",
+                "extendedKeyUsage=serverAuth",
+            ],
+        );
+        openssl_cert(
+            &path("client"),
+            CERT_ROLE,
+            Some(&path("ca")),
+            &[
+                "basicConstraints=critical,CA:FALSE",
+                "keyUsage=critical,digitalSignature",
+                "extendedKeyUsage=clientAuth",
+            ],
+        );
+        let server_key = path("server.key");
+        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        self.chown(&server_key);
+        std::fs::set_permissions(path("client.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        Certs {
+            ca: path("ca.pem"),
+            other_ca: path("other-ca.pem"),
+            server_cert: path("server.pem"),
+            client_cert: path("client.pem"),
+            client_key: path("client.key"),
+        }
+    }
+
+    /// Let [`CERT_ROLE`] log in over TLS with its client certificate (the
+    /// `cert` method: the certificate's CN is the role), and never in the
+    /// clear: rules before any other of `pg_hba.conf`.
+    fn allow_cert_role(&self) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all {CERT_ROLE} 127.0.0.1/32 cert\n\
+                 hostnossl all {CERT_ROLE} 127.0.0.1/32 reject\n{rules}"
+            ),
+        )
+        .unwrap();
     }
 
     /// Start `cmd` from the thread that lives as long as the cluster, to
@@ -335,6 +490,55 @@ impl Drop for Cluster {
         // The spawner thread ends once the server is gone.
         self.spawner.lock().unwrap().take();
     }
+}
+
+/// A CA's extensions, as `openssl req -addext` takes them.
+const CA_EXTENSIONS: &[&str] = &[
+    "basicConstraints=critical,CA:TRUE",
+    "keyUsage=critical,keyCertSign,cRLSign",
+];
+
+/// A new EC P-256 key (`<base>.key`) and its certificate (`<base>.pem`)
+/// for `name` (the subject's CN) with `extensions`, signed by the CA
+/// `<ca>.pem` (key `<ca>.key`), or by itself.
+fn openssl_cert(base: &Path, name: &str, ca: Option<&Path>, extensions: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-new", "-newkey", "ec"])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(base.with_extension("key"))
+        .arg("-out")
+        .arg(base.with_extension("pem"))
+        .arg("-subj")
+        .arg(format!("/CN={name}"));
+    if let Some(ca) = ca {
+        cmd.arg("-CA")
+            .arg(ca.with_extension("pem"))
+            .arg("-CAkey")
+            .arg(ca.with_extension("key"));
+    }
+    for extension in extensions {
+        cmd.args(["-addext", extension]);
+    }
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => panic!(
+            "cannot run `openssl` ({e}) to make the test PostgreSQL server's certificates: \
+             install it (Debian `openssl`; .ci/setup does)"
+        ),
+    };
+    assert!(
+        out.status.success(),
+        "openssl failed to make {}:\n{}",
+        base.with_extension("pem").display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Where Debian's server binaries are (the newest version installed).

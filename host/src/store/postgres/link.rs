@@ -12,9 +12,10 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use ::postgres::config::Config;
+use ::postgres::config::{Config, Host};
 use ::postgres::{Client, NoTls, Transaction};
 
+use super::tls::Tls;
 use super::{Fail, LOCK_CLASS, PgError, WRITE_LOCK, migrate};
 use crate::store::{Result, StoreError};
 
@@ -22,15 +23,17 @@ pub(super) struct Link {
     /// The URL as shown (its password redacted).
     url: String,
     config: Config,
+    tls: Tls,
     client: Mutex<Option<Client>>,
 }
 
 impl Link {
     /// Connect, and migrate the schema.
-    pub(super) fn open(config: Config, url: String) -> Result<Link> {
+    pub(super) fn open(config: Config, tls: Tls, url: String) -> Result<Link> {
         let link = Link {
             url,
             config,
+            tls,
             client: Mutex::new(None),
         };
         link.on_own_thread(|| {
@@ -93,9 +96,21 @@ impl Link {
     }
 
     fn connect(&self) -> Result<Client> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| self.error(PgError::Connect(e)))
+        let connected = match self.tls.connector() {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        connected.map_err(|e| self.error(self.tls.explain(e, &self.host())))
+    }
+
+    /// The server's name as the URL gives it (the first, if several), as
+    /// its certificate must have it.
+    fn host(&self) -> String {
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(name)) => name.clone(),
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => String::new(),
+        }
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Client>> {

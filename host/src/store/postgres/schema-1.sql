@@ -49,7 +49,8 @@ CREATE TABLE runs (
     -- Fingerprints of the listed keys the author's ssh-agent held then.
     author_keys     json NOT NULL
 );
-CREATE INDEX runs_by_environment ON runs (environment, started_at);
+CREATE INDEX runs_by_environment ON runs (environment, started_at DESC NULLS LAST, id DESC);
+CREATE INDEX runs_by_start ON runs (started_at DESC NULLS LAST, id DESC);
 CREATE INDEX runs_by_status ON runs (status);
 -- Runs named by a suffix of their id (the primary key serves prefixes).
 CREATE INDEX runs_by_reversed_id ON runs (reverse(id));

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use ::postgres::config::{Config, SslMode};
+use ::postgres::config::Config;
 
 use super::PgError;
+use super::tls::{Params, Tls};
 
 /// The schemes of a PostgreSQL URL.
 const SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
@@ -17,7 +18,8 @@ pub fn is_postgres(given: &str) -> bool {
 }
 
 /// `url` with its password (in the user part or a `password=` parameter)
-/// replaced by `***`. The user part ends at the first `@`, as the client
+/// and a client key's passphrase (`sslpassword=`, refused anyway) replaced
+/// by `***`. The user part ends at the first `@`, as the client
 /// reads it.
 pub fn redact(url: &str) -> String {
     let Some(scheme) = SCHEMES.iter().find(|s| url.starts_with(**s)) else {
@@ -44,7 +46,7 @@ pub fn redact(url: &str) -> String {
         let params: Vec<String> = query
             .split('&')
             .map(|p| match p.split_once('=') {
-                Some((key, _)) if key == "password" => format!("{key}=***"),
+                Some((key, _)) if key == "password" || key == "sslpassword" => format!("{key}=***"),
                 _ => p.to_string(),
             })
             .collect();
@@ -54,27 +56,16 @@ pub fn redact(url: &str) -> String {
     shown
 }
 
-/// The client settings `url` gives: the password from `$PGPASSWORD` when
-/// the URL has none; plain connections only for now (`sslmode=require`,
-/// `verify-ca` and `verify-full` are refused rather than quietly not
-/// encrypted); 30 s to connect unless `connect_timeout` says otherwise.
-pub fn config(url: &str) -> Result<Config, PgError> {
-    let (without_tls, mode) = take_sslmode(url);
-    match mode.as_deref() {
-        None | Some("disable" | "allow" | "prefer") => {}
-        Some(tls @ ("require" | "verify-ca" | "verify-full")) => {
-            return Err(PgError::TlsUnsupported(tls.to_string()));
-        }
-        Some(other) => {
-            return Err(PgError::Url(format!(
-                "unknown sslmode `{other}` (disable, allow, prefer, require, verify-ca or verify-full)"
-            )));
-        }
-    }
-    let mut config: Config = without_tls
+/// The client settings `url` gives, and how it connects (TLS, see
+/// [`tls`]): the password from `$PGPASSWORD` when the URL has none; 30 s to
+/// connect unless `connect_timeout` says otherwise.
+pub(super) fn config(url: &str) -> Result<(Config, Tls), PgError> {
+    let (rest, params) = take_tls_params(url)?;
+    let tls = Tls::new(params)?;
+    let mut config: Config = rest
         .parse()
         .map_err(|e: ::postgres::Error| PgError::Url(super::said(&e)))?;
-    config.ssl_mode(SslMode::Disable);
+    config.ssl_mode(tls.mode().client());
     if config.get_password().is_none()
         && let Some(password) = std::env::var_os("PGPASSWORD")
     {
@@ -86,34 +77,36 @@ pub fn config(url: &str) -> Result<Config, PgError> {
     if config.get_application_name().is_none() {
         config.application_name("capstan");
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
-/// `url` without its `sslmode` parameter, and that parameter's value (the
-/// client knows fewer modes than libpq, and none of them is TLS here).
-fn take_sslmode(url: &str) -> (String, Option<String>) {
+/// `url` without the TLS parameters read here ([`Params`]), and those
+/// parameters, percent-decoded.
+fn take_tls_params(url: &str) -> Result<(String, Params), PgError> {
+    let mut params = Params::default();
     // Parameters follow the first `?` after the user part.
     let after_user = url.find('@').map_or(0, |at| at + 1);
     let Some(q) = url[after_user..].find('?').map(|q| after_user + q) else {
-        return (url.to_string(), None);
+        return Ok((url.to_string(), params));
     };
-    let mut mode = None;
-    let kept: Vec<&str> = url[q + 1..]
-        .split('&')
-        .filter(|p| match p.split_once('=') {
-            Some(("sslmode", value)) => {
-                mode = Some(value.to_string());
-                false
+    let mut kept = Vec::new();
+    for param in url[q + 1..].split('&') {
+        match param.split_once('=') {
+            Some((key, value)) if Params::KEYS.contains(&key) => {
+                let value = percent_encoding::percent_decode_str(value)
+                    .decode_utf8()
+                    .map_err(|_| PgError::Url(format!("{key}: not UTF-8 once percent-decoded")))?;
+                params.set(key, value.into_owned());
             }
-            _ => true,
-        })
-        .collect();
+            _ => kept.push(param),
+        }
+    }
     let mut rest = url[..q].to_string();
     if !kept.is_empty() {
         rest.push('?');
         rest.push_str(&kept.join("&"));
     }
-    (rest, mode)
+    Ok((rest, params))
 }
 
 #[cfg(test)]
@@ -137,30 +130,118 @@ mod tests {
     }
 
     #[test]
-    fn sslmodes_that_ask_for_tls_are_refused_others_are_plain() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let err = config(&format!("postgres://u@h/d?sslmode={mode}")).unwrap_err();
-            assert!(
-                err.to_string().contains("TLS") && err.to_string().contains(mode),
-                "{err}"
-            );
-        }
-        for mode in ["disable", "allow", "prefer"] {
-            let c = config(&format!(
+    fn sslmodes_are_libpqs_and_tls_parameters_are_not_passed_to_the_client() {
+        use ::postgres::config::SslMode;
+        for (mode, client) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            // Without sslrootcert: the Mozilla roots.
+            ("verify-ca", SslMode::Require),
+            ("verify-full", SslMode::Require),
+        ] {
+            let (c, _) = config(&format!(
                 "postgres://u@h:7/d?sslmode={mode}&connect_timeout=5"
             ))
             .unwrap();
-            assert_eq!(c.get_ssl_mode(), SslMode::Disable);
+            assert_eq!(c.get_ssl_mode(), client, "{mode}");
             assert_eq!(c.get_ports(), [7]);
             assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(5)));
         }
+        let (c, _) = config("postgres://u@h/d").unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Prefer, "libpq's default");
         let err = config("postgres://u@h/d?sslmode=sometimes").unwrap_err();
         assert!(err.to_string().contains("sometimes"), "{err}");
+        // In the clear, the files are not read (as libpq).
+        config("postgres://u@h/d?sslmode=disable&sslrootcert=/no/such.pem").unwrap();
+    }
+
+    #[test]
+    fn tls_files_that_cannot_be_used_are_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |params: &str| {
+            config(&format!("postgres://u:pw@h/d?{params}"))
+                .err()
+                .unwrap_or_else(|| panic!("{params} accepted"))
+                .to_string()
+        };
+        // Percent-decoded.
+        let e = err("sslmode=verify-full&sslrootcert=%2Fno%20such%2Fca.pem");
+        assert!(
+            e.starts_with("sslrootcert /no such/ca.pem cannot be read (")
+                && e.contains("give a PEM file of the CA certificates"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = err(&format!("sslmode=require&sslrootcert={}", empty.display()));
+        assert!(e.contains("holds no certificate"), "{e}");
+        let e = err("sslmode=require&sslcert=/c.pem");
+        assert!(e.contains("sslcert is given without sslkey"), "{e}");
+        let e = err("sslmode=require&sslpassword=s3cret");
+        assert!(
+            e.starts_with("sslpassword: a client key with a passphrase is not supported")
+                && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert_eq!(
+            redact("postgres://u@h/d?sslpassword=s3cret"),
+            "postgres://u@h/d?sslpassword=***"
+        );
+        let e = err("sslmode=verify-full&sslrootcert=system");
+        assert!(
+            e.contains("sslrootcert=system (the system's CAs) is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_client_key_others_may_read_is_refused_as_libpq_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Read as PEM only after the mode is checked: any certificate does.
+        let cert = dir.path().join("client.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let key = dir.path().join("client.key");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let url = format!(
+            "postgres://u@h/d?sslmode=require&sslcert={}&sslkey={}",
+            cert.display(),
+            key.display()
+        );
+        let e = config(&url).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!(
+                "sslkey {} may be read or written by others (mode 0644): `chmod 600` it",
+                key.display()
+            )),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Private now: its content is what fails.
+        let e = config(&url).err().unwrap().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "sslkey {} holds no usable private key (",
+                key.display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_password_in_the_url_wins_over_pgpassword() {
-        let c = config("postgres://u:from%40url@h/d").unwrap();
+        let (c, _) = config("postgres://u:from%40url@h/d").unwrap();
         assert_eq!(c.get_password(), Some(&b"from@url"[..]));
     }
 }

@@ -10,7 +10,7 @@ use super::*;
 
 /// Rows of `sql` run on `url` (on a thread of its own: the client runs a
 /// runtime of its own).
-fn query(url: &str, sql: &str) -> Vec<::postgres::Row> {
+pub(super) fn query(url: &str, sql: &str) -> Vec<::postgres::Row> {
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
@@ -21,7 +21,7 @@ fn query(url: &str, sql: &str) -> Vec<::postgres::Row> {
 }
 
 /// The error opening `url` gives, as printed.
-fn open_error(url: &str) -> String {
+pub(super) fn open_error(url: &str) -> String {
     match PostgresStore::open(url) {
         Ok(_) => panic!("{url} opened"),
         Err(e) => e.to_string(),
@@ -117,16 +117,6 @@ fn a_wrong_password_is_refused_without_being_shown() {
         );
         assert!(!err.contains("wr0ngpw") && err.contains("***"), "{err}");
     }
-}
-
-#[test]
-fn tls_is_refused_until_it_is_supported() {
-    let url = format!("{}?sslmode=verify-full", pg::database());
-    let err = open_error(&url);
-    assert!(
-        err.contains("sslmode=verify-full asks for TLS") && !err.contains(pg::shared().password()),
-        "{err}"
-    );
 }
 
 #[test]
