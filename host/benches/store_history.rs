@@ -215,7 +215,7 @@ fn main() {
                 vec!["runs", "--limit", "1000", "--json"],
             ),
             ("show <last> --json", vec!["show", &last, "--json"]),
-            ("show <id suffix>", vec!["show", &last[last.len() - 5..]]),
+            ("show <id suffix>", vec!["show", &last[last.len() - 4..]]),
             ("stats --json", vec!["stats", "--json"]),
         ] {
             println!(
