@@ -160,7 +160,10 @@ fn attempt_of(suffix: &str) -> Option<(u32, u32)> {
 fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let dir = path.parent().expect("run files live in the run dir");
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(tmp.as_file(), value)?;
+    // Serialised in memory, written at once: straight into the file, serde
+    // makes one `write` per token (millions for a run of many stages).
+    let text = serde_json::to_vec_pretty(value)?;
+    std::io::Write::write_all(&mut tmp.as_file(), &text)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
