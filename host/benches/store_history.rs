@@ -8,7 +8,9 @@
 //! approval request and decision, a few dozen audit events, spread over
 //! three environments and a year, a tenth of them failed — real runs would
 //! take hours to make. Each command is the release binary, timed from start
-//! to exit; medians of N (default 10, `STORE_BENCH_N`).
+//! to exit; medians of N (default 10, `STORE_BENCH_N`). `STORE_BENCH_STORES`
+//! picks the stores (default `sqlite,postgres`; `.ci/bench-perf` takes
+//! `sqlite`: filling PostgreSQL with 10 000 runs takes minutes).
 //!
 //! Run by `.ci/bench` (`cargo bench -p capstan --bench store_history`).
 
@@ -184,13 +186,18 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
     let runs = env_number("STORE_BENCH_RUNS", 10_000);
     let n = env_number("STORE_BENCH_N", 10);
+    let stores = std::env::var("STORE_BENCH_STORES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let stores: Vec<&str> = stores.split([',', ' ']).filter(|s| !s.is_empty()).collect();
+    if let Some(bad) = stores.iter().find(|s| !["sqlite", "postgres"].contains(s)) {
+        panic!("STORE_BENCH_STORES: unknown store `{bad}` (give sqlite, postgres or both)");
+    }
     let dir = tempfile::tempdir().unwrap();
     let sqlite = dir.path().join("capstan.db");
-    let postgres = capstan_test_artifacts::postgres::database();
-    for (name, store) in [
-        ("sqlite", sqlite.display().to_string()),
-        ("postgres", postgres),
-    ] {
+    for name in stores {
+        let store = match name {
+            "sqlite" => sqlite.display().to_string(),
+            _ => capstan_test_artifacts::postgres::database(),
+        };
         let opened = Location::parse(&store).open(Lease::default()).unwrap();
         let t = Instant::now();
         let last = fill(opened.as_ref(), runs);
