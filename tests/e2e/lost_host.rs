@@ -37,6 +37,20 @@ pub fn state_dir(sb: &Sandbox, name: &str) -> PathBuf {
     sb.path().join(format!("state-{name}"))
 }
 
+/// Host a's run once its stage has started `sleep`: the run's id and the
+/// sleep's pid.
+fn sleeping_on_a(sb: &Sandbox) -> (String, i64) {
+    eventually(Duration::from_secs(120), "host a starts sleep", || {
+        let runs = std::fs::read_dir(state_dir(sb, "a").join("runs")).ok()?;
+        runs.flatten().find_map(|run| {
+            let (_, pid) = started_programs(&run.path())
+                .into_iter()
+                .find(|(p, _)| p == "sleep")?;
+            Some((run.file_name().to_str()?.to_string(), pid))
+        })
+    })
+}
+
 fn ran(mut cmd: Command) -> Ran {
     cmd.output().expect("run capstan").into()
 }
@@ -64,16 +78,7 @@ fn a_lost_host_keeps_its_lock_until_forced_free_and_then_records_nothing_more() 
             "-q",
         ],
     ));
-    let (run_dir, sleep) = eventually(Duration::from_secs(120), "host a starts sleep", || {
-        let runs = std::fs::read_dir(state_dir(&sb, "a").join("runs")).ok()?;
-        runs.flatten().find_map(|run| {
-            let (_, pid) = started_programs(&run.path())
-                .into_iter()
-                .find(|(p, _)| p == "sleep")?;
-            Some((run.path(), pid))
-        })
-    });
-    let id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let (id, sleep) = sleeping_on_a(&sb);
     let quick_on_b = || {
         ran(on_host(
             &sb,
@@ -202,16 +207,7 @@ fn a_run_on_another_host_is_cancelled_through_the_store() {
             "-q",
         ],
     ));
-    let (run_dir, sleep) = eventually(Duration::from_secs(120), "host a starts sleep", || {
-        let runs = std::fs::read_dir(state_dir(&sb, "a").join("runs")).ok()?;
-        runs.flatten().find_map(|run| {
-            let (_, pid) = started_programs(&run.path())
-                .into_iter()
-                .find(|(p, _)| p == "sleep")?;
-            Some((run.path(), pid))
-        })
-    });
-    let id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let (id, sleep) = sleeping_on_a(&sb);
     let cancel = ran(on_host(
         &sb,
         "b",
