@@ -129,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             programs: vec![&program],
             secrets: Vec::new(),
             secret_dir: None,
+            stages: None,
         },
         run_tmp.path(),
     )?;

@@ -298,16 +298,27 @@ pub enum PolicyError {
     },
 }
 
+/// The upstream work dirs a stage may read, as its `start` event records
+/// them.
+pub struct Upstream<'a> {
+    /// How many (those of every stage upstream that has one).
+    pub count: usize,
+    /// The stages it names in `needs`.
+    pub needs: &'a [String],
+}
+
 impl StagePolicy {
     /// What the stage may do, for its `start` audit event: programs with
     /// their resolved paths and digests, directories (with the stage's own
-    /// work dir and its upstream dirs), env names, connect patterns.
-    /// `hidden` are host variables the plugin does not get (secrets'
-    /// sources).
+    /// work dir), the upstream work dirs it may read (how many, and its
+    /// direct `needs`: the rest follows from the pipeline's DAG, so the
+    /// record stays the same size however many stages came before), env
+    /// names, connect patterns. `hidden` are host variables the plugin does
+    /// not get (secrets' sources).
     pub fn summary(
         &self,
         work_dir: &Path,
-        upstream: &[PathBuf],
+        upstream: Upstream,
         hidden: &[String],
     ) -> serde_json::Value {
         let paths = |dirs: &[fs::GrantDir]| dirs.iter().map(|d| d.path.clone()).collect::<Vec<_>>();
@@ -318,7 +329,8 @@ impl StagePolicy {
             .collect();
         serde_json::json!({
             "exec": self.exec.iter().map(|p| serde_json::json!({"program": p.program, "path": p.path, "sha256": p.digest})).collect::<Vec<_>>(),
-            "read": paths(&self.read_dirs).into_iter().chain(upstream.iter().cloned()).collect::<Vec<_>>(),
+            "read": paths(&self.read_dirs),
+            "upstream_work_dirs": { "count": upstream.count, "needs": upstream.needs },
             "write": paths(&self.write_dirs).into_iter().chain([work_dir.to_path_buf()]).collect::<Vec<_>>(),
             "env": env,
             "connect": self.connect,

@@ -67,7 +67,7 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
         .filter(|(name, _)| {
             checked
                 .iter()
-                .any(|c| pipeline.stages[c].upstream.contains(*name))
+                .any(|c| pipeline.stages[c].upstream.contains(name.as_str()))
         })
         .map(|(name, _)| {
             (

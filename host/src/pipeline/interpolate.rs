@@ -112,8 +112,9 @@ pub struct Scope<'a> {
     /// The stage runs because `--force` named it.
     pub forced: bool,
     /// How the stages this one needs, directly or not, ended (see the
-    /// module's doc), in pipeline order.
-    pub ended: &'a serde_json::Map<String, Value>,
+    /// module's doc), in pipeline order: made when a reference asks for it
+    /// (a stage deep in a long chain has hundreds before it).
+    pub ended: &'a dyn Fn() -> &'a serde_json::Map<String, Value>,
     /// `${run.status}`.
     pub run_status: &'a str,
 }
@@ -127,8 +128,7 @@ impl Scope<'_> {
                 .and_then(|o| o.get(key))
                 .cloned()
                 .ok_or_else(|| format!("stage `{stage}` has no output `{key}`"))?,
-            Reference::StageStatus(stage) => self
-                .ended
+            Reference::StageStatus(stage) => (self.ended)()
                 .get(stage)
                 .and_then(|e| e.get("status"))
                 .cloned()
@@ -140,7 +140,7 @@ impl Scope<'_> {
             Reference::RunId => self.run_id.into(),
             Reference::RunEnvironment => self.environment.into(),
             Reference::RunStatus => self.run_status.into(),
-            Reference::RunStages => Value::Object(self.ended.clone()),
+            Reference::RunStages => Value::Object((self.ended)().clone()),
             Reference::PipelineDir => self.pipeline_dir.into(),
             Reference::StageWorkDir => self.work_dir.into(),
             Reference::StageForced => self.forced.into(),
@@ -200,8 +200,9 @@ mod tests {
             "b": {"status": "succeeded", "summary": "built"},
             "smoke": {"status": "failed", "reason": "HTTP 503"},
         });
+        let ended = || ended.as_object().unwrap();
         let scope = Scope {
-            ended: ended.as_object().unwrap(),
+            ended: &ended,
             run_status: "failed",
             outputs,
             env: &env,

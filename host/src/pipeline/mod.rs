@@ -19,7 +19,6 @@ pub mod secrets;
 pub mod source;
 mod validator;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,7 +129,7 @@ pub struct Stage {
     pub plugin: String,
     pub needs: Vec<String>,
     /// Every stage this one depends on, directly or not.
-    pub upstream: BTreeSet<String>,
+    pub upstream: dag::Upstream,
     /// The `with` table as JSON, references not yet resolved.
     pub with: Value,
     pub grants: Grants,

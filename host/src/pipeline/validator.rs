@@ -4,7 +4,7 @@
 //! invalid is left out of what is built, but what other stages say about
 //! it (`needs`, references, cycles) is still checked against the file.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,8 +127,9 @@ impl Validator<'_> {
                 Vec::new()
             }
         };
+        let names = dag::names(&graph);
         for (name, entry) in &raw.stages {
-            let upstream = dag::upstream(&graph, name.get_ref());
+            let upstream = dag::upstream(&graph, name.get_ref(), &names);
             self.check_references(name.get_ref(), entry, &upstream, &graph);
             if let Some(stage) = stages.get_mut(name.get_ref()) {
                 stage.upstream = upstream;
@@ -488,7 +489,7 @@ impl Validator<'_> {
             name: stage_name.clone(),
             plugin: plugin.clone(),
             needs: graph.get(stage_name).cloned().unwrap_or_default(),
-            upstream: BTreeSet::new(),
+            upstream: Default::default(),
             with: with_json(entry),
             grants: entry.grants.clone(),
             read_dirs: read_dirs.unwrap_or_default(),
@@ -581,7 +582,7 @@ impl Validator<'_> {
         let approval_stage = raw.stages.get(from.as_str());
         let problem = if approval_stage.is_none() {
             Some((gate.stage.span(), format!("stage `{name}`: requires_approval names stage `{from}`, which does not exist"), "name the approval stage, e.g. requires_approval = { stage = \"approve\", digest = \"approved_digest\" }".to_string()))
-        } else if upstream.is_some_and(|u| !u.contains(from)) {
+        } else if upstream.is_some_and(|u| !u.contains(from.as_str())) {
             Some((
                 gate.stage.span(),
                 format!(
@@ -669,7 +670,7 @@ impl Validator<'_> {
         &mut self,
         name: &str,
         entry: &file::StageEntry,
-        upstream: &BTreeSet<String>,
+        upstream: &dag::Upstream,
         graph: &Graph,
     ) {
         let with = with_json(entry);
@@ -717,7 +718,7 @@ impl Validator<'_> {
                             .map(|c| format!("did you mean `{c}`?"));
                     }
                     self.errors.push(d.stage(name));
-                } else if !upstream.contains(from) {
+                } else if !upstream.contains(from.as_str()) {
                     self.stage_error(
                         name,
                         span,

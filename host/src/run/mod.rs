@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 
 use crate::bindings::capstan::plugin::types as wit;
 use crate::caps::audit::AuditLog;
+use crate::caps::fs::GrantDir;
 use crate::caps::secret::Redactor;
 use crate::fault;
 use crate::pipeline::interpolate::Scope;
@@ -85,7 +86,13 @@ pub fn selected(prepared: &Prepared, opts: &RunOptions) -> BTreeSet<String> {
     } else {
         opts.only
             .iter()
-            .flat_map(|s| stages[s].upstream.iter().cloned().chain([s.clone()]))
+            .flat_map(|s| {
+                stages[s]
+                    .upstream
+                    .iter()
+                    .map(|n| n.to_string())
+                    .chain([s.clone()])
+            })
             .collect()
     };
     chosen.retain(|s| stages[s].runs_in(&opts.environment));
@@ -122,6 +129,7 @@ pub async fn execute(
     let pipeline = &prepared.pipeline;
     let chosen = selected(&prepared, opts);
     let mut records: HashMap<String, StageRecord> = HashMap::new();
+    let mut ended_dirs = EndedDirs::default();
     let mut outputs: HashMap<String, Map<String, Value>> = HashMap::new();
     for record in done {
         if let StageStatus::Succeeded { outputs: o, .. } = &record.status {
@@ -215,8 +223,18 @@ pub async fn execute(
                     }
                     None => {
                         let run = match stage_run(
-                            &prepared, runtime, dir, &audit, opts, store, &outputs, &records,
-                            &name, &progress, &redactor,
+                            &prepared,
+                            runtime,
+                            dir,
+                            &audit,
+                            opts,
+                            store,
+                            &outputs,
+                            &records,
+                            &name,
+                            &progress,
+                            &redactor,
+                            &mut ended_dirs,
                         ) {
                             Ok(run) => run,
                             Err(reason) => {
@@ -300,7 +318,7 @@ pub async fn execute(
             return Err(e.into());
         }
         records.insert(name.clone(), r);
-        dir.write_outputs(&outputs).map_err(io)?;
+        dir.write_outputs(&outputs, false).map_err(io)?;
     }
 
     progress.finish();
@@ -374,7 +392,7 @@ pub async fn execute(
         plugins: plugin_records(&prepared),
         stages,
     };
-    dir.write_outputs(&outputs).map_err(io)?;
+    dir.write_outputs(&outputs, true).map_err(io)?;
     dir.write_record(&run).map_err(io)?;
     let verified = verified(pipeline, &run.stages);
     let finished = store
@@ -499,6 +517,37 @@ fn line_for(name: &str, status: &StageStatus, ms: u64) -> String {
     }
 }
 
+/// The work dirs of stages that ended, opened once per run process: those
+/// of a stage's upstream stages are final when it starts (they all ended),
+/// and a stage deep in a long chain has hundreds, so opening and checking
+/// each again for every stage would make a run quadratic in its stages.
+#[derive(Default)]
+struct EndedDirs {
+    opened: HashMap<String, Option<GrantDir>>,
+}
+
+impl EndedDirs {
+    /// `stage`'s latest work dir, if it has one.
+    fn get(&mut self, dir: &RunDir, stage: &str) -> Result<Option<GrantDir>, String> {
+        if let Some(opened) = self.opened.get(stage) {
+            return Ok(opened.clone());
+        }
+        let path = dir.latest_dir(stage);
+        let opened = match GrantDir::open(&path) {
+            Ok(opened) => Some(opened),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(format!(
+                    "cannot open the work dir of upstream stage `{stage}` ({}): {e}",
+                    path.display()
+                ));
+            }
+        };
+        self.opened.insert(stage.to_string(), opened.clone());
+        Ok(opened)
+    }
+}
+
 /// Build the stage's run: its work dir, and its `with` with every reference
 /// resolved.
 #[allow(clippy::too_many_arguments)]
@@ -514,6 +563,7 @@ fn stage_run(
     name: &str,
     progress: &Progress,
     redactor: &Redactor,
+    ended_dirs: &mut EndedDirs,
 ) -> Result<StageRun, String> {
     let pipeline = &prepared.pipeline;
     let stage = &pipeline.stages[name];
@@ -522,11 +572,8 @@ fn stage_run(
     // half-written. An interrupted attempt's stay: this one goes on from
     // them (see `rundir`).
     let last = store
-        .stages(&dir.id)
-        .map_err(|e| format!("cannot read the stage's earlier attempts: {e}"))?
-        .into_iter()
-        .filter(|r| r.name == name)
-        .max_by_key(|r| r.attempt);
+        .last_attempt(&dir.id, name)
+        .map_err(|e| format!("cannot read the stage's earlier attempts: {e}"))?;
     if let Some(last) = last.filter(|r| r.status == StageState::Failed) {
         dir.set_aside(name, last.attempt).map_err(|e| {
             format!(
@@ -539,7 +586,8 @@ fn stage_run(
         .work_dir(name)
         .map_err(|e| format!("cannot create the stage work dir: {e}"))?;
     let env = |n: &str| std::env::var(n).ok();
-    let ended = run_if::ended(pipeline, stage, records);
+    let ended_once = std::cell::OnceCell::new();
+    let ended = || ended_once.get_or_init(|| run_if::ended(pipeline, stage, records));
     let scope = Scope {
         ended: &ended,
         run_status: run_if::so_far(stage, records).as_str(),
@@ -590,12 +638,10 @@ fn stage_run(
             work_dir: path_text(&dir.latest_dir(n)),
         })
         .collect();
-    let upstream_dirs = stage
-        .upstream
-        .iter()
-        .map(|n| dir.latest_dir(n))
-        .filter(|d| d.is_dir())
-        .collect();
+    let mut upstream_dirs = Vec::with_capacity(stage.upstream.len());
+    for n in stage.upstream.iter() {
+        upstream_dirs.extend(ended_dirs.get(dir, n)?);
+    }
     Ok(StageRun {
         runtime: runtime.clone(),
         prepared: prepared.clone(),

@@ -130,7 +130,7 @@ pub fn reused(pipeline: &Pipeline, file: &Path) -> Result<Vec<String>, RollbackE
                     pipeline
                         .stages
                         .get(u)
-                        .is_some_and(|s| s.upstream.contains(*name))
+                        .is_some_and(|s| s.upstream.contains(name.as_str()))
                 })
         })
         .cloned()

@@ -101,7 +101,7 @@ pub fn ended(
     pipeline
         .stages
         .keys()
-        .filter(|n| stage.upstream.contains(*n))
+        .filter(|n| stage.upstream.contains(n))
         .filter_map(|n| records.get(n))
         .map(|r| {
             let row = r.row(None);

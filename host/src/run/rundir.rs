@@ -137,16 +137,23 @@ impl RunDir {
         dir.canonicalize()
     }
 
+    /// Write `outputs.json`. `durable` when the run ends; as each stage
+    /// ends it is replaced atomically but not flushed to the disk: the run
+    /// store has every stage's outputs durably by then (it is the record;
+    /// a crash leaves this file a stage behind until the run is resumed),
+    /// and a flush per stage is what bounds a run of many short stages on a
+    /// busy disk.
     pub fn write_outputs(
         &self,
         outputs: &HashMap<String, Map<String, Value>>,
+        durable: bool,
     ) -> std::io::Result<()> {
         let sorted: std::collections::BTreeMap<_, _> = outputs.iter().collect();
-        write_json(&self.path.join("outputs.json"), &sorted)
+        write_json(&self.path.join("outputs.json"), &sorted, durable)
     }
 
     pub fn write_record(&self, record: &impl Serialize) -> std::io::Result<()> {
-        write_json(&self.path.join("run.json"), record)
+        write_json(&self.path.join("run.json"), record, true)
     }
 }
 
@@ -157,14 +164,16 @@ fn attempt_of(suffix: &str) -> Option<(u32, u32)> {
 }
 
 /// Replace a JSON file atomically, so a crash leaves the old or the new one.
-fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+fn write_json(path: &Path, value: &impl Serialize, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().expect("run files live in the run dir");
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     // Serialised in memory, written at once: straight into the file, serde
     // makes one `write` per token (millions for a run of many stages).
     let text = serde_json::to_vec_pretty(value)?;
     std::io::Write::write_all(&mut tmp.as_file(), &text)?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

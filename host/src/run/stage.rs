@@ -65,7 +65,9 @@ pub struct StageRun {
     pub name: String,
     pub context: wit::StageContext,
     pub work_dir: PathBuf,
-    pub upstream_dirs: Vec<PathBuf>,
+    /// The work dirs of the stages upstream, opened (see
+    /// [`super::EndedDirs`]).
+    pub upstream_dirs: Vec<GrantDir>,
     pub log_path: PathBuf,
     pub audit: AuditLog,
     pub progress: Progress,
@@ -200,8 +202,14 @@ impl StageRun {
         });
         if let (Some(start), Value::Object(caps)) = (
             start.as_object_mut(),
-            self.policy()
-                .summary(&self.work_dir, &self.upstream_dirs, &self.hidden_env()),
+            self.policy().summary(
+                &self.work_dir,
+                crate::caps::Upstream {
+                    count: self.upstream_dirs.len(),
+                    needs: &self.stage().needs,
+                },
+                &self.hidden_env(),
+            ),
         ) {
             start.extend(caps);
         }
@@ -462,11 +470,7 @@ impl StageRun {
                 .map_err(|e| format!("cannot open the stage directory {}: {e}", path.display()))
         };
         let work = open(&self.work_dir)?;
-        let upstream = self
-            .upstream_dirs
-            .iter()
-            .map(open)
-            .collect::<Result<Vec<_>, _>>()?;
+        let upstream = self.upstream_dirs.clone();
         let mut writable: Vec<GrantDir> = p.write_dirs.clone();
         writable.push(work.clone());
         let mut readable: Vec<GrantDir> = p.read_dirs.clone();
@@ -531,7 +535,19 @@ impl StageRun {
             }
         }
         read.retain(|r| !write.iter().any(|w| w.id == r.id));
+        let stages = self
+            .work_dir
+            .parent()
+            .map(GrantDir::open)
+            .transpose()
+            .map_err(|e| {
+                format!(
+                    "stage `{}`: cannot open the run's stages directory: {e}",
+                    self.name
+                )
+            })?;
         let dirs = StageDirs {
+            stages: stages.as_ref(),
             read: &read,
             write: &write,
             programs: p.exec.iter().map(|e| &e.file.file).collect(),

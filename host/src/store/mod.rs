@@ -388,6 +388,9 @@ pub trait RunStore: Send + Sync {
     fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>>;
     /// Every attempt of every stage, oldest first.
     fn stages(&self, run: &str) -> Result<Vec<StageRow>>;
+    /// The latest attempt of `stage` (what a run about to start it again
+    /// needs, without reading every stage of a long run).
+    fn last_attempt(&self, run: &str, stage: &str) -> Result<Option<StageRow>>;
     /// How long every succeeded or failed stage attempt of every run took,
     /// each run's in the order of [`RunStore::stages`]: what `capstan stats`
     /// needs, in one query rather than one per run.

@@ -654,6 +654,21 @@ impl RunStore for PostgresStore {
         })
     }
 
+    fn last_attempt(&self, run: &str, stage: &str) -> Result<Option<StageRow>> {
+        self.link.read(|tx| {
+            tx.query_opt(
+                &format!(
+                    "SELECT {STAGE_COLUMNS} FROM stages WHERE run_id = $1 AND name = $2 \
+                     ORDER BY attempt DESC LIMIT 1"
+                ),
+                &[&run, &stage],
+            )?
+            .as_ref()
+            .map(rows::stage)
+            .transpose()
+        })
+    }
+
     fn stages(&self, run: &str) -> Result<Vec<StageRow>> {
         self.link.read(|tx| {
             tx.query(

@@ -610,6 +610,20 @@ impl RunStore for SqliteStore {
         })
     }
 
+    fn last_attempt(&self, run: &str, stage: &str) -> Result<Option<StageRow>> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {STAGE_COLUMNS} FROM stages WHERE run_id = ?1 AND name = ?2 \
+                     ORDER BY attempt DESC LIMIT 1"
+                ),
+                [run, stage],
+                |r| rows::stage(r),
+            )
+            .optional()
+        })
+    }
+
     fn stages(&self, run: &str) -> Result<Vec<StageRow>> {
         self.read(|c| {
             let mut q = c.prepare(&format!(

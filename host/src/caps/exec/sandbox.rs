@@ -81,6 +81,11 @@ pub struct FileRules {
     pub write: Vec<PathBuf>,
     /// Device files, readable and writable.
     pub devices: Vec<PathBuf>,
+    /// How many upstream stages' work dirs are readable and executable too
+    /// (the run's `stages/<stage>`; which stages is the pipeline's DAG, the
+    /// stage's `start` event names its direct needs). A count, so that a
+    /// stage's record does not grow with the stages before it.
+    pub upstream_work_dirs: usize,
 }
 
 /// Why a stage's sandbox cannot be built.
@@ -185,6 +190,12 @@ pub struct StageDirs<'a> {
     /// directories are hidden, but only those get rules for its files).
     pub secrets: Vec<(&'a str, Vec<&'a std::fs::File>)>,
     pub secret_dir: Option<&'a Path>,
+    /// The run's `stages/` directory, where the work dir and the upstream
+    /// dirs are: where directories are hidden, it is mounted back whole,
+    /// once, instead of one mount per upstream stage (a stage deep in a
+    /// long chain has hundreds). Landlock still decides what programs may
+    /// open in it: their own work dir and the upstream ones, nothing else.
+    pub stages: Option<&'a GrantDir>,
 }
 
 impl StageSandbox {
@@ -220,8 +231,15 @@ impl StageSandbox {
             read: system.read.iter().map(|o| o.path.clone()).collect(),
             write: dirs.write.iter().map(|d| d.path.clone()).collect(),
             devices: system.devices.iter().map(|o| o.path.clone()).collect(),
+            upstream_work_dirs: 0,
         };
-        rules.read.extend(dirs.read.iter().map(|d| d.path.clone()));
+        for dir in dirs.read {
+            if dirs.stages.is_some_and(|s| dir.path.starts_with(&s.path)) {
+                rules.upstream_work_dirs += 1;
+            } else {
+                rules.read.push(dir.path.clone());
+            }
+        }
         rules.write.push(tmp.path().to_path_buf());
         let Some(abi) = enforced_abi() else {
             rules.enforced = "none: this kernel has no Landlock ([sandbox] require = false)".into();
@@ -310,8 +328,14 @@ fn exposed(
     for opened in &system.read {
         out.push(dup(&opened.path, opened.fd.as_fd())?);
     }
+    if let Some(stages) = dirs.stages {
+        out.push(dup(&stages.path, stages.as_fd())?);
+    }
+    let in_stages = |path: &Path| dirs.stages.is_some_and(|s| path.starts_with(&s.path));
     for dir in dirs.read.iter().chain(dirs.write) {
-        out.push(dup(&dir.path, dir.as_fd())?);
+        if !in_stages(&dir.path) {
+            out.push(dup(&dir.path, dir.as_fd())?);
+        }
     }
     let tmp_dir = std::fs::File::open(tmp).map_err(SandboxError::Tmp)?;
     out.push((tmp.to_path_buf(), tmp_dir.into()));
