@@ -3,6 +3,7 @@
 //! total (the stage's `max_output`). Also the host side of the `log`
 //! interface.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -16,6 +17,7 @@ use crate::bindings::capstan::plugin::log as wit;
 use crate::caps::secret::redact::{self, Added, Origin, Redactor};
 use crate::caps::state::StageState;
 use crate::run::progress::Progress;
+use crate::text;
 
 /// Shared handle to one stage's log.
 #[derive(Clone)]
@@ -110,30 +112,22 @@ impl LogSink {
         inner.release_held();
     }
 
-    /// Append bytes; past the cap, write a marker once and refuse.
+    /// Append plugin bytes (its stdout/stderr, its children's output):
+    /// kept as text (control characters and escape sequences written as
+    /// visible escapes, so whoever reads the file with any tool sees them
+    /// inert) with every line that would pass for a host line neutralised.
+    /// Past the cap, write a marker once and refuse.
     pub fn write(&self, bytes: &[u8]) -> Result<(), OutputLimit> {
-        self.append(bytes, true)
-    }
-
-    /// Count bytes against the cap without keeping them (output a plugin
-    /// asked not to log).
-    pub fn count(&self, bytes: &[u8]) -> Result<(), OutputLimit> {
-        self.append(bytes, false)
-    }
-
-    /// Plugin bytes (its stdout/stderr, its children's output): kept as
-    /// text (control characters and escape sequences written as visible
-    /// escapes, so whoever reads the file with any tool sees them inert)
-    /// with every line that would pass for a host line neutralised, or
-    /// counted.
-    fn append(&self, bytes: &[u8], keep: bool) -> Result<(), OutputLimit> {
         let mut inner = self.inner.lock().expect("log lock");
-        if !keep {
-            return inner.put(bytes, false);
-        }
         let patterns = inner.redactor.patterns();
         let bytes = inner.stream.push(&patterns, bytes);
         inner.keep_plugin_bytes(&bytes)
+    }
+
+    /// Count `n` bytes against the cap without keeping them (output a
+    /// plugin asked not to log).
+    pub fn count(&self, n: u64) -> Result<(), OutputLimit> {
+        self.inner.lock().expect("log lock").count(n)
     }
 
     /// Write one line of the host's own (e.g. "$ terraform plan"). It is
@@ -158,7 +152,7 @@ impl LogSink {
         }
         line.push_str(&text);
         line.push('\n');
-        let _ = inner.put(line.as_bytes(), true);
+        let _ = inner.put(line.as_bytes());
     }
 
     /// Whether the cap was hit.
@@ -207,7 +201,7 @@ fn is_blank(b: &u8) -> bool {
 /// or the write ends before that can be told (what came is the start of a
 /// marker, and the next write could complete it).
 fn looks_like_host(rest: &[u8]) -> bool {
-    let end = rest.iter().position(|b| *b == b'\n');
+    let end = memchr::memchr(b'\n', rest);
     let line = &rest[..end.unwrap_or(rest.len())];
     let line = &line[line.iter().take_while(|b| is_blank(b)).count()..];
     !line.is_empty()
@@ -220,8 +214,8 @@ impl Inner {
     /// Plugin bytes, already redacted, kept as inert text.
     fn keep_plugin_bytes(&mut self, bytes: &[u8]) -> Result<(), OutputLimit> {
         let text = self.as_text(bytes);
-        let bytes = self.neutralise(&text).into_owned();
-        self.put(&bytes, true)
+        let kept = self.neutralise(&text);
+        self.put(&kept)
     }
 
     /// Keep what the redaction stream held back, redacted.
@@ -233,19 +227,51 @@ impl Inner {
         }
     }
 
-    /// `bytes` as inert text: valid UTF-8 through [`crate::text::block`]
+    /// `bytes` as inert text: valid UTF-8 through [`text::block`]
     /// (newlines and tabs kept, every other control shown as an escape),
     /// invalid bytes as `\xNN`; a sequence cut at the end of a write is
-    /// completed by the next. Borrows plain ASCII text.
-    fn as_text<'a>(&mut self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        let plain = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\n' || *b == b'\t';
-        if self.carry.is_empty() && bytes.iter().all(plain) {
-            return std::borrow::Cow::Borrowed(bytes);
+    /// completed by the next. Runs of plain ASCII (most output) are copied
+    /// as they are, found a block of bytes at a time; only what lies
+    /// between them is decoded. Borrows plain ASCII text.
+    fn as_text<'a>(&mut self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut carry = std::mem::take(&mut self.carry);
+        let mut at = if carry.is_empty() {
+            text::plain_len(bytes)
+        } else {
+            0
+        };
+        if at == bytes.len() && carry.is_empty() {
+            return Cow::Borrowed(bytes);
         }
-        let mut input = std::mem::take(&mut self.carry);
-        input.extend_from_slice(bytes);
-        let mut out = Vec::with_capacity(input.len() + 16);
-        let mut rest = input.as_slice();
+        let mut out = Vec::with_capacity(bytes.len() + carry.len() + 16);
+        out.extend_from_slice(&bytes[..at]);
+        while at < bytes.len() || !carry.is_empty() {
+            // What needs decoding, with the plain byte after it: an ASCII
+            // byte ends any UTF-8 sequence (what follows decodes alone), and
+            // tells whether a `\r` before it ends a line.
+            let end = bytes[at..]
+                .iter()
+                .position(|b| text::is_plain(*b))
+                .map_or(bytes.len(), |n| at + n + 1);
+            if carry.is_empty() {
+                self.decode(&bytes[at..end], &mut out);
+            } else {
+                carry.extend_from_slice(&bytes[at..end]);
+                self.decode(&carry, &mut out);
+                carry = Vec::new();
+            }
+            at = end;
+            let plain = text::plain_len(&bytes[at..]);
+            out.extend_from_slice(&bytes[at..at + plain]);
+            at += plain;
+        }
+        Cow::Owned(out)
+    }
+
+    /// `input` decoded onto `out` as [`Inner::as_text`] says; a sequence
+    /// it ends in the middle of waits in `carry` for the next write.
+    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut rest = input;
         loop {
             let (valid, error) = match std::str::from_utf8(rest) {
                 Ok(text) => (text, None),
@@ -254,7 +280,7 @@ impl Inner {
                     Some(e),
                 ),
             };
-            out.extend_from_slice(crate::text::block(valid).as_bytes());
+            out.extend_from_slice(text::block(valid).as_bytes());
             let Some(e) = error else { break };
             let after = &rest[e.valid_up_to()..];
             match e.error_len() {
@@ -264,31 +290,35 @@ impl Inner {
                 }
                 Some(n) => {
                     for b in &after[..n] {
-                        out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+                        let _ = write!(out, "\\x{b:02x}");
                     }
                     rest = &after[n..];
                 }
             }
         }
-        std::borrow::Cow::Owned(out)
     }
 
     /// `bytes` from the plugin with `[plugin] ` put before each line that
     /// would look like the host's. Lines are tracked across writes (`blank`),
-    /// so a marker split over two writes is caught too. Borrows when no line
-    /// needs it.
-    fn neutralise<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        let starts = self.blank.then_some(0).into_iter().chain(
-            bytes
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'\n')
-                .map(|(at, _)| at + 1),
-        );
+    /// so a marker split over two writes is caught too. Only the lines whose
+    /// first byte after blanks is `[` or `$` can look like the host's: those
+    /// bytes are looked for (a vectorised search), not every line start.
+    /// Borrows when no line needs it.
+    fn neutralise<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
-        for at in starts {
-            if !looks_like_host(&bytes[at..]) {
+        for hit in memchr::memchr2_iter(b'[', b'$', bytes) {
+            let blanks = bytes[..hit]
+                .iter()
+                .rev()
+                .take_while(|b| is_blank(b))
+                .count();
+            let at = hit - blanks;
+            let line_start = match at {
+                0 => self.blank,
+                _ => bytes[at - 1] == b'\n',
+            };
+            if !line_start || !looks_like_host(&bytes[at..]) {
                 continue;
             }
             let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len() + NEUTRAL.len()));
@@ -297,35 +327,44 @@ impl Inner {
             copied = at;
         }
         match out {
-            None => std::borrow::Cow::Borrowed(bytes),
+            None => Cow::Borrowed(bytes),
             Some(mut out) => {
                 out.extend_from_slice(&bytes[copied..]);
-                std::borrow::Cow::Owned(out)
+                Cow::Owned(out)
             }
         }
     }
 
-    /// Keep (or only count) `bytes` against the cap; past it, write a
-    /// marker once and refuse.
-    fn put(&mut self, bytes: &[u8], keep: bool) -> Result<(), OutputLimit> {
+    /// Keep `bytes`, counted against the cap; past it, write a marker
+    /// once and refuse.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), OutputLimit> {
         if self.exceeded {
             return Err(OutputLimit(self.cap));
         }
         let room = self.cap.saturating_sub(self.written) as usize;
         let take = bytes.len().min(room);
         self.written += take as u64;
-        if keep {
-            let kept = &bytes[..take];
-            if let Some(file) = &mut self.file {
-                let _ = file.write_all(kept);
-            }
-            self.echo_lines(kept);
-            self.tail.extend_from_slice(kept);
-            let excess = self.tail.len().saturating_sub(TAIL);
-            self.tail.drain(..excess);
-            self.track_lines(kept);
+        let kept = &bytes[..take];
+        if let Some(file) = &mut self.file {
+            let _ = file.write_all(kept);
         }
+        self.echo_lines(kept);
+        self.keep_tail(kept);
+        self.track_lines(kept);
         if take < bytes.len() {
+            return Err(self.exceed());
+        }
+        Ok(())
+    }
+
+    /// Count `n` bytes not kept against the cap, as [`Inner::put`] does.
+    fn count(&mut self, n: u64) -> Result<(), OutputLimit> {
+        if self.exceeded {
+            return Err(OutputLimit(self.cap));
+        }
+        let take = n.min(self.cap.saturating_sub(self.written));
+        self.written += take;
+        if take < n {
             return Err(self.exceed());
         }
         Ok(())
@@ -345,10 +384,18 @@ impl Inner {
         OutputLimit(cap)
     }
 
+    /// The last [`TAIL`] bytes of what was kept, `kept` included.
+    fn keep_tail(&mut self, kept: &[u8]) {
+        let kept = &kept[kept.len().saturating_sub(TAIL)..];
+        let excess = (self.tail.len() + kept.len()).saturating_sub(TAIL);
+        self.tail.drain(..excess);
+        self.tail.extend_from_slice(kept);
+    }
+
     /// Where the file stands after `kept` was written: at a line start, and
     /// whether the current line is blank so far.
     fn track_lines(&mut self, kept: &[u8]) {
-        match kept.iter().rposition(|b| *b == b'\n') {
+        match memchr::memrchr(b'\n', kept) {
             Some(at) => {
                 let rest = &kept[at + 1..];
                 self.fresh = rest.is_empty();
@@ -362,16 +409,35 @@ impl Inner {
     }
 
     /// Hand whole lines to the run's display, which escapes them for the
-    /// terminal (the file keeps its own inert copy).
+    /// terminal (the file keeps its own inert copy): every line `bytes`
+    /// completes, at once; the partial line after them waits for the next.
     fn echo_lines(&mut self, bytes: &[u8]) {
         let Some((progress, stage)) = &self.live else {
             return;
         };
-        self.pending.extend_from_slice(bytes);
-        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            progress.output(stage, &String::from_utf8_lossy(&line));
+        let Some(last) = memchr::memrchr(b'\n', bytes) else {
+            self.pending.extend_from_slice(bytes);
+            return;
+        };
+        let (lines, rest) = bytes.split_at(last + 1);
+        if self.pending.is_empty() {
+            progress.output(stage, &lossy(lines));
+        } else {
+            self.pending.extend_from_slice(lines);
+            progress.output(stage, &lossy(&self.pending));
+            self.pending.clear();
         }
+        self.pending.extend_from_slice(rest);
+    }
+}
+
+/// Text kept in the log as a `str`: it is UTF-8 (see [`Inner::as_text`])
+/// unless the cap cut a character. Validated in one pass, not decoded
+/// character by character as [`String::from_utf8_lossy`] does.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -487,6 +553,9 @@ pub fn add_to_linker(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
 }
 
 #[cfg(test)]
+mod oracle;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -512,7 +581,7 @@ mod tests {
             match call {
                 P(s) => sink.write(s.as_bytes()).unwrap(),
                 B(b) => sink.write(b).unwrap(),
-                C(s) => sink.count(s.as_bytes()).unwrap(),
+                C(s) => sink.count(s.len() as u64).unwrap(),
                 H(s) => sink.line(s),
             }
         }

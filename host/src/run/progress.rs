@@ -32,6 +32,9 @@ fn silence() -> Duration {
         .unwrap_or(SILENCE)
 }
 
+/// How much echoed log text is printed at once, at most (about).
+const ECHO_BATCH: usize = 128 * 1024;
+
 /// Shared handle to the run's progress display.
 #[derive(Clone)]
 pub struct Progress {
@@ -166,24 +169,57 @@ impl Progress {
         self.inner.echo || self.inner.bars.is_some() || events::enabled()
     }
 
-    /// A whole line of `stage`'s log (plugin text, not yet escaped).
-    pub fn output(&self, stage: &str, line: &str) {
-        let line = line.trim_end_matches(['\n', '\r']);
-        events::emit(Event::Log { stage, line });
+    /// Whole lines of `stage`'s log (plugin text, not yet escaped), each
+    /// ending in `\n`: each one is an event, the last that is not blank
+    /// shows on the stage's spinner line, and (without `-q`) every one is
+    /// echoed, a batch of lines at a time (one write for many lines: a
+    /// stage printing a lot must not cost a write per line).
+    pub fn output(&self, stage: &str, lines: &str) {
+        if events::enabled() {
+            each_line(lines, |line| events::emit(Event::Log { stage, line }));
+        }
         if let Some(running) = self.stages().lock().expect("progress lock").get_mut(stage) {
             // Silence is what the operator sees: with `-q`, every line.
             if self.inner.echo {
                 running.heard = Instant::now();
             }
             if let Some(bar) = &running.bar
-                && !line.trim().is_empty()
+                && let Some(line) = lines
+                    .rsplit_terminator('\n')
+                    .map(|line| line.trim_end_matches('\r'))
+                    .find(|line| !line.trim().is_empty())
             {
                 bar.set_message(inline(line.trim()).into_owned());
             }
         }
-        if self.inner.echo {
-            self.print(&format!("{stage} | {}", crate::text::block(line)));
+        if !self.inner.echo {
+            return;
         }
+        // Plain text all through (the usual case) is its own escaped form:
+        // checked once, not line by line.
+        let plain = crate::text::plain_len(lines.as_bytes()) == lines.len();
+        let prefix = format!("{stage} | ");
+        let mut batch = String::with_capacity(ECHO_BATCH.min(lines.len()) + 256);
+        // Each line ends in `\n` here; `print` adds the last one.
+        let flush = |batch: &mut String| {
+            if let Some(text) = batch.strip_suffix('\n') {
+                self.print(text);
+            }
+            batch.clear();
+        };
+        each_line(lines, |line| {
+            batch.push_str(&prefix);
+            if plain {
+                batch.push_str(line);
+            } else {
+                batch.push_str(&crate::text::block(line));
+            }
+            batch.push('\n');
+            if batch.len() >= ECHO_BATCH {
+                flush(&mut batch);
+            }
+        });
+        flush(&mut batch);
     }
 
     /// `stage` ended; `line` says how (one line, escaped).
@@ -263,6 +299,19 @@ impl Progress {
     }
 }
 
+/// `f` for each line of `text`, without its end (`\n`, and the `\r`s
+/// before it); the line ends found a block of bytes at a time.
+fn each_line<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+        f(text[start..end].trim_end_matches('\r'));
+        start = end + 1;
+    }
+    if start < text.len() {
+        f(text[start..].trim_end_matches('\r'));
+    }
+}
+
 /// `12:01:02 <line>`: the local time of day, for logs read later.
 fn stamped(line: &str) -> String {
     let now = jiff::Zoned::now();
@@ -282,6 +331,27 @@ pub fn short_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_split_as_before_without_their_ends() {
+        for text in [
+            "",
+            "a\n",
+            "a\nb\n",
+            "a\r\n\r\n\n",
+            "cr\r\r\nx",
+            "tail",
+            "\n\n",
+        ] {
+            let mut got = Vec::new();
+            each_line(text, |line| got.push(line));
+            let want: Vec<&str> = text
+                .split_inclusive('\n')
+                .map(|line| line.trim_end_matches(['\n', '\r']))
+                .collect();
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
 
     #[test]
     fn durations_read_like_a_clock() {
