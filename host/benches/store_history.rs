@@ -12,6 +12,12 @@
 //! picks the stores (default `sqlite,postgres`; `.ci/bench-perf` takes
 //! `sqlite`: filling PostgreSQL with 10 000 runs takes minutes).
 //!
+//! To time (or profile) the commands again without filling anew:
+//! `STORE_BENCH_KEEP=<dir>` keeps the SQLite store and the state dir in
+//! `<dir>` (created if needed), and `STORE_BENCH_POSTGRES=<url>` uses that
+//! server's database instead of a throw-away one. A kept store that already
+//! holds runs is timed as it is.
+//!
 //! Run by `.ci/bench` (`cargo bench -p capstan --bench store_history`).
 
 use std::path::Path;
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use capstan::store::{
     ApprovalPolicy, ApprovalRow, AuditKind, AuditRow, Decision, Lease, Location, NewRun, Owner,
-    PendingApproval, RunKind, RunState, RunStore, StageRow, StageState,
+    PendingApproval, RunFilter, RunKind, RunState, RunStore, StageRow, StageState,
 };
 use serde_json::json;
 
@@ -191,23 +197,43 @@ fn main() {
     if let Some(bad) = stores.iter().find(|s| !["sqlite", "postgres"].contains(s)) {
         panic!("STORE_BENCH_STORES: unknown store `{bad}` (give sqlite, postgres or both)");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = dir.path().join("capstan.db");
+    let temp = tempfile::tempdir().unwrap();
+    let dir = match std::env::var_os("STORE_BENCH_KEEP") {
+        Some(kept) => {
+            std::fs::create_dir_all(&kept).unwrap();
+            std::path::PathBuf::from(kept)
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let sqlite = dir.join("capstan.db");
     for name in stores {
         let store = match name {
             "sqlite" => sqlite.display().to_string(),
-            _ => capstan_test_artifacts::postgres::database(),
+            _ => std::env::var("STORE_BENCH_POSTGRES")
+                .unwrap_or_else(|_| capstan_test_artifacts::postgres::database()),
         };
         let opened = Location::parse(&store).open(Lease::default()).unwrap();
         let t = Instant::now();
-        let last = fill(opened.as_ref(), runs);
+        let newest = opened
+            .runs(&RunFilter {
+                environment: None,
+                limit: Some(1),
+            })
+            .unwrap();
+        let (last, runs, written) = match newest.first() {
+            Some(kept) => {
+                let held = opened.runs(&RunFilter::default()).unwrap().len();
+                (kept.id.clone(), held, "kept, read")
+            }
+            None => (fill(opened.as_ref(), runs), runs, "written"),
+        };
         drop(opened);
         let filled = t.elapsed();
         let size = std::fs::metadata(&sqlite).map(|m| m.len()).unwrap_or(0);
-        let state = dir.path().join("state");
+        let state = dir.join("state");
         let shown = |args: &[&str]| time(&store, &state, args, n);
         println!(
-            "{name:8} {runs} runs (written in {:.0?}{}):",
+            "{name:8} {runs} runs ({written} in {:.0?}{}):",
             filled,
             if name == "sqlite" {
                 format!(", {:.0} MiB", size as f64 / 1_048_576.0)

@@ -17,7 +17,7 @@ mod run;
 mod runs;
 mod schema;
 mod show;
-mod stats;
+pub(crate) mod stats;
 mod unlock;
 mod validate;
 mod verify;

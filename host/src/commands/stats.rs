@@ -1,10 +1,8 @@
 //! `capstan stats`: delivery metrics from the run history.
 
 use crate::exit::{self, Failure};
-use crate::stats::{RunFacts, StageTime, Window, compute};
-use std::collections::HashMap;
-
-use crate::store::{RunFilter, RunKind, RunRow, RunState};
+use crate::stats::{RunFacts, Window, compute};
+use crate::store::{RunOutcome, RunState, RunStore, StoreError};
 use crate::term::{self, Layout, Stream};
 
 /// Delivery metrics of the recorded runs: success rate, stage durations
@@ -54,23 +52,7 @@ fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
 pub fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let window = window(args, jiff::Timestamp::now())?;
     let store = cli.store()?;
-    let runs = store
-        .runs(&RunFilter::default())
-        .map_err(super::store_failure)?;
-    let mut timings: HashMap<String, Vec<StageTime>> = HashMap::new();
-    for t in store.stage_timings().map_err(super::store_failure)? {
-        timings.entry(t.run_id).or_default().push(StageTime {
-            name: t.name,
-            duration_ms: t.duration_ms,
-            succeeded: t.succeeded,
-        });
-    }
-    // Drift checks change nothing: they are no deliveries (drift has its own lines).
-    let history: Vec<RunFacts> = runs
-        .iter()
-        .filter(|run| run.kind != RunKind::Drift)
-        .map(|run| facts(run, timings.remove(&run.id).unwrap_or_default()))
-        .collect();
+    let history = history(store.as_ref()).map_err(super::store_failure)?;
     let mut stats = compute(&history, &window);
     let checks = store
         .drift_checks(window.environment.as_deref())
@@ -122,24 +104,30 @@ fn window(args: &Args, now: jiff::Timestamp) -> Result<Window, Failure> {
     })
 }
 
-/// What the metrics need of one recorded run; `stages`: its timed attempts.
-fn facts(run: &RunRow, stages: Vec<StageTime>) -> RunFacts {
-    let time = |t: &str| t.parse::<jiff::Timestamp>().ok();
+/// What the metrics need of every recorded run. Drift checks change
+/// nothing: they are no deliveries (drift has its own lines).
+pub(crate) fn history(store: &dyn RunStore) -> Result<Vec<RunFacts>, StoreError> {
+    Ok(store.outcomes()?.into_iter().map(facts).collect())
+}
+
+/// What the metrics need of one recorded run: its end counts only once it
+/// succeeded, failed or was rejected.
+fn facts(run: RunOutcome) -> RunFacts {
     let ended = matches!(
         run.status,
         RunState::Succeeded | RunState::Failed | RunState::Rejected
     )
-    .then(|| run.ended.as_deref().and_then(time))
+    .then_some(run.ended)
     .flatten();
     RunFacts {
-        id: run.id.clone(),
-        environment: run.environment.clone(),
+        id: run.id,
+        environment: run.environment,
         kind: run.kind,
-        undoes: run.undoes.clone(),
+        undoes: run.undoes,
         status: run.status,
-        started: time(&run.started).unwrap_or_default(),
+        started: run.started.unwrap_or_default(),
         ended,
         verified: run.verified,
-        stages,
+        stages: run.stages,
     }
 }

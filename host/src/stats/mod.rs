@@ -73,27 +73,16 @@ mod tests;
 use std::collections::{BTreeMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use percentile::nearest_rank;
 
-/// Deploy or rollback, and where a run is in its life: the run store's
-/// own types.
-pub use crate::store::{RunKind, RunState};
-
-/// One finished attempt (succeeded or failed) of a stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageTime {
-    /// The stage's name in the pipeline.
-    pub name: String,
-    /// Wall-clock time of the attempt, in milliseconds.
-    pub duration_ms: u64,
-    /// Whether this attempt succeeded.
-    pub succeeded: bool,
-}
+/// Deploy or rollback, where a run is in its life, and a timed stage
+/// attempt: the run store's own types.
+pub use crate::store::{RunKind, RunState, StageTime};
 
 /// What the metrics need to know about one run; the store layer builds these.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunFacts {
     /// The run's id.
     pub id: String,

@@ -41,7 +41,7 @@ fn run(
         stages: stages
             .iter()
             .map(|&(name, duration_ms, succeeded)| StageTime {
-                name: name.to_string(),
+                name: name.into(),
                 duration_ms,
                 succeeded,
             })

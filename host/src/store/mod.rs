@@ -10,12 +10,15 @@
 pub mod fence;
 pub mod lease;
 pub mod location;
+mod outcomes;
 pub mod owner;
 pub mod postgres;
 mod rows;
 pub mod run_id;
 pub mod sqlite;
 mod words;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -226,13 +229,52 @@ pub struct StageRow {
     pub duration_ms: Option<u64>,
 }
 
-/// How long one succeeded or failed stage attempt took.
+impl StageRow {
+    /// This attempt as `runs.stage_times` keeps it (`[stage, duration_ms,
+    /// succeeded]`), if it is one `capstan stats` times: it succeeded or
+    /// failed and has a duration.
+    pub(crate) fn stage_time(&self) -> Option<Value> {
+        let succeeded = match self.status {
+            StageState::Succeeded => true,
+            StageState::Failed => false,
+            _ => return None,
+        };
+        Some(serde_json::json!([self.name, self.duration_ms?, succeeded]))
+    }
+}
+
+/// What the delivery metrics (`capstan stats`) need of one run: how it
+/// went and how long its stage attempts took, none of the rest of its row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageTiming {
-    pub run_id: String,
-    pub name: String,
-    pub succeeded: bool,
+pub struct RunOutcome {
+    pub id: String,
+    pub environment: String,
+    pub kind: RunKind,
+    /// See [`RunRow::undoes`].
+    pub undoes: Option<String>,
+    pub status: RunState,
+    /// When it started; `None`: its start is not an RFC 3339 time.
+    pub started: Option<jiff::Timestamp>,
+    /// When it ended (or paused); `None`: it has not, or its end is not an
+    /// RFC 3339 time.
+    pub ended: Option<jiff::Timestamp>,
+    /// See [`RunRow::verified`].
+    pub verified: Option<bool>,
+    /// Its succeeded or failed stage attempts that have a duration, in any
+    /// order.
+    pub stages: Vec<StageTime>,
+}
+
+/// One finished attempt (succeeded or failed) of a stage, timed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageTime {
+    /// The stage's name in the pipeline, one allocation shared by all its
+    /// attempts: a long history has tens of thousands, of a few stages.
+    pub name: Arc<str>,
+    /// Wall-clock time of the attempt, in milliseconds.
     pub duration_ms: u64,
+    /// Whether this attempt succeeded.
+    pub succeeded: bool,
 }
 
 /// One person's (or policy's) decision on an approval request.
@@ -374,7 +416,9 @@ pub trait RunStore: Send + Sync {
     /// Record a new attempt of a stage as running; returns its number.
     fn start_stage(&self, run: &str, stage: &str, plugin: &str, at: &str) -> Result<u32>;
     /// Record a stage's end (or a stage decided without running: skipped,
-    /// reused), as the given attempt, or a new one when `attempt` is `None`.
+    /// reused), as the given attempt, or a new one when `attempt` is `None`;
+    /// the run's timed attempts ([`RunStore::outcomes`]) are rewritten with
+    /// it.
     fn end_stage(&self, run: &str, attempt: Option<u32>, row: &StageRow) -> Result<()>;
     /// Record an event, and `head`, the hash of the `audit.jsonl` line
     /// that holds it: the run's audit chain now ends there.
@@ -391,10 +435,11 @@ pub trait RunStore: Send + Sync {
     /// The latest attempt of `stage` (what a run about to start it again
     /// needs, without reading every stage of a long run).
     fn last_attempt(&self, run: &str, stage: &str) -> Result<Option<StageRow>>;
-    /// How long every succeeded or failed stage attempt of every run took,
-    /// each run's in the order of [`RunStore::stages`]: what `capstan stats`
-    /// needs, in one query rather than one per run.
-    fn stage_timings(&self) -> Result<Vec<StageTiming>>;
+    /// Every run but drift checks, in any order, with what `capstan stats`
+    /// needs of it ([`RunOutcome`]): one row per run, its timed stage
+    /// attempts kept with it (`stage_times`, rewritten by
+    /// [`RunStore::end_stage`]) rather than read from every stage row.
+    fn outcomes(&self) -> Result<Vec<RunOutcome>>;
     fn approvals(&self, run: &str) -> Result<Vec<ApprovalRow>>;
     fn pending_approval(&self, run: &str) -> Result<Option<PendingApproval>>;
     /// Keep a request as it was asked, answered or not, for `capstan show`;
@@ -459,12 +504,6 @@ pub struct DriftCheck {
     /// Per checked stage: whether its plan has changes, and their summary.
     pub detail: Value,
 }
-
-/// The columns of a [`StageTiming`], and which attempts have one, for
-/// every backend: SQL both speak.
-const TIMINGS: &str = "run_id, name, status, duration_ms";
-const TIMED: &str = "WHERE status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
-    ORDER BY run_id, COALESCE(started, ended, ''), attempt";
 
 /// The latest attempt of each stage, in first-seen order.
 pub fn latest_attempts(rows: Vec<StageRow>) -> Vec<StageRow> {

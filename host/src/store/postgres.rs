@@ -28,11 +28,13 @@ pub mod url;
 use std::borrow::Cow;
 use std::time::SystemTime;
 
+use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{Row, Transaction};
 use serde_json::Value;
 
 use self::link::Link;
 use super::fence::Fences;
+use super::outcomes::{self, Names};
 use super::rows::{self, Columns};
 use super::*;
 
@@ -164,6 +166,29 @@ const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environ
     owner_start, owner_host, owner_host_id, audit_head, approvers, author_keys";
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
+
+/// [`RunStore::outcomes`]: every run but drift checks, with its timed
+/// stage attempts (`stage_times`, schema version 2).
+const OUTCOMES: &str = "SELECT id, environment, kind, undoes, status, started, ended, verified, \
+    stage_times::text FROM runs WHERE kind <> 'drift'";
+
+/// Rewrites `stage_times` of run $1 from its stage attempts, as schema
+/// version 2 first wrote it: when an attempt that was timed is ended again.
+const STAGE_TIMES: &str = "UPDATE runs SET stage_times = COALESCE(( \
+        SELECT json_agg(json_build_array(name, duration_ms, status = 'succeeded')) \
+        FROM stages \
+        WHERE run_id = $1 AND status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+    ), '[]') WHERE id = $1";
+
+/// Appends attempts $2 (an array of `[stage, duration_ms, succeeded]`) to
+/// `stage_times` of run $1: what a stage's end adds, without reading the
+/// run's other stages (a long run would read them all at every stage).
+const APPEND_STAGE_TIME: &str =
+    "UPDATE runs SET stage_times = (stage_times::jsonb || $2::jsonb)::json WHERE id = $1";
+
+/// Whether attempt ($1, $2, $3) is already in `stage_times`.
+const WAS_TIMED: &str = "SELECT status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+    FROM stages WHERE run_id = $1 AND name = $2 AND attempt = $3";
 
 /// Newest first by start time (`started` as written has as many fractional
 /// digits as needed, which does not sort as text); the id breaks the rare
@@ -535,6 +560,9 @@ impl RunStore for PostgresStore {
                 Some(a) => i64::from(a),
                 None => next_attempt(tx, run, &row.name)?,
             };
+            let was_timed = tx
+                .query_opt(WAS_TIMED, &[&run, &row.name, &attempt])?
+                .is_some_and(|r| r.get::<_, bool>(0));
             tx.execute(
                 &format!(
                     "INSERT INTO stages (run_id, {STAGE_COLUMNS}) \
@@ -559,6 +587,11 @@ impl RunStore for PostgresStore {
                     &row.duration_ms.map(|d| d as i64),
                 ],
             )?;
+            match row.stage_time() {
+                _ if was_timed => tx.execute(STAGE_TIMES, &[&run])?,
+                Some(time) => tx.execute(APPEND_STAGE_TIME, &[&run, &Value::Array(vec![time])])?,
+                None => 0,
+            };
             if row.status != StageState::AwaitingApproval {
                 tx.execute(
                     "DELETE FROM pending_approvals WHERE run_id = $1 AND stage = $2",
@@ -684,18 +717,31 @@ impl RunStore for PostgresStore {
         })
     }
 
-    fn stage_timings(&self) -> Result<Vec<StageTiming>> {
+    fn outcomes(&self) -> Result<Vec<RunOutcome>> {
+        let mut names = Names::default();
         self.link.read(|tx| {
-            Ok(tx
-                .query(&format!("SELECT {TIMINGS} FROM stages {TIMED}"), &[])?
-                .iter()
-                .map(|r| StageTiming {
-                    run_id: r.get(0),
-                    name: r.get(1),
-                    succeeded: r.get::<_, String>(2) == "succeeded",
-                    duration_ms: r.get::<_, i64>(3) as u64,
-                })
-                .collect())
+            let mut runs = Vec::new();
+            let mut read = tx.query_raw(OUTCOMES, std::iter::empty::<&str>())?;
+            while let Some(r) = read.next()? {
+                let times = outcomes::stage_times(r.try_get(8)?, &mut names).map_err(|source| {
+                    StoreError::Json {
+                        what: "run's list of stage times",
+                        source,
+                    }
+                })?;
+                runs.push(RunOutcome {
+                    id: r.try_get(0)?,
+                    environment: r.try_get(1)?,
+                    kind: rows::kind(r.try_get(2)?),
+                    undoes: r.try_get(3)?,
+                    status: rows::status(r.try_get(4)?),
+                    started: outcomes::time(r.try_get(5)?),
+                    ended: r.try_get::<_, Option<&str>>(6)?.and_then(outcomes::time),
+                    verified: r.try_get(7)?,
+                    stages: times,
+                });
+            }
+            Ok(runs)
         })
     }
 

@@ -55,12 +55,12 @@ pub(super) fn run<C: Columns>(r: &C) -> Read<RunRow, C> {
         pipeline_digest: r.text("pipeline_digest")?,
         environment: r.text("environment")?,
         author: r.text("author")?,
-        kind: RunKind::parse(&r.text("kind")?).unwrap_or(RunKind::Deploy),
+        kind: kind(&r.text("kind")?),
         target: r.opt_text("target")?,
         undoes: r.opt_text("undoes")?,
         only: strings(r.json("only_stages")?),
         run_dir: r.text("run_dir")?,
-        status: RunState::parse(&r.text("status")?).unwrap_or(RunState::Failed),
+        status: status(&r.text("status")?),
         started: r.text("started")?,
         ended: r.opt_text("ended")?,
         verified: r.opt_flag("verified")?,
@@ -70,6 +70,16 @@ pub(super) fn run<C: Columns>(r: &C) -> Read<RunRow, C> {
         approvers: r.opt_text("approvers")?,
         author_keys: r.opt_json("author_keys")?.map(strings).unwrap_or_default(),
     })
+}
+
+/// A run's `kind`; one this Capstan does not know reads as a deploy.
+pub(super) fn kind(text: &str) -> RunKind {
+    RunKind::parse(text).unwrap_or(RunKind::Deploy)
+}
+
+/// A run's `status`; one this Capstan does not know reads as failed.
+pub(super) fn status(text: &str) -> RunState {
+    RunState::parse(text).unwrap_or(RunState::Failed)
 }
 
 /// A `locks` row (`run_id`, the owner's columns, `acquired`,

@@ -11,6 +11,7 @@ use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
 use super::fence::Fences;
+use super::outcomes::{self, Names};
 use super::rows::{self, Columns};
 use super::*;
 
@@ -29,6 +30,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("schema-5.sql")),
         M::up(include_str!("schema-6.sql")),
         M::up(include_str!("schema-7.sql")),
+        M::up(include_str!("schema-8.sql")),
     ])
 }
 
@@ -51,6 +53,31 @@ const RUN_COLUMNS: &str = "id, pipeline, pipeline_file, pipeline_digest, environ
     target, undoes, only_stages, run_dir, status, started, ended, verified, plugins, owner_pid, owner_start, owner_host, owner_host_id, audit_head, approvers, author_keys, lease_until";
 
 const STAGE_COLUMNS: &str = "name, attempt, plugin, status, message, outputs, artifacts, report, started, ended, duration_ms";
+
+/// [`RunStore::outcomes`]: every run but drift checks, with its timed
+/// stage attempts (`stage_times`, schema version 8).
+const OUTCOMES: &str = "SELECT id, environment, kind, undoes, status, started, ended, verified, \
+    stage_times FROM runs WHERE kind <> 'drift'";
+
+/// Rewrites `stage_times` of run ?1 from its stage attempts, as schema
+/// version 8 first wrote it: when an attempt that was timed is ended again.
+const STAGE_TIMES: &str = "UPDATE runs SET stage_times = ( \
+        SELECT json_group_array( \
+            json_array(name, duration_ms, json(iif(status = 'succeeded', 'true', 'false'))) \
+        ) \
+        FROM stages \
+        WHERE run_id = ?1 AND status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+    ) WHERE id = ?1";
+
+/// Appends attempt ?2 (`[stage, duration_ms, succeeded]`) to `stage_times`
+/// of run ?1: what a stage's end adds, without reading the run's other
+/// stages (a long run would read them all at every stage).
+const APPEND_STAGE_TIME: &str =
+    "UPDATE runs SET stage_times = json_insert(stage_times, '$[#]', json(?2)) WHERE id = ?1";
+
+/// Whether attempt (?1, ?2, ?3) is already in `stage_times`.
+const WAS_TIMED: &str = "SELECT status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+    FROM stages WHERE run_id = ?1 AND name = ?2 AND attempt = ?3";
 
 /// A connection to `path` as every writer has it.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -513,6 +540,10 @@ impl RunStore for SqliteStore {
                     |r| r.get(0),
                 )?,
             };
+            let was_timed: bool = tx
+                .query_row(WAS_TIMED, params![run, row.name, attempt], |r| r.get(0))
+                .optional()?
+                .unwrap_or(false);
             tx.execute(
                 &format!("INSERT OR REPLACE INTO stages (run_id, {STAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
@@ -522,6 +553,11 @@ impl RunStore for SqliteStore {
                     row.started, row.ended, row.duration_ms.map(|d| d as i64),
                 ],
             )?;
+            match row.stage_time() {
+                _ if was_timed => tx.execute(STAGE_TIMES, [run])?,
+                Some(time) => tx.execute(APPEND_STAGE_TIME, params![run, time.to_string()])?,
+                None => 0,
+            };
             if row.status != StageState::AwaitingApproval {
                 tx.execute(
                     "DELETE FROM pending_approvals WHERE run_id = ?1 AND stage = ?2",
@@ -633,18 +669,34 @@ impl RunStore for SqliteStore {
         })
     }
 
-    fn stage_timings(&self) -> Result<Vec<StageTiming>> {
+    fn outcomes(&self) -> Result<Vec<RunOutcome>> {
+        let mut names = Names::default();
         self.read(|c| {
-            let mut q = c.prepare(&format!("SELECT {TIMINGS} FROM stages {TIMED}"))?;
-            q.query_map([], |r| {
-                Ok(StageTiming {
-                    run_id: r.get(0)?,
-                    name: r.get(1)?,
-                    succeeded: r.get::<_, String>(2)? == "succeeded",
-                    duration_ms: r.get::<_, i64>(3)? as u64,
-                })
-            })?
-            .collect()
+            // Columns by position, and text that is only looked at
+            // borrowed: read by name (as `rows::run` does), they would cost
+            // more than the query.
+            c.prepare(OUTCOMES)?
+                .query_map([], |r| {
+                    let times = r.get_ref(8)?.as_str()?;
+                    Ok(RunOutcome {
+                        id: r.get(0)?,
+                        environment: r.get(1)?,
+                        kind: rows::kind(r.get_ref(2)?.as_str()?),
+                        undoes: r.get(3)?,
+                        status: rows::status(r.get_ref(4)?.as_str()?),
+                        started: outcomes::time(r.get_ref(5)?.as_str()?),
+                        ended: r.get_ref(6)?.as_str_or_null()?.and_then(outcomes::time),
+                        verified: r.get(7)?,
+                        stages: outcomes::stage_times(times, &mut names).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                8,
+                                rusqlite::types::Type::Text,
+                                e.into(),
+                            )
+                        })?,
+                    })
+                })?
+                .collect()
         })
     }
 

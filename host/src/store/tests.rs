@@ -4,6 +4,12 @@ use super::*;
 
 mod postgres_only;
 mod postgres_tls;
+mod stats_history;
+
+use stats_history::{
+    outcomes_are_every_run_but_drift_checks_with_its_timed_attempts,
+    stats_from_outcomes_equal_stats_from_whole_runs,
+};
 
 /// Each test body, run on a new SQLite store and on a new PostgreSQL
 /// database.
@@ -42,7 +48,8 @@ on_every_store!(
     drift_checks_are_kept_per_environment_oldest_first,
     objects_keep_the_order_of_their_keys,
     names_with_like_wildcards_match_only_themselves,
-    stage_timings_are_the_timed_attempts_of_every_run_in_stage_order,
+    outcomes_are_every_run_but_drift_checks_with_its_timed_attempts,
+    stats_from_outcomes_equal_stats_from_whole_runs,
 );
 
 /// A new SQLite store (in a directory it creates).
@@ -559,7 +566,7 @@ fn a_version_1_store_is_migrated() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 #[test]
@@ -781,43 +788,4 @@ fn names_with_like_wildcards_match_only_themselves(s: &dyn RunStore) {
     assert_eq!(s.run("_y").unwrap().id, "x_y");
     assert_eq!(s.run(r"\d").unwrap().id, r"b\d");
     assert!(matches!(s.run("-1"), Err(StoreError::Ambiguous { .. })));
-}
-
-/// `capstan stats` reads every run's timed attempts in one query.
-fn stage_timings_are_the_timed_attempts_of_every_run_in_stage_order(s: &dyn RunStore) {
-    let me = Owner::current();
-    for id in ["r1", "r2"] {
-        s.create_run(&new_run(id, "dev"), &me).unwrap();
-    }
-    let at = |second: u32, row: StageRow| StageRow {
-        started: Some(format!("2026-11-26T10:00:{second:02}Z")),
-        ..row
-    };
-    s.end_stage("r1", None, &at(5, ended("smoke", StageState::Failed)))
-        .unwrap();
-    s.end_stage("r1", None, &at(1, ended("build", StageState::Succeeded)))
-        .unwrap();
-    s.end_stage("r1", None, &at(2, ended("plan", StageState::Skipped)))
-        .unwrap();
-    let untimed = StageRow {
-        duration_ms: None,
-        ..ended("apply", StageState::Succeeded)
-    };
-    s.end_stage("r1", None, &untimed).unwrap();
-    s.end_stage("r2", None, &at(3, ended("build", StageState::Succeeded)))
-        .unwrap();
-    let timings = s.stage_timings().unwrap();
-    let seen: Vec<(&str, &str, bool)> = timings
-        .iter()
-        .map(|t| (t.run_id.as_str(), t.name.as_str(), t.succeeded))
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            ("r1", "build", true),
-            ("r1", "smoke", false),
-            ("r2", "build", true)
-        ]
-    );
-    assert!(timings.iter().all(|t| t.duration_ms == 1000));
 }
