@@ -112,9 +112,6 @@ pub struct StageSandbox {
     pub rules: FileRules,
     mounts: Arc<Mounts>,
     tmp: tempfile::TempDir,
-    /// Removed with the stage's sandbox.
-    #[allow(dead_code)]
-    covers: tempfile::TempDir,
 }
 
 /// A location every program may use, opened once when the pipeline is
@@ -213,18 +210,8 @@ impl StageSandbox {
             .prefix(&format!("{stage}-"))
             .tempdir_in(tmp_parent)
             .map_err(SandboxError::Tmp)?;
-        // Empty directories to cover with: beside the private one, in no
-        // rule's reach (see `Mounts::prepare`).
-        let covers = tempfile::Builder::new()
-            .prefix(&format!("{stage}-covers-"))
-            .tempdir_in(tmp_parent)
+        let mounts = Mounts::prepare(tmp.path(), exposed(system, &dirs, tmp.path())?)
             .map_err(SandboxError::Tmp)?;
-        let mounts = Mounts::prepare(
-            tmp.path(),
-            covers.path(),
-            exposed(system, &dirs, tmp.path())?,
-        )
-        .map_err(SandboxError::Tmp)?;
         let mounts = Arc::new(mounts);
         let mut rules = FileRules {
             enforced: String::new(),
@@ -249,7 +236,6 @@ impl StageSandbox {
                 rules,
                 mounts,
                 tmp,
-                covers,
             });
         };
         rules.enforced = format!("landlock ABI {abi}");
@@ -268,7 +254,6 @@ impl StageSandbox {
             rules,
             mounts,
             tmp,
-            covers,
         })
     }
 
