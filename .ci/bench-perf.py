@@ -106,9 +106,11 @@ class Suite:
         self.pipes = self.work / "pipes"
         (self.pipes / "ro").mkdir(parents=True)
         (self.work / "logs").mkdir()
-        # A compiled-plugin cache shared across state dirs (if the host keeps one under the
-        # user's cache dir) starts empty here and stays out of the user's own.
-        self.env = dict(os.environ, XDG_CACHE_HOME=str(self.work / "xdg-cache"))
+        # The per-user compiled-plugin cache (and its key) starts empty here and stays out of
+        # the user's own.
+        self.env = dict(os.environ, XDG_CACHE_HOME=str(self.work / "xdg-cache"),
+                        XDG_STATE_HOME=str(self.work / "xdg-state"))
+        self.env.pop("CAPSTAN_CACHE_DIR", None)
         self.rows = []
         self.serial = 0
 

@@ -183,7 +183,7 @@ fn a_cache_entry_swapped_for_another_plugins_is_recompiled() {
         let sha = record["sha256"].as_str().unwrap();
         sha.trim_start_matches("sha256:").to_string()
     };
-    let entries: Vec<PathBuf> = std::fs::read_dir(sb.path().join(".capstan/cache/components"))
+    let entries: Vec<PathBuf> = std::fs::read_dir(sb.user_cache().join("components"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))

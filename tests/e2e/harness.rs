@@ -89,6 +89,17 @@ impl Sandbox {
         self.dir.path().canonicalize().expect("sandbox path")
     }
 
+    /// The per-user compiled-plugin cache of this sandbox's `capstan`
+    /// (`$XDG_CACHE_HOME/capstan`).
+    pub fn user_cache(&self) -> PathBuf {
+        self.path().join("xdg-cache/capstan")
+    }
+
+    /// The key that cache's entries are trusted with.
+    pub fn user_cache_key(&self) -> PathBuf {
+        self.path().join("xdg-state/capstan/cache-key")
+    }
+
     /// Write a file (parents created) and return its path.
     pub fn write(&self, rel: &str, content: &str) -> PathBuf {
         let path = self.path().join(rel);
@@ -129,6 +140,11 @@ impl Sandbox {
         let mut cmd = Command::new(program);
         cmd.current_dir(self.path())
             .env("CAPSTAN_STATE_DIR", self.path().join(".capstan"))
+            // The per-user compiled-plugin cache and its key: the sandbox's
+            // own, so that tests share no cache unless they mean to.
+            .env("XDG_CACHE_HOME", self.path().join("xdg-cache"))
+            .env("XDG_STATE_HOME", self.path().join("xdg-state"))
+            .env_remove("CAPSTAN_CACHE_DIR")
             .env("GRANTED_VAR", "granted-value")
             .env("SECRET_TOKEN", "hunter2-must-not-leak")
             .env_remove("RUST_LOG")

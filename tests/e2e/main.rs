@@ -14,6 +14,7 @@ mod harness;
 mod lost_host;
 mod notify;
 mod pipeline_errors;
+mod plugin_cache;
 mod recovery;
 mod rollback;
 mod run_ids;

@@ -213,7 +213,7 @@ fn the_compiled_cache_is_used_on_the_second_run() {
     let pipeline = sb.pipeline(HELLO);
     let path = pipeline.to_str().unwrap();
     assert_eq!(sb.capstan(&["run", path, "-q"]).code, 0);
-    let cache = sb.path().join(".capstan/cache/components");
+    let cache = sb.user_cache().join("components");
     let entries: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())

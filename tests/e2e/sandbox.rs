@@ -408,11 +408,11 @@ echo "python=$(/usr/bin/python3 -c 'print(6*7)')" >> "$CAPSTAN_OUTPUT"
         ),
         attack(
             "read the cache key",
-            sh(format!("od -c {sb}/.capstan/cache/key 2>&1")),
+            sh(format!("od -c {sb}/xdg-state/capstan/cache-key 2>&1")),
         ),
         attack(
             "list the compiled plugins",
-            sh(format!("ls {sb}/.capstan/cache/components 2>&1")),
+            sh(format!("ls {sb}/xdg-cache/capstan/components 2>&1")),
         ),
         // The host process and the system.
         attack(
@@ -714,8 +714,8 @@ fn a_child_running_arbitrary_code_stays_inside_its_grants() {
     // Each attack aims at something that is there.
     for target in [
         root.join(".capstan/capstan.db"),
-        root.join(".capstan/cache/key"),
-        root.join(".capstan/cache/components"),
+        root.join("xdg-state/capstan/cache-key"),
+        root.join("xdg-cache/capstan/components"),
         run.dir.join("audit.jsonl"),
         run.dir.join("logs"),
     ] {

@@ -175,6 +175,9 @@ pub struct Protected {
     /// What it is, for messages ("Capstan's state dir").
     pub what: String,
     pub path: PathBuf,
+    /// How to move it out of a grant's way, when not with `--state-dir` /
+    /// `--store`.
+    pub moved_by: Option<String>,
     /// Its own identity, when it exists.
     itself: Option<Identity>,
     /// Its parents' identities (from the nearest existing one up), so that a
@@ -202,6 +205,7 @@ impl Protected {
         Ok(Protected {
             what,
             path: path.to_path_buf(),
+            moved_by: None,
             itself,
             parents,
         })

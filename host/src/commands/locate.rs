@@ -1,5 +1,6 @@
 //! Where Capstan's state (`.capstan/`: run store, run directories, compiled
-//! plugins) lives when `--state-dir` does not say. It follows the pipeline
+//! plugins when the per-user cache is not used) lives when `--state-dir`
+//! does not say. It follows the pipeline
 //! file, not the current directory: two runs of one pipeline started from
 //! different directories share one store, and so one environment lock.
 

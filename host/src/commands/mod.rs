@@ -33,7 +33,7 @@ use crate::exit::{self, Failure};
 use crate::pipeline::{Diagnostics, Pipeline};
 use crate::run::{Prepared, prepare};
 use crate::runtime::Runtime;
-use crate::runtime::cache::Cache;
+use crate::runtime::cache::{Cache, UserCache};
 use crate::store::{Access, Location, NewRun, PostgresStore, RunKind, RunStore, SqliteStore};
 
 /// Run infrastructure delivery pipelines whose stages are WebAssembly
@@ -41,10 +41,11 @@ use crate::store::{Access, Location, NewRun, PostgresStore, RunKind, RunStore, S
 #[derive(Debug, Parser)]
 #[command(name = "capstan", version, after_long_help = exit::HELP, after_help = "Run `capstan help <command>` for examples; `capstan --help` lists exit codes.")]
 pub struct Cli {
-    /// Where runs and the compiled-plugin cache are kept. Default: `.capstan/`
-    /// at the root of the git repository holding the pipeline file (beside
-    /// the file outside a repository); for commands given a run id, the
-    /// nearest `.capstan/` found looking upwards from the current directory.
+    /// Where runs are kept (and compiled plugins, without the per-user cache:
+    /// see --cache-dir). Default: `.capstan/` at the root of the git
+    /// repository holding the pipeline file (beside the file outside a
+    /// repository); for commands given a run id, the nearest `.capstan/`
+    /// found looking upwards from the current directory.
     #[arg(
         long = "state-dir",
         global = true,
@@ -78,9 +79,23 @@ pub struct Cli {
         value_parser = clap::builder::OsStringValueParser::new().map(Location::from)
     )]
     pub store: Option<Location>,
-    /// Compile plugins every time instead of using the compiled cache.
+    /// Compile plugins every time: read and write no compiled-plugin cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// The compiled-plugin cache shared by every state dir of this user.
+    /// Default: $XDG_CACHE_HOME/capstan, else ~/.cache/capstan. `none`:
+    /// compiled plugins are kept in each state dir instead. Its entries are
+    /// trusted only with a key kept apart, in $XDG_STATE_HOME/capstan (else
+    /// ~/.local/state/capstan); a directory that is a symlink, another
+    /// user's, or writable by others, or a key that is not a private file,
+    /// is not used: a warning says why, and the state dir keeps them.
+    #[arg(
+        long = "cache-dir",
+        global = true,
+        env = "CAPSTAN_CACHE_DIR",
+        value_name = "DIR|none"
+    )]
+    pub cache_dir: Option<PathBuf>,
     /// When to colour output: `auto` colours a terminal unless NO_COLOR is
     /// set.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
@@ -319,8 +334,10 @@ impl Cli {
         Ok((state, Some(missing)))
     }
 
-    /// What no grant may reach: the state dir and the run store (a SQLite
-    /// file: a server's store is out of any grant's reach).
+    /// What no grant may reach: the state dir, the run store (a SQLite
+    /// file: a server's store is out of any grant's reach) and the key of
+    /// the per-user compiled-plugin cache (whether or not this command uses
+    /// it: a stage that read it could forge entries for later runs).
     pub fn protected(&self) -> Result<Vec<crate::caps::fs::Protected>, Failure> {
         use crate::caps::fs::Protected;
         let locate = |path: &Path, what: &str| {
@@ -337,6 +354,12 @@ impl Cli {
         )?];
         if let Some(path) = self.store_location().path() {
             protected.push(locate(path, "the run store")?);
+        }
+        if let Some(dir) = UserCache::key_dir(|v| std::env::var_os(v)) {
+            let key = dir.join(crate::runtime::cache::user::KEY_NAME);
+            let mut key = locate(&key, "Capstan's per-user compiled-plugin cache key")?;
+            key.moved_by = Some("with $XDG_STATE_HOME".into());
+            protected.push(key);
         }
         Ok(protected)
     }
@@ -401,9 +424,22 @@ impl Cli {
 
     pub fn cache(&self) -> Cache {
         if self.no_cache {
-            Cache::disabled()
-        } else {
-            Cache::new(self.state_dir.join("cache"))
+            return Cache::disabled();
+        }
+        let state = self.state_dir.join("cache");
+        match UserCache::locate(self.cache_dir.as_deref(), |v| std::env::var_os(v)) {
+            Some(user) => Cache::per_user(user, state),
+            None => {
+                if let Some(dir) = &self.cache_dir
+                    && dir.as_os_str() != crate::runtime::cache::user::NONE
+                {
+                    eprintln!(
+                        "warning: not using the compiled-plugin cache {}: neither $XDG_STATE_HOME nor $HOME is set to keep its key in; plugins are cached in the state dir instead",
+                        dir.display()
+                    );
+                }
+                Cache::new(state)
+            }
         }
     }
 }

@@ -114,8 +114,9 @@ pub async fn prepare(
                 if loaded.cache == CacheUse::Recompiled {
                     eprintln!(
                         "warning: plugin `{name}`: its compiled-cache entry failed verification \
-                         (not made by this host's key for this component); it was not used, the \
-                         plugin was compiled again (recorded in run.json as `recompiled`)"
+                         (damaged, not a plain file, or not made with this host's key for this \
+                         component); it was not used, the plugin was compiled again (recorded in \
+                         run.json as `recompiled`)"
                     );
                 }
                 plugins.insert(name.clone(), Arc::new(loaded));
@@ -368,10 +369,11 @@ fn reached(
                 ))
                 .help(format!(
                     "grant a directory that neither contains it nor lies inside it{}",
-                    if is_state {
-                        ", or move Capstan's state with --state-dir / --store"
-                    } else {
-                        ""
+                    match (&p.moved_by, is_state) {
+                        (Some(how), _) => format!(", or move it {how}"),
+                        (None, true) =>
+                            ", or move Capstan's state with --state-dir / --store".into(),
+                        (None, false) => String::new(),
                     }
                 )),
             );
@@ -487,7 +489,10 @@ fn sandbox_errors(
                     p.what,
                     p.path.display()
                 ))
-                .help("keep Capstan's state out of the locations programs may read: move it with --state-dir / --store, or narrow [sandbox] read (`system = false` drops the defaults)"),
+                .help(format!(
+                    "keep Capstan's state out of the locations programs may read: move it {}, or narrow [sandbox] read (`system = false` drops the defaults)",
+                    p.moved_by.as_deref().unwrap_or("with --state-dir / --store")
+                )),
             );
         }
     }
