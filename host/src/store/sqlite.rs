@@ -79,11 +79,26 @@ const APPEND_STAGE_TIME: &str =
 const WAS_TIMED: &str = "SELECT status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
     FROM stages WHERE run_id = ?1 AND name = ?2 AND attempt = ?3";
 
+/// Statements of the write paths, prepared once per connection: parsing
+/// them again was a third of the cost of recording an audit event, and a
+/// stage records several.
+trait Cached {
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize>;
+}
+
+impl Cached for Connection {
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 /// A connection to `path` as every writer has it.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // Another process may be writing (a run, an approval): wait for it.
     conn.busy_timeout(Duration::from_secs(30))?;
+    // Room for every statement of the write paths (see `Cached`).
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // In WAL mode NORMAL loses nothing a process crash could: committed
     // transactions are in the WAL file before the call returns.
@@ -379,18 +394,18 @@ impl Columns for Row<'_> {
 /// interrupted, its running stages too, and release its lock unless
 /// programs it started still run or may.
 fn interrupt(tx: &Transaction, run: &str, why: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.run(
         "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
         [run],
     )?;
-    tx.execute(
+    tx.run(
         "UPDATE stages SET status = 'interrupted', message = ?2 WHERE run_id = ?1 AND status = 'running'",
         params![run, why],
     )?;
     // Programs it started outlive the host: the environment stays locked
     // until they end too (the next lock request sees them gone).
     if programs_left(tx, run)?.is_empty() {
-        tx.execute("DELETE FROM locks WHERE run_id = ?1", [run])?;
+        tx.run("DELETE FROM locks WHERE run_id = ?1", [run])?;
     }
     Ok(())
 }
@@ -432,7 +447,7 @@ fn holder(conn: &Connection, environment: &str) -> rusqlite::Result<Option<LockH
 
 /// Record a lock released without its run's consent.
 fn record_release(tx: &Transaction, release: &LockRelease) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.run(
         "INSERT INTO lock_releases (environment, run_id, holder, why, by, reason, at, lease_ended) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
@@ -452,7 +467,7 @@ fn record_release(tx: &Transaction, release: &LockRelease) -> rusqlite::Result<(
 impl RunStore for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.run(
                 &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12, NULL, NULL, ?13, ?14, ?15, ?16, ?17, NULL, ?18, ?19, ?20)"),
                 params![
                     run.id, run.pipeline, run.pipeline_file, run.pipeline_digest, run.environment,
@@ -473,7 +488,7 @@ impl RunStore for SqliteStore {
     fn claim_run(&self, id: &str, owner: &Owner) -> Result<bool> {
         let until = self.lease.until(lease::now_ms());
         let claimed = self.write(|tx| {
-            let changed = tx.execute(
+            let changed = tx.run(
                 "UPDATE runs SET status = 'running', ended = NULL, owner_pid = ?2, owner_start = ?3, owner_host = ?4,
                  owner_host_id = ?5, lease_until = ?6
                  WHERE id = ?1 AND status IN ('awaiting-approval', 'interrupted', 'failed')",
@@ -482,7 +497,7 @@ impl RunStore for SqliteStore {
             if changed == 1 {
                 // The run's lock follows it to its new owner, whoever took
                 // the lock a moment before.
-                tx.execute(
+                tx.run(
                     "UPDATE locks SET owner_pid = ?2, owner_start = ?3, owner_host = ?4, owner_host_id = ?5, lease_until = ?6
                      WHERE run_id = ?1",
                     params![id, owner.pid, owner.start as i64, owner.host, owner.host_id, until],
@@ -504,12 +519,12 @@ impl RunStore for SqliteStore {
         verified: Option<bool>,
     ) -> Result<()> {
         self.write_as(id, |tx| {
-            tx.execute(
+            tx.run(
                 "UPDATE runs SET status = ?2, ended = ?3, verified = ?4 WHERE id = ?1",
                 params![id, status.as_str(), at, verified],
             )?;
             if status != RunState::AwaitingApproval {
-                tx.execute("DELETE FROM pending_approvals WHERE run_id = ?1", [id])?;
+                tx.run("DELETE FROM pending_approvals WHERE run_id = ?1", [id])?;
             }
             Ok(())
         })
@@ -522,7 +537,7 @@ impl RunStore for SqliteStore {
                 params![run, stage],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO stages (run_id, name, attempt, plugin, status, started) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
                 params![run, stage, attempt, plugin, at],
             )?;
@@ -544,7 +559,7 @@ impl RunStore for SqliteStore {
                 .query_row(WAS_TIMED, params![run, row.name, attempt], |r| r.get(0))
                 .optional()?
                 .unwrap_or(false);
-            tx.execute(
+            tx.run(
                 &format!("INSERT OR REPLACE INTO stages (run_id, {STAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     run, row.name, attempt, row.plugin, row.status.as_str(), row.message,
@@ -554,12 +569,12 @@ impl RunStore for SqliteStore {
                 ],
             )?;
             match row.stage_time() {
-                _ if was_timed => tx.execute(STAGE_TIMES, [run])?,
-                Some(time) => tx.execute(APPEND_STAGE_TIME, params![run, time.to_string()])?,
+                _ if was_timed => tx.run(STAGE_TIMES, [run])?,
+                Some(time) => tx.run(APPEND_STAGE_TIME, params![run, time.to_string()])?,
                 None => 0,
             };
             if row.status != StageState::AwaitingApproval {
-                tx.execute(
+                tx.run(
                     "DELETE FROM pending_approvals WHERE run_id = ?1 AND stage = ?2",
                     params![run, row.name],
                 )?;
@@ -570,11 +585,11 @@ impl RunStore for SqliteStore {
 
     fn audit(&self, run: &str, e: &AuditRow, head: &str) -> Result<()> {
         self.write_as(run, |tx| {
-            tx.execute(
+            tx.run(
                 "INSERT INTO audit_events (run_id, time, stage, plugin, capability, allowed, detail, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![run, e.time, e.stage, e.plugin, e.capability.as_str(), e.allowed, e.detail.to_string(), e.reason],
             )?;
-            tx.execute(
+            tx.run(
                 "UPDATE runs SET audit_head = ?2 WHERE id = ?1",
                 params![run, head],
             )?;
@@ -585,7 +600,7 @@ impl RunStore for SqliteStore {
     fn ask_approval(&self, run: &str, pending: &PendingApproval) -> Result<()> {
         let request = serde_json::to_string(pending).expect("requests serialize");
         self.write_as(run, |tx| {
-            tx.execute(
+            tx.run(
                 "INSERT OR REPLACE INTO pending_approvals (run_id, stage, request) VALUES (?1, ?2, ?3)",
                 params![run, pending.stage, request],
             )?;
@@ -595,7 +610,7 @@ impl RunStore for SqliteStore {
 
     fn record_drift(&self, check: &DriftCheck) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.run(
                 "INSERT INTO drift_checks (environment, run_id, checked, drifted, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![check.environment, check.run_id, check.checked, check.drifted, check.detail.to_string()],
             )?;
@@ -616,7 +631,7 @@ impl RunStore for SqliteStore {
 
     fn record_approval(&self, run: &str, a: &ApprovalRow) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.run(
                 "INSERT INTO approvals (run_id, stage, digest, decision, approver, at, comment, policy, override_reason, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![run, a.stage, a.digest, a.decision.as_str(), a.by, a.at, a.comment, a.policy.as_str(), a.override_reason, a.signature],
             )?;
@@ -724,7 +739,7 @@ impl RunStore for SqliteStore {
     fn record_request(&self, run: &str, request: &PendingApproval) -> Result<()> {
         let text = serde_json::to_string(request).expect("requests serialize");
         self.write_as(run, |tx| {
-            tx.execute(
+            tx.run(
                 "INSERT OR REPLACE INTO approval_requests (run_id, stage, digest, asked, request) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![run, request.stage, request.digest, request.asked, text],
             )?;
@@ -787,7 +802,7 @@ impl RunStore for SqliteStore {
                     }
                 }
             }
-            tx.execute(
+            tx.run(
                 "INSERT OR REPLACE INTO locks (environment, run_id, owner_pid, owner_start, owner_host, owner_host_id, acquired, lease_until) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![environment, run, me.pid, me.start as i64, me.host, me.host_id, lease::time_text(now), self.lease.until(now)],
@@ -801,12 +816,12 @@ impl RunStore for SqliteStore {
         let mine = self.fences.expected(run);
         self.write(|tx| {
             match mine {
-                Some(me) => tx.execute(
+                Some(me) => tx.run(
                     "DELETE FROM locks WHERE environment = ?1 AND run_id = ?2 \
                      AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
                     params![environment, run, me.pid, me.start as i64, me.host_id],
                 )?,
-                None => tx.execute(
+                None => tx.run(
                     "DELETE FROM locks WHERE environment = ?1 AND run_id = ?2",
                     params![environment, run],
                 )?,
@@ -822,13 +837,13 @@ impl RunStore for SqliteStore {
     fn renew(&self, run: &str, owner: &Owner) -> Result<Renewal> {
         self.write(|tx| {
             let until = self.lease.until(lease::now_ms());
-            let kept = tx.execute(
+            let kept = tx.run(
                 "UPDATE runs SET lease_until = ?2 WHERE id = ?1 AND status = 'running' \
                  AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
                 params![run, until, owner.pid, owner.start as i64, owner.host_id],
             )?;
             if kept == 1 {
-                tx.execute(
+                tx.run(
                     "UPDATE locks SET lease_until = ?2 WHERE run_id = ?1 \
                      AND owner_pid = ?3 AND owner_start = ?4 AND owner_host_id = ?5",
                     params![run, until, owner.pid, owner.start as i64, owner.host_id],
@@ -866,7 +881,7 @@ impl RunStore for SqliteStore {
     fn request_stop(&self, run: &str, asked: &StopAsked) -> Result<bool> {
         let text = serde_json::to_string(asked).expect("requests serialize");
         self.write(|tx| {
-            Ok(tx.execute(
+            Ok(tx.run(
                 "UPDATE runs SET stop_request = ?2 WHERE id = ?1 AND status = 'running'",
                 params![run, text],
             )? == 1)
@@ -896,16 +911,16 @@ impl RunStore for SqliteStore {
             };
             if h.run_status == Some(RunState::Running) {
                 let why = lease::forced_because(environment, by, reason, &h.run_id);
-                tx.execute(
+                tx.run(
                     "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
                     [&h.run_id],
                 )?;
-                tx.execute(
+                tx.run(
                     "UPDATE stages SET status = 'interrupted', message = ?2 WHERE run_id = ?1 AND status = 'running'",
                     params![h.run_id, why],
                 )?;
             }
-            tx.execute("DELETE FROM locks WHERE environment = ?1", [environment])?;
+            tx.run("DELETE FROM locks WHERE environment = ?1", [environment])?;
             record_release(tx, &release)?;
             Ok(Some(release))
         })
