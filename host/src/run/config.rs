@@ -3,6 +3,9 @@
 //! `${…}` reference only where the reference cannot change the outcome),
 //! and again, fully, when the stage starts and its references are resolved.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use jsonschema::error::ValidationErrorKind as Kind;
 use serde_json::Value;
 
@@ -22,6 +25,28 @@ pub struct ConfigProblem {
     pub help: Option<String>,
 }
 
+/// The compiled validator of `schema`, compiled once per process: the
+/// stages of a pipeline share a few plugins' schemas, each checked when the
+/// pipeline is prepared and again when the stage starts, and compiling one
+/// (with its check against the meta-schema) costs far more than using it.
+fn validator(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+    static COMPILED: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(Default::default);
+    let key = schema.to_string();
+    if let Some(validator) = compiled.lock().expect("validator cache").get(&key) {
+        return Ok(validator.clone());
+    }
+    let validator = Arc::new(
+        jsonschema::validator_for(schema)
+            .map_err(|e| format!("the plugin's config schema is invalid: {e}"))?,
+    );
+    compiled
+        .lock()
+        .expect("validator cache")
+        .insert(key, validator.clone());
+    Ok(validator)
+}
+
 /// Problems of `with` against `schema`, in the order the schema finds them
 /// (`Err`: the schema itself is invalid). With `unresolved`, a problem that
 /// a `${…}` reference could still make go away is left for later.
@@ -30,8 +55,7 @@ pub fn problems(
     with: &Value,
     unresolved: bool,
 ) -> Result<Vec<ConfigProblem>, String> {
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| format!("the plugin's config schema is invalid: {e}"))?;
+    let validator = validator(schema)?;
     let mut unknown: Vec<ConfigProblem> = Vec::new();
     let mut others = Vec::new();
     // Properties an unknown key was taken for ("did you mean"), per object:

@@ -37,7 +37,9 @@ impl RunDir {
     /// Create a new run directory under `<state>/runs/` with a fresh,
     /// sortable id (`20261126-101500-7f3a`).
     pub fn create(state: &Path) -> std::io::Result<RunDir> {
-        let now = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC);
+        // UTC straight from the clock: the system's zone (which loading walks
+        // the zoneinfo database for) is not needed.
+        let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
         loop {
             let id = format!(
                 "{}-{:04x}",
