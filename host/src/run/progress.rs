@@ -44,6 +44,9 @@ pub struct Progress {
 struct Inner {
     /// Bars on a terminal; `None`: plain lines.
     bars: Option<MultiProgress>,
+    /// Plain lines with echo: what is printed, written by a thread of its
+    /// own (see [`Echo`]).
+    echo_writer: Option<Echo>,
     /// Echo every log line (no `-q`).
     echo: bool,
     colour: bool,
@@ -78,6 +81,13 @@ pub fn println(text: &str) {
 /// hidden. Not [`MultiProgress::suspend`]: that holds the display's lock
 /// throughout, and every other stage's log would wait for the human too.
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    // What is still queued for the echo goes out before the prompt.
+    if let Some(echo) = current()
+        .as_ref()
+        .and_then(|p| p.inner.echo_writer.as_ref())
+    {
+        echo.drain();
+    }
     let Some(bars) = current().and_then(|p| p.inner.bars.clone()) else {
         return f();
     };
@@ -102,9 +112,11 @@ impl Progress {
         console::set_colors_enabled_stderr(colour);
         let bars = term::is_terminal(Stream::Stderr)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let echo_writer = (echo && bars.is_none()).then(Echo::start).flatten();
         let progress = Progress {
             inner: Arc::new(Inner {
                 bars,
+                echo_writer,
                 echo,
                 colour,
                 stages: Mutex::new(HashMap::new()),
@@ -132,6 +144,9 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bars) = &self.inner.bars {
             let _ = bars.clear();
+        }
+        if let Some(echo) = &self.inner.echo_writer {
+            echo.drain();
         }
         if let Some(current) = CURRENT.get() {
             *current.lock().expect("progress lock") = None;
@@ -195,31 +210,14 @@ impl Progress {
         if !self.inner.echo {
             return;
         }
-        // Plain text all through (the usual case) is its own escaped form:
-        // checked once, not line by line.
-        let plain = crate::text::plain_len(lines.as_bytes()) == lines.len();
         let prefix = format!("{stage} | ");
-        let mut batch = String::with_capacity(ECHO_BATCH.min(lines.len()) + 256);
-        // Each line ends in `\n` here; `print` adds the last one.
-        let flush = |batch: &mut String| {
-            if let Some(text) = batch.strip_suffix('\n') {
-                self.print(text);
-            }
-            batch.clear();
-        };
-        each_line(lines, |line| {
-            batch.push_str(&prefix);
-            if plain {
-                batch.push_str(line);
-            } else {
-                batch.push_str(&crate::text::block(line));
-            }
-            batch.push('\n');
-            if batch.len() >= ECHO_BATCH {
-                flush(&mut batch);
-            }
-        });
-        flush(&mut batch);
+        match &self.inner.echo_writer {
+            Some(echo) => echo.send(Echoed::Lines {
+                prefix,
+                lines: lines.to_string(),
+            }),
+            None => echo_batches(&prefix, lines, |batch| self.print(batch)),
+        }
     }
 
     /// `stage` ended; `line` says how (one line, escaped).
@@ -237,8 +235,16 @@ impl Progress {
         self.print(&line);
     }
 
-    /// A host line above the stage lines.
+    /// A host line above the stage lines. With an echo writer it is
+    /// written after every log line handed to it before, and before this
+    /// returns: what the host says (an error, say, just before it exits) is
+    /// never lost behind queued log lines.
     fn print(&self, text: &str) {
+        if let Some(echo) = &self.inner.echo_writer {
+            echo.send(Echoed::Line(format!("{text}\n")));
+            echo.drain();
+            return;
+        }
         if let Some(bars) = &self.inner.bars
             && !bars.is_hidden()
             && bars.println(text).is_ok()
@@ -296,6 +302,91 @@ impl Progress {
             _ => console::Style::new().dim(),
         };
         style.force_styling(true).apply_to(line).to_string()
+    }
+}
+
+/// `lines` (whole lines, each ending in `\n`) as echoed: each after
+/// `prefix`, escaped unless plain, handed to `print` a batch at a time
+/// without the batch's last `\n` (one write for many lines: a stage
+/// printing a lot must not cost a write per line).
+fn echo_batches(prefix: &str, lines: &str, mut print: impl FnMut(&str)) {
+    // Plain text all through (the usual case) is its own escaped form:
+    // checked once, not line by line.
+    let plain = crate::text::plain_len(lines.as_bytes()) == lines.len();
+    let mut batch = String::with_capacity(ECHO_BATCH.min(lines.len()) + 256);
+    let mut flush = |batch: &mut String| {
+        if let Some(text) = batch.strip_suffix('\n') {
+            print(text);
+        }
+        batch.clear();
+    };
+    each_line(lines, |line| {
+        batch.push_str(prefix);
+        if plain {
+            batch.push_str(line);
+        } else {
+            batch.push_str(&crate::text::block(line));
+        }
+        batch.push('\n');
+        if batch.len() >= ECHO_BATCH {
+            flush(&mut batch);
+        }
+    });
+    flush(&mut batch);
+}
+
+/// What the echo writer is handed.
+enum Echoed {
+    /// A stage's lines, to echo after `prefix`.
+    Lines { prefix: String, lines: String },
+    /// A host line, as printed (its `\n` included).
+    Line(String),
+    /// Answer once everything before is written.
+    Drained(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The thread that echoes log lines (plain mode, no `-q`), so that a stage
+/// printing a lot has its lines formatted and written on another core while
+/// its output goes on being read and logged. A few batches may wait; past
+/// that, the stage's reader waits for the terminal, as it did when it wrote
+/// itself.
+struct Echo {
+    queue: std::sync::mpsc::SyncSender<Echoed>,
+}
+
+impl Echo {
+    /// `None` if the thread cannot start: then lines are written as they
+    /// come, by whoever hands them over.
+    fn start() -> Option<Echo> {
+        let (queue, received) = std::sync::mpsc::sync_channel::<Echoed>(8);
+        let spawned = std::thread::Builder::new()
+            .name("capstan-echo".into())
+            .spawn(move || {
+                for echoed in received {
+                    match echoed {
+                        Echoed::Lines { prefix, lines } => echo_batches(&prefix, &lines, |batch| {
+                            term::eprint(format_args!("{batch}\n"))
+                        }),
+                        Echoed::Line(line) => term::eprint(format_args!("{line}")),
+                        Echoed::Drained(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        spawned.ok().map(|_| Echo { queue })
+    }
+
+    fn send(&self, echoed: Echoed) {
+        // The thread ends only with the process.
+        let _ = self.queue.send(echoed);
+    }
+
+    /// Wait until everything handed over so far is written.
+    fn drain(&self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(Echoed::Drained(done));
+        let _ = wait.recv();
     }
 }
 
