@@ -234,7 +234,7 @@ impl StageRun {
                 None,
             );
         }
-        let mut store = self.runtime.store(state, deadline);
+        let mut store = self.plugin().runtime.store(state, deadline);
         let call = async {
             let instance = self.plugin().pre.instantiate_async(&mut store).await?;
             instance

@@ -7,7 +7,7 @@ pub mod cache;
 pub mod plugin;
 pub mod target;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Linker;
@@ -24,10 +24,45 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Arc<Linker<StageState>>,
+    /// The Cranelift runtime for a plugin this one's compiler (Winch)
+    /// cannot compile, made on first need; `None` in that runtime itself.
+    fallback: Option<Arc<OnceLock<Result<Runtime, String>>>>,
+}
+
+/// Which of wasmtime's compilers a [`Runtime`] uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compiler {
+    /// Single-pass: compiles several times faster. Not every proposal
+    /// (tail calls, relaxed SIMD) and only on x86_64.
+    Winch,
+    Cranelift,
 }
 
 impl Runtime {
+    /// The runtime plugins are compiled with: Winch where it targets the
+    /// host, with Cranelift behind it (see [`Runtime::fallback`]).
     pub fn new() -> wasmtime::Result<Runtime> {
+        if cfg!(target_arch = "x86_64") {
+            let mut winch = Runtime::with(Compiler::Winch)?;
+            winch.fallback = Some(Arc::new(OnceLock::new()));
+            Ok(winch)
+        } else {
+            Runtime::with(Compiler::Cranelift)
+        }
+    }
+
+    /// The runtime to compile a plugin with when this one could not: for a
+    /// plugin that uses what Winch does not compile. `None` when this is
+    /// already Cranelift's.
+    pub fn fallback(&self) -> Option<Result<Runtime, String>> {
+        let cell = self.fallback.as_ref()?;
+        Some(
+            cell.get_or_init(|| Runtime::with(Compiler::Cranelift).map_err(|e| format!("{e:#}")))
+                .clone(),
+        )
+    }
+
+    fn with(compiler: Compiler) -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -37,11 +72,11 @@ impl Runtime {
         // the five first-party plugins in 0.6 s where Cranelift took 2.1 s
         // (README, "Benchmarks"), with a stage's run no longer; bounds
         // checks, traps and epoch checks are emitted all the same. Cranelift
-        // still compiles the component trampolines, unoptimised (they are
-        // small); where Winch has no backend (it targets x86_64), it
-        // compiles everything, unoptimised too.
-        #[cfg(target_arch = "x86_64")]
-        config.strategy(wasmtime::Strategy::Winch);
+        // compiles the component trampolines, and what Winch cannot
+        // (`fallback`), unoptimised.
+        if compiler == Compiler::Winch {
+            config.strategy(wasmtime::Strategy::Winch);
+        }
         config.cranelift_opt_level(OptLevel::None);
         let engine = Engine::new(&config)?;
         // The ticker outlives every store; a weak handle lets it stop with
@@ -65,6 +100,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            fallback: None,
         })
     }
 

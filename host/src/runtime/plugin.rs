@@ -32,6 +32,8 @@ pub struct LoadedPlugin {
     pub contract: String,
     pub info: Info,
     pub pre: bindings::StagePre<StageState>,
+    /// The runtime it was compiled for: its stores must be made there.
+    pub runtime: Runtime,
     pub cache: CacheUse,
     pub load_time: Duration,
 }
@@ -136,20 +138,35 @@ impl LoadedPlugin {
         check_header(path, bytes)?;
         // Bounded before any compiling: its cost grows with the shape, not
         // the size.
-        let (component, cache_use) = cache
-            .component(&runtime.engine, &digest, bytes, || {
+        let compile = |runtime: &Runtime| {
+            cache.component(&runtime.engine, &digest, bytes, || {
                 bounds::check(bytes).map(drop)
             })
-            .map_err(|e| match e {
-                CompileError::Check(source) => LoadError::Bounds {
+        };
+        let compile_error = |e| match e {
+            CompileError::Check(source) => LoadError::Bounds {
+                path: path.into(),
+                source,
+            },
+            CompileError::Compile(e) => LoadError::Compile {
+                path: path.into(),
+                message: format!("{e:#}"),
+            },
+        };
+        // What Winch does not compile (tail calls, relaxed SIMD), Cranelift
+        // does: a plugin is refused only when neither can.
+        let (runtime, (component, cache_use)) = match compile(runtime) {
+            Err(CompileError::Compile(_)) if let Some(fallback) = runtime.fallback() => {
+                let fallback = fallback.map_err(|message| LoadError::Compile {
                     path: path.into(),
-                    source,
-                },
-                CompileError::Compile(e) => LoadError::Compile {
-                    path: path.into(),
-                    message: format!("{e:#}"),
-                },
-            })?;
+                    message,
+                })?;
+                let compiled = compile(&fallback).map_err(compile_error)?;
+                (fallback, compiled)
+            }
+            compiled => (runtime.clone(), compiled.map_err(compile_error)?),
+        };
+        let runtime = &runtime;
         let contract = check_contract(runtime, path, &component)?;
         let pre = runtime
             .linker
@@ -184,6 +201,7 @@ impl LoadedPlugin {
             contract,
             info,
             pre,
+            runtime: runtime.clone(),
             cache: cache_use,
             load_time: started.elapsed(),
         })
@@ -396,6 +414,51 @@ mod tests {
             within(super::DESCRIBE_TIME, failed).await.unwrap_err(),
             "boom"
         );
+    }
+
+    /// A component whose one core function tail-calls itself: valid wasm
+    /// that Winch does not compile (tail calls), Cranelift does.
+    fn tail_calling_component() -> Vec<u8> {
+        use wasm_encoder::{
+            CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+            TypeSection,
+        };
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        let mut functions = FunctionSection::new();
+        functions.function(0);
+        let mut body = Function::new([]);
+        body.instruction(&Instruction::ReturnCall(0));
+        body.instruction(&Instruction::End);
+        let mut code = CodeSection::new();
+        code.function(&body);
+        let mut module = Module::new();
+        module.section(&types).section(&functions).section(&code);
+        let mut component = Component::new();
+        component.section(&ModuleSection(&module));
+        component.finish()
+    }
+
+    #[tokio::test]
+    async fn what_winch_cannot_compile_is_compiled_by_cranelift() {
+        let bytes = tail_calling_component();
+        let runtime = Runtime::new().unwrap();
+        if let Some(cranelift) = runtime.fallback() {
+            let cranelift = cranelift.unwrap();
+            assert!(
+                wasmtime::component::Component::from_binary(&runtime.engine, &bytes).is_err(),
+                "Winch compiled a tail call: this test needs a construct it does not compile"
+            );
+            wasmtime::component::Component::from_binary(&cranelift.engine, &bytes).unwrap();
+        }
+        // A load gets past compiling it (and then finds it is no plugin).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tail-call.wasm");
+        std::fs::write(&path, &bytes).unwrap();
+        let Err(err) = LoadedPlugin::load(&runtime, &Cache::disabled(), &path, None).await else {
+            panic!("loaded");
+        };
+        assert!(!matches!(err, LoadError::Compile { .. }), "{err:?}");
     }
 
     #[tokio::test]
