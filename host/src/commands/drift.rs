@@ -104,7 +104,6 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let new = super::new_run(&prepared, &dir, &opts, RunKind::Drift);
     let (code, record) = drive(Drive {
         prepared: prepared.clone(),
-        runtime,
         dir,
         opts,
         store: store.clone(),

@@ -11,7 +11,6 @@ use crate::run::lock::{self, LockError};
 use crate::run::stage::StageStatus;
 use crate::run::stop::{self, Stop};
 use crate::run::{ExecError, Prepared, RunDir, RunOptions, RunRecord, StageRecord, execute};
-use crate::runtime::Runtime;
 use crate::store::{NewRun, Owner, RunKind, RunStore};
 use crate::store::{RunState, StageState};
 use crate::term::{Layout, Stream, Tone};
@@ -64,7 +63,6 @@ pub enum Begin {
 /// Everything `drive` needs.
 pub struct Drive {
     pub prepared: Arc<Prepared>,
-    pub runtime: Runtime,
     pub dir: RunDir,
     pub opts: RunOptions,
     pub store: Arc<dyn RunStore>,
@@ -230,15 +228,7 @@ async fn drive_events(d: Drive) -> Result<(u8, RunRecord), Failure> {
     );
     let lease = lock::keep_lease(d.store.clone(), id.clone(), d.opts.stop.clone());
     let watch = stop::watch_store(d.opts.stop.clone(), d.store.clone());
-    let result = execute(
-        d.prepared.clone(),
-        &d.runtime,
-        &d.dir,
-        &d.opts,
-        &d.store,
-        d.done,
-    )
-    .await;
+    let result = execute(d.prepared.clone(), &d.dir, &d.opts, &d.store, d.done).await;
     lease.abort();
     // Ended, not only told to end: each holds the store, which must close
     // (and checkpoint its WAL away) when the command ends.

@@ -115,7 +115,6 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let opts = opts_of(&run, &args.flags);
     let (code, record) = drive(Drive {
         prepared: prepared.clone(),
-        runtime,
         dir: RunDir {
             id: run.id.clone(),
             path: PathBuf::from(&run.run_dir),

@@ -232,7 +232,6 @@ pub async fn start(
     );
     let (code, _) = drive(Drive {
         prepared,
-        runtime,
         dir,
         opts,
         store: store.clone(),

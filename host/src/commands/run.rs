@@ -116,7 +116,6 @@ pub async fn exec(args: &Args, cli: &super::Cli) -> Result<u8, Failure> {
     let new = super::new_run(&prepared, &dir, &opts, RunKind::Deploy);
     let (code, record) = drive(Drive {
         prepared: prepared.clone(),
-        runtime,
         dir,
         opts: opts.clone(),
         store: store.clone(),

@@ -38,7 +38,6 @@ use crate::caps::fs::GrantDir;
 use crate::caps::secret::Redactor;
 use crate::fault;
 use crate::pipeline::interpolate::Scope;
-use crate::runtime::Runtime;
 use crate::store::{AuditKind, Decision, RunState, RunStore, StageRow, StageState, StoreError};
 pub use prepare::{Prepared, prepare};
 use progress::Progress;
@@ -105,7 +104,6 @@ pub fn selected(prepared: &Prepared, opts: &RunOptions) -> BTreeSet<String> {
 /// outcome and outputs and do not run.
 pub async fn execute(
     prepared: Arc<Prepared>,
-    runtime: &Runtime,
     dir: &RunDir,
     opts: &RunOptions,
     store: &Arc<dyn RunStore>,
@@ -224,7 +222,6 @@ pub async fn execute(
                     None => {
                         let run = match stage_run(
                             &prepared,
-                            runtime,
                             dir,
                             &audit,
                             opts,
@@ -553,7 +550,6 @@ impl EndedDirs {
 #[allow(clippy::too_many_arguments)]
 fn stage_run(
     prepared: &Arc<Prepared>,
-    runtime: &Runtime,
     dir: &RunDir,
     audit: &AuditLog,
     opts: &RunOptions,
@@ -643,7 +639,6 @@ fn stage_run(
         upstream_dirs.extend(ended_dirs.get(dir, n)?);
     }
     Ok(StageRun {
-        runtime: runtime.clone(),
         prepared: prepared.clone(),
         name: name.to_string(),
         context: wit::StageContext {

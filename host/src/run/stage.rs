@@ -23,7 +23,6 @@ use crate::caps::secret::{self, Delivered, Origin, Redactor, resolve, scan};
 use crate::caps::state::{StageState, StageStateBuilder};
 use crate::caps::{GrantKind, StagePolicy, env};
 use crate::pipeline::Stage;
-use crate::runtime::Runtime;
 use crate::runtime::plugin::LoadedPlugin;
 use crate::store::{AuditKind, RunStore};
 
@@ -60,7 +59,6 @@ pub enum StageStatus {
 /// Everything a stage run needs from the executor (owned, so it can run on
 /// its own task).
 pub struct StageRun {
-    pub runtime: Runtime,
     pub prepared: Arc<Prepared>,
     pub name: String,
     pub context: wit::StageContext,
